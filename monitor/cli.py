@@ -1,0 +1,49 @@
+"""The `monitor` command line: parses arguments, builds what a command needs, holds no logic.
+
+Each area registers its own sub-commands in `monitor/commands/<area>.py` through a
+`register(subparsers)` function, so the command tree reads in one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from monitor import __version__
+
+COMMAND_MODULES = (
+    "monitor.commands.core",
+    "monitor.commands.watchlists",
+    "monitor.commands.stories",
+    "monitor.commands.alerts",
+    "monitor.commands.ops",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="monitor",
+        description="Self-hosted news-monitoring alerts: feeds in, watchlist alerts out.",
+    )
+    parser.add_argument("--version", action="version", version=f"monitor {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,1 @@
+"""Sub-commands of `monitor`, one module per area; each exposes `register(subparsers)`."""

@@ -1,0 +1,10 @@
+"""`monitor` sub-commands for the watchlists area."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: "argparse._SubParsersAction[Any]") -> None:
+    """Add this area's commands to the CLI (filled in as the area lands)."""

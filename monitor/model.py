@@ -1,0 +1,148 @@
+"""Frozen values passed between pipeline stages.
+
+Nothing here does I/O; SQLModel rows never leave `monitor/store/` and feedparser dicts never
+leave `monitor/parse.py`, so every stage can be tested with plain values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+SourceKind = Literal["feed", "html"]
+
+
+@dataclass(frozen=True, slots=True)
+class HtmlSelectors:
+    """CSS selectors that turn a section page without a feed into entries."""
+
+    item: str
+    title: str
+    link: str
+    summary: str | None = None
+    date: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    """One entry of `sources.yaml`, validated."""
+
+    id: str
+    name: str
+    url: str
+    every_seconds: int = 900
+    kind: SourceKind = "feed"
+    selectors: HtmlSelectors | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRequest:
+    """What the fetcher needs to poll one source (conditional GET validators verbatim)."""
+
+    source_id: str
+    url: str
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """A completed HTTP exchange: 200 with a body, or 304 with none."""
+
+    source_id: str
+    url: str  # final URL after redirects
+    status: int
+    body: bytes | None
+    headers: dict[str, str]  # lower-cased names
+    etag: str | None
+    last_modified: str | None
+    max_age_seconds: float | None  # Cache-Control max-age, a lower bound on the interval
+    elapsed_seconds: float
+
+
+ErrorKind = Literal[
+    "timeout",
+    "connect",
+    "dns",
+    "tls",
+    "http_4xx",
+    "http_5xx",
+    "rate_limited",
+    "gone",
+    "too_large",
+    "too_many_redirects",
+    "blocked_ssrf",
+    "bad_url",
+    "parse_error",
+    "rejected_entities",
+    "protocol",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FetchError:
+    """A classified failure; `transient` decides between backoff and a clear stop."""
+
+    source_id: str
+    kind: ErrorKind
+    transient: bool
+    message: str
+    status: int | None = None
+    retry_after_seconds: float | None = None
+    elapsed_seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedEntry:
+    """One feed item as the parser saw it; text fields may still hold HTML."""
+
+    guid: str | None
+    link: str | None
+    title: str
+    summary: str
+    published: datetime | None
+    author: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFeed:
+    entries: tuple[ParsedEntry, ...]
+    title: str | None = None
+    ttl_seconds: int | None = None  # RSS <ttl>, a lower bound on the interval
+    warning: str | None = None  # non-fatal parser complaint (bozo with entries)
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    """A normalized entry: the unit that is stored, grouped into stories and matched."""
+
+    source_id: str
+    entry_key: str
+    url: str  # canonical URL ("" when the entry has no link)
+    title: str  # plain text
+    text: str  # plain text of the summary/content
+    published: datetime | None
+    content_hash: str
+    link: str = ""  # the link exactly as published
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A highlighted [start, end) range inside a snippet."""
+
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One watchlist matching one article, with its evidence."""
+
+    watchlist_id: str
+    watchlist_name: str
+    score: float
+    terms: tuple[str, ...]
+    snippet: str = ""
+    highlights: tuple[Span, ...] = field(default_factory=tuple)
