@@ -146,3 +146,29 @@ class Match:
     terms: tuple[str, ...]
     snippet: str = ""
     highlights: tuple[Span, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class StoryAssignment:
+    """Which story an article joined; `is_new` is False for a later copy of a known story."""
+
+    story_id: int
+    story_key: str
+    is_new: bool
+    first_article_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class IngestedItem:
+    """One stored article of a poll, with what downstream needs to decide on alerts.
+
+    `change` is "new" for a first sighting and "update" for an edited entry (same key, new
+    content hash); `catchup` is True for a new source's first poll, whose items never alert.
+    """
+
+    article_id: int
+    article: Article
+    change: Literal["new", "update"]
+    matches: tuple[Match, ...]
+    story: StoryAssignment | None
+    catchup: bool

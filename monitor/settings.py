@@ -1,0 +1,145 @@
+"""Every option of the service, typed and defaulted, read once from `MONITOR_*` variables.
+
+pydantic-settings reads the environment (and `/run/secrets` files); secrets are `SecretStr`
+so they are masked in repr, JSON and logs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Service configuration; see the README table for each `MONITOR_*` variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MONITOR_",
+        extra="ignore",
+        secrets_dir=None,
+        validate_default=True,
+    )
+
+    # --- core (issue 2) ---
+    database_url: SecretStr = Field(
+        SecretStr("sqlite:///./data/monitor.db"),
+        description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user:pw@host/db.",
+    )
+    watchlists_dir: Path = Field(Path("watchlists"), description="Folder of watchlist YAML files.")
+    sources_file: Path | None = Field(
+        None, description="Sources YAML; defaults to <watchlists_dir>/sources.yaml."
+    )
+    allow_private_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma list of host names or CIDRs that may be fetched although private.",
+    )
+    instance_name: str = Field("", description="Replica name in logs and leases (default host:pid).")
+    log_level: str = Field("INFO", description="Log level of the JSON logs on stdout.")
+    log_format: Literal["json", "console"] = Field("json", description="json or console logs.")
+
+    # polling
+    tick_seconds: float = Field(5.0, description="How often the poll tick looks for due sources.")
+    poll_batch: int = Field(200, description="Most sources claimed by one poll tick.")
+    lease_seconds: float = Field(120.0, description="How long a claimed source/alert stays ours.")
+    min_interval_seconds: int = Field(10, description="Shortest accepted poll interval.")
+    max_interval_seconds: int = Field(86400, description="Longest interval (backoff cap).")
+    max_article_age_hours: float = Field(
+        72.0, description="Entries published longer ago than this never alert."
+    )
+
+    # fetching
+    user_agent: str = Field(
+        "monitor/0.1 (+https://github.com/monitor-news/monitor; self-hosted news alerts)",
+        description="User-Agent sent with every fetch.",
+    )
+    fetch_connect_timeout: float = Field(5.0, description="Seconds to connect.")
+    fetch_read_timeout: float = Field(15.0, description="Seconds between two received chunks.")
+    fetch_total_timeout: float = Field(30.0, description="Overall deadline of one fetch.")
+    fetch_max_bytes: int = Field(10 * 1024 * 1024, description="Largest raw response body.")
+    fetch_max_decoded_bytes: int = Field(
+        20 * 1024 * 1024, description="Largest body after gzip/deflate decoding."
+    )
+    fetch_concurrency: int = Field(10, description="Fetches in flight at once (all hosts).")
+    fetch_per_host: int = Field(2, description="Fetches in flight at once per host.")
+
+    # --- watchlists (issue 3) ---
+    watchlists_reload: bool = Field(True, description="Reload watchlists when files change.")
+
+    # --- alerts (issue 4) ---
+    slack_bot_token: SecretStr | None = Field(None, description="Slack bot token (xoxb-…).")
+    slack_api_url: str = Field("https://slack.com/api/", description="Slack Web API base URL.")
+    slack_webhook_url: SecretStr | None = Field(
+        None, description="Slack incoming webhook URL (simple mode: no threads, no reconciliation)."
+    )
+    slack_default_channel: str | None = Field(
+        None, description="Channel for watchlists whose alert: names no Slack channel."
+    )
+    smtp_host: str | None = Field(None, description="SMTP server host; email is off without it.")
+    smtp_port: int | None = Field(None, description="SMTP port (587 starttls, 465 tls, 25 none).")
+    smtp_username: str | None = Field(None, description="SMTP login.")
+    smtp_password: SecretStr | None = Field(None, description="SMTP password.")
+    smtp_from: str = Field("monitor@localhost", description="From address of alert emails.")
+    smtp_security: Literal["starttls", "tls", "none"] = Field(
+        "starttls", description="starttls, tls (implicit, port 465) or none (local relay)."
+    )
+    smtp_timeout: float = Field(20.0, description="Seconds for one SMTP exchange.")
+    deliver_tick_seconds: float = Field(1.0, description="How often the dispatcher runs.")
+    deliver_max_attempts: int = Field(8, description="Attempts before an alert is dead.")
+    flood_threshold: int = Field(
+        10, description="More new alerts than this from one source in one poll become a summary."
+    )
+
+    # --- stories (issue 6) ---
+    story_window_hours: float = Field(
+        72.0, description="Near-duplicates within this window join the same story."
+    )
+
+    # --- operations (issue 5) ---
+    http_host: str = Field("0.0.0.0", description="Address of the health/metrics listener.")
+    http_port: int = Field(8080, description="Port of /livez /readyz /metrics /status (0: off).")
+    migrate_on_start: bool = Field(
+        False, description="Run migrations at start (under an advisory lock on PostgreSQL)."
+    )
+    shutdown_grace_seconds: float = Field(8.0, description="Time to finish in-flight work.")
+
+    @field_validator("allow_private_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("allow_private_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if "/" in item:
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"{item!r} is not a valid CIDR ({exc})") from exc
+        return value
+
+    @property
+    def sources_path(self) -> Path:
+        return self.sources_file or self.watchlists_dir / "sources.yaml"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url.get_secret_value()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()
