@@ -1,0 +1,1 @@
+"""Storage: the only package that knows SQLModel rows; functions take a Session."""

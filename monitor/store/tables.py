@@ -1,0 +1,191 @@
+"""The SQLModel tables: the only ORM classes of the project.
+
+Times are stored as timezone-naive UTC (`utcnow()` below) so SQLite and PostgreSQL compare them
+the same way; convert at the edges.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """Naive UTC now, the one clock format of the database."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class SourceRow(SQLModel, table=True):
+    """A polled source: its config (synced from sources.yaml) and its polling state."""
+
+    __tablename__ = "source"
+
+    id: str = Field(primary_key=True, max_length=100)
+    name: str = Field(default="", max_length=300)
+    url: str = Field(max_length=2048)
+    kind: str = Field(default="feed", max_length=10)
+    every_seconds: int = Field(default=900)
+    selectors_json: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    enabled: bool = Field(default=True)  # present in sources.yaml
+    disabled_reason: str | None = Field(default=None, max_length=500)  # e.g. 410 Gone
+    etag: str | None = Field(default=None, max_length=1024)
+    last_modified: str | None = Field(default=None, max_length=200)
+    body_hash: str | None = Field(default=None, max_length=64)
+    last_status: str = Field(default="new", max_length=40)
+    last_http_status: int | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    error_transient: bool | None = None
+    failures: int = Field(default=0)
+    polls: int = Field(default=0)
+    last_polled_at: datetime | None = None
+    last_success_at: datetime | None = None
+    last_new_entries: int = Field(default=0)
+    next_poll_at: datetime = Field(default_factory=utcnow, index=True)
+    first_poll_done: bool = Field(default=False)
+    lease_owner: str | None = Field(default=None, max_length=200)
+    lease_until: datetime | None = None
+    lease_epoch: int = Field(default=0)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ArticleRow(SQLModel, table=True):
+    """One article, stored once per (source, entry_key)."""
+
+    __tablename__ = "article"
+    __table_args__ = (
+        UniqueConstraint("source_id", "entry_key", name="uq_article_source_entry"),
+        Index("ix_article_first_seen", "first_seen"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: str = Field(max_length=100, index=True)
+    entry_key: str = Field(max_length=600)
+    url: str = Field(default="", max_length=2048)
+    link: str = Field(default="", max_length=2048)
+    title: str = Field(default="", sa_column=Column(Text, nullable=False))
+    summary: str = Field(default="", sa_column=Column(Text, nullable=False))
+    published: datetime | None = None
+    first_seen: datetime = Field(default_factory=utcnow)
+    updated_at: datetime | None = None
+    content_hash: str = Field(max_length=64, index=True)
+    revision: int = Field(default=1)
+    catchup: bool = Field(default=False)
+    story_id: int | None = Field(default=None, index=True)
+
+
+class ArticleCopyRow(SQLModel, table=True):
+    """The same content seen again under another source or key: linked, not stored twice."""
+
+    __tablename__ = "article_copy"
+    __table_args__ = (UniqueConstraint("source_id", "entry_key", name="uq_article_copy_source_entry"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    article_id: int = Field(index=True)
+    source_id: str = Field(max_length=100)
+    entry_key: str = Field(max_length=600)
+    url: str = Field(default="", max_length=2048)
+    seen_at: datetime = Field(default_factory=utcnow)
+
+
+class ArticleRevisionRow(SQLModel, table=True):
+    """An edit of a stored entry (same key, new content hash), kept for follow-ups and audit."""
+
+    __tablename__ = "article_revision"
+
+    id: int | None = Field(default=None, primary_key=True)
+    article_id: int = Field(index=True)
+    revision: int
+    title: str = Field(default="", sa_column=Column(Text, nullable=False))
+    summary: str = Field(default="", sa_column=Column(Text, nullable=False))
+    content_hash: str = Field(max_length=64)
+    seen_at: datetime = Field(default_factory=utcnow)
+
+
+class Story(SQLModel, table=True):
+    """A group of near-duplicate articles across outlets (owned by monitor.stories)."""
+
+    __tablename__ = "story"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=64, unique=True)
+    first_article_id: int
+    title: str = Field(default="", sa_column=Column(Text, nullable=False))
+    article_count: int = Field(default=1)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    last_seen_at: datetime = Field(default_factory=utcnow)
+
+
+class StoryBand(SQLModel, table=True):
+    """One LSH band hash of an article, indexed so candidates are found in the database."""
+
+    __tablename__ = "story_band"
+    __table_args__ = (Index("ix_story_band_band", "band"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    band: int = Field(sa_column=Column(BigInteger, nullable=False))
+    article_id: int = Field(index=True)
+    story_id: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class AlertRow(SQLModel, table=True):
+    """The transactional outbox: one row per (alert, destination), written with the article."""
+
+    __tablename__ = "alert"
+
+    id: int | None = Field(default=None, primary_key=True)
+    dedup_key: str = Field(max_length=400, unique=True)
+    kind: str = Field(default="alert", max_length=20)  # alert | followup | summary | digest
+    article_id: int | None = Field(default=None, index=True)
+    story_id: int | None = None
+    source_id: str | None = Field(default=None, max_length=100)
+    watchlist_id: str = Field(max_length=200)
+    channel: str = Field(max_length=20)  # slack | email | console
+    destination: str = Field(max_length=400)  # Slack channel, email address, "console"
+    status: str = Field(default="pending", max_length=20, index=True)
+    payload_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    parent_alert_id: int | None = None
+    digest_at: datetime | None = None
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime = Field(default_factory=utcnow, index=True)
+    attempt_started_at: datetime | None = None
+    lease_owner: str | None = Field(default=None, max_length=200)
+    lease_until: datetime | None = None
+    lease_epoch: int = Field(default=0)
+    provider_ref: str | None = Field(default=None, max_length=400)
+    thread_ref: str | None = Field(default=None, max_length=400)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None
+
+
+class DestinationRow(SQLModel, table=True):
+    """Per-destination pacing shared by all replicas (Slack: about one message per second)."""
+
+    __tablename__ = "destination"
+
+    key: str = Field(primary_key=True, max_length=400)  # "slack:#channel"
+    not_before: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ReplicaRow(SQLModel, table=True):
+    """Heartbeats of running replicas, for /status and diagnosis."""
+
+    __tablename__ = "replica"
+
+    name: str = Field(primary_key=True, max_length=200)
+    started_at: datetime = Field(default_factory=utcnow)
+    last_seen_at: datetime = Field(default_factory=utcnow)
+    version: str = Field(default="", max_length=40)
