@@ -1,10 +1,250 @@
-"""`monitor` sub-commands for the core area."""
+"""Core commands: run, poll, sources, articles, db, config."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import sys
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from monitor.settings import Settings, get_settings
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
-    """Add this area's commands to the CLI (filled in as the area lands)."""
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    run = sub.add_parser("run", help="run the service in the foreground (Ctrl-C/SIGTERM stops it)")
+    run.add_argument("--dry-run", action="store_true", help="render alerts without sending them")
+    run.set_defaults(func=cmd_run)
+
+    poll = sub.add_parser("poll", help="poll sources once and print a line per source")
+    poll.add_argument("--once", action="store_true", required=True, help="poll once and exit")
+    poll.add_argument("--all", action="store_true", help="poll every source now, ignoring schedule")
+    poll.add_argument("--source", action="append", metavar="ID", help="only this source (repeat)")
+    poll.add_argument("--dry-run", action="store_true", help="fetch and match, store nothing")
+    poll.set_defaults(func=cmd_poll)
+
+    sources = sub.add_parser("sources", help="inspect the sources file and their health")
+    ssub = sources.add_subparsers(dest="sources_command", metavar="COMMAND", required=True)
+    ssub.add_parser("list", help="each source's health").set_defaults(func=cmd_sources_list)
+    ssub.add_parser("check", help="validate sources.yaml").set_defaults(func=cmd_sources_check)
+
+    articles = sub.add_parser("articles", help="stored articles")
+    asub = articles.add_subparsers(dest="articles_command", metavar="COMMAND", required=True)
+    alist = asub.add_parser("list", help="print stored articles, newest first")
+    alist.add_argument("--since", default=None, help="only articles first seen within, e.g. 2d")
+    alist.add_argument("--source", default=None, metavar="ID")
+    alist.add_argument("--limit", type=int, default=None)
+    alist.add_argument("--format", choices=("text", "jsonl"), default="text")
+    alist.set_defaults(func=cmd_articles_list)
+
+    dbp = sub.add_parser("db", help="database schema")
+    dsub = dbp.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
+    dsub.add_parser("upgrade", help="apply the Alembic migrations").set_defaults(func=cmd_db_upgrade)
+    dsub.add_parser("current", help="show schema revision").set_defaults(func=cmd_db_current)
+
+    config = sub.add_parser("config", help="configuration")
+    csub = config.add_subparsers(dest="config_command", metavar="COMMAND", required=True)
+    csub.add_parser("check", help="print the effective configuration (secrets masked)").set_defaults(
+        func=cmd_config_check
+    )
+
+
+def _settings() -> Settings:
+    from monitor import logs
+
+    settings = get_settings()
+    logs.configure(settings.log_level, settings.log_format)
+    return settings
+
+
+def since_arg(text: str | None) -> datetime | None:
+    """'2d', '6h', '30m' → the UTC time that long ago."""
+    if not text:
+        return None
+    from monitor.sources import parse_duration
+
+    return datetime.now(UTC) - timedelta(seconds=parse_duration(text))
+
+
+def _fail(message: str) -> int:
+    print(f"monitor: {message}", file=sys.stderr)
+    return 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from monitor.service import Service, StartupError
+
+    settings = _settings()
+    service = Service(settings, dry_run=args.dry_run)
+    try:
+        service.prepare(exclusive=True)
+    except StartupError as exc:
+        service.engine.dispose()
+        return _fail(str(exc))
+    return asyncio.run(service.run())
+
+
+def cmd_poll(args: argparse.Namespace) -> int:
+    from monitor.service import Service, StartupError
+
+    settings = _settings()
+    service = Service(settings, dry_run=args.dry_run)
+    try:
+        service.prepare(exclusive=False)
+    except StartupError as exc:
+        service.engine.dispose()
+        return _fail(str(exc))
+
+    async def go() -> list[Any]:
+        try:
+            reports = await service.poller.poll_due(force=args.all or bool(args.source),
+                                                   only=args.source)
+            return reports
+        finally:
+            await service.aclose()
+
+    reports = asyncio.run(go())
+    if args.source:
+        missing = set(args.source) - {r.source_id for r in reports}
+        for source_id in sorted(missing):
+            print(f"{source_id:<32} not polled: unknown, disabled or leased by another replica")
+    for report in reports:
+        line = (
+            f"{report.source_id:<32} {report.status:<24} new={report.new:<4} "
+            f"updated={report.updated:<3} alerts={report.alerts:<3} {report.seconds:6.2f}s"
+        )
+        if report.message:
+            line += f"  {report.message[:160]}"
+        print(line)
+        for title, watchlist, score in report.matches:
+            print(f"    match {watchlist} ({score:.1f}): {title[:120]}")
+    if not reports and not args.source:
+        print("no source is due (use --all to poll every source now)")
+    return 0 if all(not r.status.startswith("error") for r in reports) else 1
+
+
+def cmd_sources_check(args: argparse.Namespace) -> int:
+    from monitor.sources import SourcesError, load_sources
+
+    settings = get_settings()
+    try:
+        sources = load_sources(settings.sources_path)
+    except SourcesError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return 1
+    print(f"{settings.sources_path}: {len(sources)} sources OK")
+    return 0
+
+
+def cmd_sources_list(args: argparse.Namespace) -> int:
+    from sqlalchemy.orm import Session
+
+    from monitor.store import db, queries
+
+    settings = get_settings()
+    engine = db.open_engine(settings)
+    try:
+        with Session(engine) as session:
+            rows = queries.list_sources(session)
+    except Exception as exc:  # noqa: BLE001 - a clear message instead of a traceback
+        return _fail(f"cannot read sources from the database ({exc}); run `monitor db upgrade`")
+    finally:
+        engine.dispose()
+    if not rows:
+        print("no sources in the database yet: `monitor poll --once` or `monitor run` syncs them")
+        return 0
+    print(f"{'SOURCE':<30} {'STATUS':<18} {'FAILS':>5} {'LAST POLL':<20} {'NEXT POLL':<20} NOTE")
+    for row in rows:
+        status = row.last_status if row.enabled else "removed"
+        if row.disabled_reason:
+            status = "disabled"
+        note = row.disabled_reason or (row.last_error or "")
+        print(
+            f"{row.id:<30} {status:<18} {row.failures:>5} {_fmt(row.last_polled_at):<20} "
+            f"{_fmt(row.next_poll_at):<20} {note[:100]}"
+        )
+    return 0
+
+
+def _fmt(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def cmd_articles_list(args: argparse.Namespace) -> int:
+    from sqlalchemy.orm import Session
+
+    from monitor.store import db, queries
+
+    settings = get_settings()
+    engine = db.open_engine(settings)
+    try:
+        with Session(engine) as session:
+            items = queries.list_articles(
+                session, since=since_arg(args.since), source_id=args.source, limit=args.limit
+            )
+    except Exception as exc:  # noqa: BLE001
+        return _fail(f"cannot read articles ({exc}); run `monitor db upgrade`")
+    finally:
+        engine.dispose()
+    for item in items:
+        art = item.article
+        if args.format == "jsonl":
+            print(json.dumps({
+                "id": item.id,
+                "source": item.source_id,
+                "url": art.url,
+                "title": art.title,
+                "summary": art.text,
+                "published": art.published.isoformat() if art.published else None,
+                "first_seen": item.first_seen.isoformat(),
+                "content_hash": art.content_hash,
+                "entry_key": art.entry_key,
+                "story_id": item.story_id,
+            }, ensure_ascii=False))
+        else:
+            print(f"{item.id:>6} {_fmt(item.first_seen)} [{item.source_id}] {art.title[:110]}")
+            if art.url:
+                print(f"       {art.url}")
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from monitor.store import db
+
+    settings = _settings()
+    try:
+        db.upgrade(settings.db_url)
+    except Exception as exc:  # noqa: BLE001
+        return _fail(f"migration failed: {exc}")
+    print(f"database at revision {db.head_revision()}")
+    return 0
+
+
+def cmd_db_current(args: argparse.Namespace) -> int:
+    from monitor.store import db
+
+    settings = get_settings()
+    engine = db.open_engine(settings)
+    try:
+        current = db.current_revision(engine)
+    finally:
+        engine.dispose()
+    head = db.head_revision()
+    print(f"current {current or '-'}; head {head}")
+    return 0 if current == head else 1
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        for err in exc.errors():
+            name = "MONITOR_" + "_".join(str(p) for p in err["loc"]).upper()
+            print(f"{name}: {err['msg']}", file=sys.stderr)
+        return 1
+    print(settings.model_dump_json(indent=2))
+    return 0

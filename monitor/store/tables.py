@@ -1,7 +1,7 @@
 """The SQLModel tables: the only ORM classes of the project.
 
-Times are stored as timezone-naive UTC (`utcnow()` below) so SQLite and PostgreSQL compare them
-the same way; convert at the edges.
+Times are timezone-aware UTC in Python (SQLModel's UTCDateTime refuses naive values); SQLite
+stores them as UTC text without offset and PostgreSQL as timestamptz, so both compare alike.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ SQLModel.metadata.naming_convention = {
 
 
 def utcnow() -> datetime:
-    """Naive UTC now, the one clock format of the database."""
-    return datetime.now(UTC).replace(tzinfo=None)
+    """Aware UTC now, the one clock of the service."""
+    return datetime.now(UTC)
 
 
 class SourceRow(SQLModel, table=True):

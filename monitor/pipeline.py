@@ -1,0 +1,427 @@
+"""The one place where the stages are joined: fetch → parse → normalize → store → story → match
+→ outbox, for each claimed source.
+
+Network I/O happens outside any transaction; everything a poll learned (articles, story links,
+outbox rows, the source's new state) is written in ONE transaction, fenced by the source lease,
+so a crash or a lost lease loses nothing and doubles nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from monitor import alerting, stories
+from monitor.fetch import Fetcher
+from monitor.logs import get_logger
+from monitor.model import (
+    Article,
+    FetchError,
+    FetchRequest,
+    FetchResult,
+    IngestedItem,
+    ParsedFeed,
+    StoryAssignment,
+)
+from monitor.normalize import normalize_entry
+from monitor.parse import ParseError, parse_feed, parse_html_page
+from monitor.schedule import next_poll_at
+from monitor.settings import Settings
+from monitor.store import queries
+from monitor.store.queries import ClaimedSource
+from monitor.store.tables import Story, utcnow
+
+log = get_logger(__name__)
+
+
+class LostLease(Exception):
+    """Another replica owns the source now: our results must not be written."""
+
+
+@dataclass(frozen=True, slots=True)
+class PollReport:
+    """What one poll of one source did, for the CLI line, logs and metrics."""
+
+    source_id: str
+    status: str
+    new: int = 0
+    updated: int = 0
+    alerts: int = 0
+    seconds: float = 0.0
+    message: str = ""
+    matches: tuple[tuple[str, str, float], ...] = ()  # (article title, watchlist, score), dry runs
+
+
+@dataclass
+class PollStats:
+    """Counters the metrics endpoint reads."""
+
+    outcomes: dict[str, int] = field(default_factory=dict)
+    new_articles: int = 0
+    matches: int = 0
+    fetch_seconds: list[float] = field(default_factory=list)
+
+
+class Poller:
+    """Polls claimed sources; built once per process, shared by the tick job and the CLI."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        fetcher: Fetcher,
+        *,
+        watchlists: Callable[[], Mapping[str, Any]],
+        matcher: Callable[[], Any],
+        owner: str,
+        dry_run: bool = False,
+        on_report: Callable[[PollReport], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.fetcher = fetcher
+        self._watchlists = watchlists
+        self._matcher = matcher
+        self.owner = owner
+        self.dry_run = dry_run
+        self.on_report = on_report
+        self.draining = False
+        self._fetching: set[asyncio.Task[PollReport]] = set()
+        self._storing: set[asyncio.Future[PollReport]] = set()
+
+    # --- ticks -----------------------------------------------------------------------------
+
+    async def poll_due(self, *, force: bool = False, only: Iterable[str] | None = None) -> list[PollReport]:
+        """Claim due sources (all with `force`) and poll them concurrently."""
+        if self.draining:
+            return []
+        now = utcnow()
+        only_ids = list(only or [])
+        claims = await asyncio.to_thread(self._claim, now, force, only_ids)
+        if not claims:
+            return []
+        tasks = [asyncio.create_task(self.poll_source(claim)) for claim in claims]
+        self._fetching.update(tasks)
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            self._fetching.difference_update(tasks)
+
+    def _claim(self, now: datetime, force: bool, only: list[str]) -> list[ClaimedSource]:
+        with Session(self.engine) as session, session.begin():
+            return queries.claim_sources(
+                session,
+                owner=self.owner,
+                now=now,
+                lease_seconds=self.settings.lease_seconds,
+                limit=max(self.settings.poll_batch, len(only)),
+                force=force,
+                only=only,
+            )
+
+    async def poll_source(self, claim: ClaimedSource) -> PollReport:
+        started = time.monotonic()
+        request = FetchRequest(claim.id, claim.url, claim.etag, claim.last_modified)
+        try:
+            outcome = await self.fetcher.fetch(request)
+        except asyncio.CancelledError:
+            await asyncio.to_thread(self._release, claim)
+            raise
+        # From here on the result is ours to keep: finish storing even while shutting down.
+        store = asyncio.ensure_future(asyncio.to_thread(self._store_outcome, claim, outcome, started))
+        self._storing.add(store)
+        store.add_done_callback(self._storing.discard)
+        report = await asyncio.shield(store)
+        self._log_report(claim, report)
+        if self.on_report is not None:
+            self.on_report(report)
+        return report
+
+    def _release(self, claim: ClaimedSource) -> None:
+        with Session(self.engine) as session, session.begin():
+            queries.release_sources(session, self.owner, [claim.id])
+
+    async def drain(self, grace: float) -> None:
+        """Stop claiming, give in-flight fetches `grace` seconds, keep every fetched result."""
+        self.draining = True
+        pending = set(self._fetching)
+        if pending:
+            _done, still = await asyncio.wait(pending, timeout=grace)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=2)
+        if self._storing:
+            await asyncio.wait(set(self._storing), timeout=max(grace, 5))
+        await asyncio.to_thread(self._release_all)
+
+    def _release_all(self) -> None:
+        with Session(self.engine) as session, session.begin():
+            queries.release_sources(session, self.owner)
+
+    # --- one source --------------------------------------------------------------------------
+
+    def _store_outcome(
+        self, claim: ClaimedSource, outcome: FetchResult | FetchError, started: float
+    ) -> PollReport:
+        now = utcnow()
+        if isinstance(outcome, FetchError):
+            return self._finish_error(claim, outcome, now, started)
+        if outcome.status == 304 or outcome.body is None:
+            values = self._success_values(claim, outcome, now, None, status="not_modified")
+            return self._finish(claim, values, PollReport(claim.id, "not_modified"), started)
+        body_hash = hashlib.sha256(outcome.body).hexdigest()
+        if body_hash == claim.body_hash and claim.first_poll_done:
+            values = self._success_values(claim, outcome, now, None, status="unchanged")
+            return self._finish(claim, values, PollReport(claim.id, "unchanged"), started)
+        try:
+            parsed = self._parse(claim, outcome)
+        except ParseError as exc:
+            error = FetchError(claim.id, exc.kind, False, str(exc), status=outcome.status)
+            return self._finish_error(claim, error, now, started)
+        articles = [normalize_entry(entry, claim.id) for entry in parsed.entries]
+        values = self._success_values(claim, outcome, now, parsed, status="ok")
+        values["body_hash"] = body_hash
+        values["first_poll_done"] = True
+        try:
+            with Session(self.engine) as session, session.begin():
+                report = self._ingest(session, claim, articles, now)
+                values["last_new_entries"] = report.new
+                if parsed.warning:
+                    values["last_error"] = f"warning: {parsed.warning}"[:2000]
+                if self.dry_run:
+                    session.rollback()
+                elif not queries.complete_source(
+                    session, claim, owner=self.owner, values=_resolve(values)
+                ):
+                    raise LostLease(claim.id)
+        except LostLease:
+            return PollReport(claim.id, "lost_lease", seconds=time.monotonic() - started,
+                              message="another replica took this source over; results dropped")
+        if self.dry_run:
+            self._release(claim)
+        return PollReport(
+            claim.id,
+            "dry_run" if self.dry_run else "ok",
+            new=report.new,
+            updated=report.updated,
+            alerts=report.alerts,
+            seconds=time.monotonic() - started,
+            message=parsed.warning or "",
+            matches=report.matches,
+        )
+
+    def _parse(self, claim: ClaimedSource, result: FetchResult) -> ParsedFeed:
+        assert result.body is not None
+        if claim.kind == "html":
+            if claim.selectors is None:
+                raise ParseError("parse_error", "kind: html source has no selectors")
+            return parse_html_page(result.body, result.headers, result.url, claim.selectors)
+        return parse_feed(result.body, result.headers, result.url)
+
+    def _ingest(
+        self, session: Session, claim: ClaimedSource, articles: list[Article], now: datetime
+    ) -> PollReport:
+        catchup = not claim.first_poll_done
+        unique: dict[str, Article] = {}
+        for article in articles:
+            unique.setdefault(article.entry_key, article)
+        known = queries.known_entries(session, claim.id, list(unique))
+        fresh = [a for key, a in unique.items() if key not in known]
+        by_hash = queries.articles_by_hash(session, [a.content_hash for a in fresh])
+        matcher = self._matcher()
+        items: list[IngestedItem] = []
+        new = updated = 0
+        for key, article in unique.items():
+            entry = known.get(key)
+            if entry is None:
+                original = by_hash.get(article.content_hash)
+                if original is not None:
+                    if queries.insert_copy(session, original, article, now=now):
+                        copy = self._copy_item(session, original, article, matcher, catchup)
+                        if copy is not None:
+                            items.append(copy)
+                    continue
+                article_id = queries.insert_article(session, article, now=now, catchup=catchup)
+                if article_id is None:
+                    continue  # stored meanwhile by another replica
+                by_hash[article.content_hash] = article_id
+                new += 1
+                story = stories.assign_story(
+                    session, article_id, article, now, self.settings.story_window_hours
+                )
+                matches = tuple(matcher.match(article))
+                items.append(IngestedItem(article_id, article, "new", matches, story, catchup))
+            elif entry.content_hash and entry.content_hash != article.content_hash:
+                queries.record_revision(session, entry, article, now=now)
+                updated += 1
+                matches = tuple(matcher.match(article))
+                items.append(IngestedItem(entry.article_id, article, "update", matches, None, catchup))
+        alerts = alerting.enqueue_for_poll(
+            session,
+            source_id=claim.id,
+            source_name=claim.name,
+            items=items,
+            watchlists=self._watchlists(),
+            settings=self.settings,
+            now=now,
+        )
+        hits = tuple(
+            (item.article.title, m.watchlist_id, m.score) for item in items for m in item.matches
+        )
+        return PollReport(claim.id, "ok", new=new, updated=updated, alerts=alerts, matches=hits)
+
+    def _copy_item(
+        self, session: Session, original: int, article: Article, matcher: Any, catchup: bool
+    ) -> IngestedItem | None:
+        """The same text from another outlet: a later member of the original's story."""
+        row = session.execute(
+            select(Story.id, Story.key, Story.first_article_id)
+            .join_from(Story, _article_table(), Story.id == _article_table().c.story_id)
+            .where(_article_table().c.id == original)
+        ).first()
+        if row is None:
+            return None
+        story = StoryAssignment(int(row[0]), str(row[1]), False, int(row[2]))
+        matches = tuple(matcher.match(article))
+        return IngestedItem(original, article, "new", matches, story, catchup)
+
+    # --- source state ----------------------------------------------------------------------
+
+    def _success_values(
+        self,
+        claim: ClaimedSource,
+        result: FetchResult,
+        now: datetime,
+        parsed: ParsedFeed | None,
+        *,
+        status: str,
+    ) -> dict[str, object]:
+        when = next_poll_at(
+            now,
+            claim.every_seconds,
+            max_age_seconds=result.max_age_seconds,
+            ttl_seconds=parsed.ttl_seconds if parsed else None,
+            min_seconds=self.settings.min_interval_seconds,
+            max_seconds=self.settings.max_interval_seconds,
+        )
+        values: dict[str, object] = {
+            "last_status": status,
+            "last_http_status": result.status,
+            "last_error": None,
+            "error_transient": None,
+            "failures": 0,
+            "polls": _Incr(),
+            "last_polled_at": now,
+            "last_success_at": now,
+            "next_poll_at": _naive(when),
+            "updated_at": now,
+        }
+        if result.status != 304:
+            values["etag"] = result.etag
+            values["last_modified"] = result.last_modified
+        return values
+
+    def _finish_error(
+        self, claim: ClaimedSource, error: FetchError, now: datetime, started: float
+    ) -> PollReport:
+        failures = claim.failures + 1
+        when = next_poll_at(
+            now,
+            claim.every_seconds,
+            failures=failures,
+            retry_after_seconds=error.retry_after_seconds,
+            min_seconds=self.settings.min_interval_seconds,
+            max_seconds=self.settings.max_interval_seconds,
+        )
+        values: dict[str, object] = {
+            "last_status": error.kind,
+            "last_http_status": error.status,
+            "last_error": error.message[:2000],
+            "error_transient": error.transient,
+            "failures": failures,
+            "polls": _Incr(),
+            "last_polled_at": now,
+            "next_poll_at": _naive(when),
+            "updated_at": now,
+        }
+        if error.kind == "gone":
+            values["disabled_reason"] = (
+                "the server answered 410 Gone: fix the URL in sources.yaml or remove the source"
+            )
+        report = PollReport(claim.id, f"error:{error.kind}", message=error.message)
+        return self._finish(claim, values, report, started)
+
+    def _finish(
+        self, claim: ClaimedSource, values: dict[str, object], report: PollReport, started: float
+    ) -> PollReport:
+        seconds = time.monotonic() - started
+        if self.dry_run:
+            self._release(claim)
+            return _with_seconds(report, seconds)
+        with Session(self.engine) as session, session.begin():
+            if not queries.complete_source(session, claim, owner=self.owner, values=_resolve(values)):
+                return PollReport(claim.id, "lost_lease", seconds=seconds)
+        return _with_seconds(report, seconds)
+
+    def _log_report(self, claim: ClaimedSource, report: PollReport) -> None:
+        fields = {
+            "source": claim.id,
+            "url": claim.url,
+            "status": report.status,
+            "new": report.new,
+            "updated": report.updated,
+            "alerts": report.alerts,
+            "seconds": round(report.seconds, 3),
+        }
+        if report.status.startswith("error:"):
+            log.warning("poll failed", error=report.message, **fields)
+        elif report.status == "lost_lease":
+            log.warning("lease lost; poll result dropped", **fields)
+        else:
+            log.info("polled", **fields)
+
+
+class _Incr:
+    """Marker for `polls = polls + 1` in a fenced UPDATE."""
+
+    def column(self) -> Any:
+        from monitor.store.tables import SourceRow
+
+        return SourceRow.polls + 1
+
+
+def _resolve(values: dict[str, object]) -> dict[str, object]:
+    return {k: (v.column() if isinstance(v, _Incr) else v) for k, v in values.items()}
+
+
+def _article_table() -> Any:
+    from monitor.store.tables import ArticleRow
+
+    return ArticleRow.__table__
+
+
+def _with_seconds(report: PollReport, seconds: float) -> PollReport:
+    return PollReport(
+        report.source_id, report.status, report.new, report.updated, report.alerts, seconds,
+        report.message, report.matches,
+    )
+
+
+def _naive(value: datetime) -> datetime:
+    """Aware UTC (schedule maths may hand back whatever `now` it was given)."""
+    from datetime import UTC
+
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def due_in(seconds: float) -> datetime:
+    return utcnow() + timedelta(seconds=seconds)

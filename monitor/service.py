@@ -1,0 +1,301 @@
+"""The running service: builds every part once, runs the tick jobs, shuts down cleanly.
+
+`monitor run` and `monitor poll --once` both go through `Service`, so the CLI holds no logic and
+the scheduler only triggers: which source is due is decided by the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from monitor import __version__
+from monitor.deliver import Dispatcher
+from monitor.fetch import Fetcher
+from monitor.logs import get_logger
+from monitor.pipeline import PollReport, Poller
+from monitor.settings import Settings
+from monitor.sources import SourcesError, load_sources
+from monitor.store import db, queries
+from monitor.store.tables import ReplicaRow, utcnow
+from monitor.watchlists import WatchlistRegistry
+
+log = get_logger(__name__)
+
+
+class StartupError(Exception):
+    """The service cannot start; the message says what to do."""
+
+
+def default_owner(settings: Settings) -> str:
+    return settings.instance_name or f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class Health:
+    """What /livez, /readyz and /metrics report; updated by the running service."""
+
+    started: float = field(default_factory=time.time)
+    heartbeat: float = field(default_factory=time.monotonic)
+    draining: bool = False
+    db_ok: bool = False
+    schema_ok: bool = False
+    last_db_error: str | None = None
+    tick_seconds: dict[str, list[float]] = field(default_factory=dict)
+    poll_outcomes: dict[str, int] = field(default_factory=dict)
+    new_articles: int = 0
+    alerts_enqueued: int = 0
+    fetch_seconds: list[float] = field(default_factory=list)
+
+
+class SqliteInstanceLock:
+    """One `monitor run` per SQLite file: an exclusive lock on `<db>.lock`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.with_name(path.name + ".lock")
+        self._fh: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = self.path.open("a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise StartupError(
+                f"another `monitor run` ({holder}) already uses the SQLite database "
+                f"{self.path.with_suffix('')}: SQLite is single-replica. Stop it first, or use "
+                "PostgreSQL (MONITOR_DATABASE_URL=postgresql+psycopg://…) for several replicas."
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        fh.flush()
+        self._fh = fh
+
+    def release(self) -> None:
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+
+class Service:
+    """Settings, engine, fetcher, watchlists, poller and dispatcher: built once, closed once."""
+
+    def __init__(self, settings: Settings, *, dry_run: bool = False) -> None:
+        self.settings = settings
+        self.dry_run = dry_run
+        self.owner = default_owner(settings)
+        self.engine: Engine = db.open_engine(settings)
+        self.health = Health()
+        self.registry = WatchlistRegistry(settings.watchlists_dir)
+        self.fetcher = Fetcher(settings)
+        self.poller = Poller(
+            settings,
+            self.engine,
+            self.fetcher,
+            watchlists=lambda: self.registry.watchlists,
+            matcher=lambda: self.registry.matcher,
+            owner=self.owner,
+            dry_run=dry_run,
+            on_report=self._count,
+        )
+        self.dispatcher = Dispatcher(settings, self.engine, owner=self.owner, dry_run=dry_run)
+        self._sources_mtime: float | None = None
+        self._lock: SqliteInstanceLock | None = None
+
+    # --- start -----------------------------------------------------------------------------
+
+    def prepare(self, *, exclusive: bool) -> None:
+        """Check the database, schema, watchlists and sources before any work."""
+        path = db.sqlite_path(self.settings.db_url)
+        if exclusive and path is not None:
+            self._lock = SqliteInstanceLock(path)
+            self._lock.acquire()
+        if self.settings.migrate_on_start or (path is not None and not path.exists()):
+            # A fresh embedded database is created on first run; PostgreSQL migrates on request.
+            db.upgrade(self.settings.db_url)
+        try:
+            current = db.schema_is_current(self.engine)
+        except Exception as exc:  # noqa: BLE001 - reported, then the caller exits
+            raise StartupError(f"cannot reach the database: {exc}") from exc
+        if not current:
+            raise StartupError(
+                "the database schema is not at the current version: run `monitor db upgrade` "
+                "(or set MONITOR_MIGRATE_ON_START=true)"
+            )
+        self.health.db_ok = self.health.schema_ok = True
+        errors = self.registry.reload()
+        for error in errors:
+            log.error("watchlist invalid", error=str(error))
+        log.info("watchlists loaded", watchlists=sorted(self.registry.watchlists))
+        self.sync_sources(force=True)
+
+    def sync_sources(self, *, force: bool = False) -> None:
+        """Follow sources.yaml when it changed; a broken file keeps the last good sources."""
+        path = self.settings.sources_path
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            mtime = None
+        if not force and mtime == self._sources_mtime:
+            return
+        self._sources_mtime = mtime
+        try:
+            configs = load_sources(path)
+        except SourcesError as exc:
+            for line in exc.errors:
+                log.error("sources file invalid; keeping the last good sources", error=line)
+            if force and not self._has_sources():
+                raise StartupError("no valid sources file:\n" + "\n".join(exc.errors)) from exc
+            return
+        with Session(self.engine) as session, session.begin():
+            queries.sync_sources(session, configs, utcnow())
+        log.info("sources synced", sources=len(configs), file=str(path))
+
+    def _has_sources(self) -> bool:
+        with Session(self.engine) as session:
+            return bool(queries.list_sources(session))
+
+    def _count(self, report: PollReport) -> None:
+        key = report.status.split(":", 1)[-1] if report.status.startswith("error:") else report.status
+        self.health.poll_outcomes[key] = self.health.poll_outcomes.get(key, 0) + 1
+        self.health.new_articles += report.new
+        self.health.alerts_enqueued += report.alerts
+        self.health.fetch_seconds.append(report.seconds)
+        del self.health.fetch_seconds[:-1000]
+
+    # --- ticks -----------------------------------------------------------------------------
+
+    async def poll_tick(self) -> None:
+        await self._timed("poll", self._poll_tick)
+
+    async def _poll_tick(self) -> None:
+        await asyncio.to_thread(self.sync_sources)
+        await self.poller.poll_due()
+
+    async def deliver_tick(self) -> None:
+        await self._timed("deliver", self.dispatcher.tick)
+
+    async def heartbeat_tick(self) -> None:
+        await self._timed("heartbeat", self._heartbeat)
+
+    async def _heartbeat(self) -> None:
+        def beat() -> None:
+            now = utcnow()
+            with Session(self.engine) as session, session.begin():
+                row = session.get(ReplicaRow, self.owner)
+                if row is None:
+                    row = ReplicaRow(name=self.owner, started_at=now, version=__version__)
+                row.last_seen_at = now
+                session.add(row)
+            self.health.schema_ok = db.schema_is_current(self.engine)
+
+        try:
+            await asyncio.to_thread(beat)
+            self.health.db_ok = True
+            self.health.last_db_error = None
+        except Exception as exc:
+            self.health.db_ok = False
+            self.health.last_db_error = str(exc).splitlines()[0][:300]
+            raise
+
+    async def _timed(self, job: str, func: Any) -> None:
+        started = time.monotonic()
+        self.health.heartbeat = started
+        try:
+            await func()
+        except Exception as exc:  # noqa: BLE001 - a failed tick is logged; the next one retries
+            log.error("tick failed", job=job, error=str(exc).splitlines()[0][:500])
+        finally:
+            samples = self.health.tick_seconds.setdefault(job, [])
+            samples.append(time.monotonic() - started)
+            del samples[:-1000]
+
+    # --- run / stop ------------------------------------------------------------------------
+
+    async def run(self, *, stop: asyncio.Event | None = None) -> int:
+        """Run until SIGTERM/SIGINT (or `stop`), then drain and exit within the grace period."""
+        from monitor.scheduler import build_scheduler
+
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        web = await self._start_web()
+        scheduler = build_scheduler(self)
+        scheduler.start()
+        watcher = (
+            asyncio.create_task(self.registry.watch(stop)) if self.settings.watchlists_reload else None
+        )
+        log.info(
+            "monitor started",
+            replica=self.owner,
+            version=__version__,
+            http_port=self.settings.http_port,
+            dry_run=self.dry_run,
+        )
+        await stop.wait()
+        log.info("shutting down: draining in-flight work")
+        self.health.draining = True
+        scheduler.pause()
+        grace = self.settings.shutdown_grace_seconds
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                asyncio.gather(self.poller.drain(grace * 0.6), self.dispatcher.drain()),
+                timeout=grace,
+            )
+        scheduler.shutdown(wait=False)
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watcher
+        if web is not None:
+            with contextlib.suppress(Exception):
+                await web.stop()
+        await self.aclose()
+        log.info("monitor stopped")
+        return 0
+
+    async def _start_web(self) -> Any:
+        if self.settings.http_port < 0:
+            return None
+        try:
+            from monitor.web import WebServer
+        except ImportError:
+            return None
+        server = WebServer(self)
+        await server.start()
+        return server
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.fetcher.aclose()
+        with contextlib.suppress(Exception):
+            await self.dispatcher.aclose()
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self._forget_replica)
+        self.engine.dispose()
+        if self._lock is not None:
+            self._lock.release()
+
+    def _forget_replica(self) -> None:
+        with Session(self.engine) as session, session.begin():
+            row = session.get(ReplicaRow, self.owner)
+            if row is not None:
+                session.delete(row)

@@ -1,0 +1,410 @@
+"""Small storage functions taking a Session; they never commit (the caller owns the transaction).
+
+Claims use `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING` so several
+replicas on PostgreSQL share the sources; SQLite drops the locking clause and stays single-replica.
+Completions are fenced by `lease_epoch`: a replica that lost its lease writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from monitor.model import Article, HtmlSelectors, SourceConfig
+from monitor.store.tables import (
+    ArticleCopyRow,
+    ArticleRevisionRow,
+    ArticleRow,
+    SourceRow,
+    utcnow,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedSource:
+    """A source this replica holds a lease on, with what polling it needs."""
+
+    id: str
+    name: str
+    url: str
+    kind: str
+    selectors: HtmlSelectors | None
+    every_seconds: int
+    etag: str | None
+    last_modified: str | None
+    body_hash: str | None
+    failures: int
+    first_poll_done: bool
+    lease_epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredArticle:
+    id: int
+    article: Article
+    first_seen: datetime
+    source_id: str
+    story_id: int | None
+    catchup: bool
+
+
+@dataclass(frozen=True, slots=True)
+class KnownEntry:
+    article_id: int
+    content_hash: str
+    revision: int
+
+
+def _selectors_json(selectors: HtmlSelectors | None) -> str | None:
+    if selectors is None:
+        return None
+    return json.dumps(
+        {
+            "item": selectors.item,
+            "title": selectors.title,
+            "link": selectors.link,
+            "summary": selectors.summary,
+            "date": selectors.date,
+        },
+        sort_keys=True,
+    )
+
+
+def _selectors(raw: str | None) -> HtmlSelectors | None:
+    return HtmlSelectors(**json.loads(raw)) if raw else None
+
+
+def sync_sources(session: Session, configs: Sequence[SourceConfig], now: datetime) -> None:
+    """Make the source table follow the file: add, update, and disable what was removed."""
+    rows = {row.id: row for row in session.scalars(select(SourceRow))}
+    wanted = {cfg.id for cfg in configs}
+    for cfg in configs:
+        row = rows.get(cfg.id)
+        selectors = _selectors_json(cfg.selectors)
+        if row is None:
+            session.add(
+                SourceRow(
+                    id=cfg.id,
+                    name=cfg.name,
+                    url=cfg.url,
+                    kind=cfg.kind,
+                    every_seconds=cfg.every_seconds,
+                    selectors_json=selectors,
+                    enabled=cfg.enabled,
+                    next_poll_at=now,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            continue
+        changed = (row.name, row.url, row.kind, row.every_seconds, row.selectors_json, row.enabled)
+        if changed == (cfg.name, cfg.url, cfg.kind, cfg.every_seconds, selectors, cfg.enabled):
+            continue
+        if row.url != cfg.url:
+            # Another document: forget validators and treat the next poll as a catch-up.
+            row.etag = row.last_modified = row.body_hash = None
+            row.first_poll_done = False
+            row.disabled_reason = None
+            row.failures = 0
+            row.next_poll_at = now
+        if cfg.every_seconds < row.every_seconds:
+            row.next_poll_at = min(row.next_poll_at, now + timedelta(seconds=cfg.every_seconds))
+        row.name, row.url, row.kind = cfg.name, cfg.url, cfg.kind
+        row.every_seconds, row.selectors_json, row.enabled = cfg.every_seconds, selectors, cfg.enabled
+        row.updated_at = now
+        session.add(row)
+    for row_id, row in rows.items():
+        if row_id not in wanted and row.enabled:
+            row.enabled = False
+            row.updated_at = now
+            session.add(row)
+
+
+def claim_sources(
+    session: Session,
+    *,
+    owner: str,
+    now: datetime,
+    lease_seconds: float,
+    limit: int,
+    force: bool = False,
+    only: Iterable[str] | None = None,
+) -> list[ClaimedSource]:
+    """Lease up to `limit` due sources (all enabled ones with `force`) to `owner`."""
+    lease_free = or_(SourceRow.lease_until.is_(None), SourceRow.lease_until < now)  # type: ignore[union-attr]
+    conditions = [SourceRow.enabled, SourceRow.disabled_reason.is_(None), lease_free]  # type: ignore[union-attr]
+    if not force:
+        conditions.append(SourceRow.next_poll_at <= now)
+    ids = list(only or [])
+    if ids:
+        conditions.append(SourceRow.id.in_(ids))  # type: ignore[attr-defined]
+    inner = (
+        select(SourceRow.id)
+        .where(and_(*conditions))
+        .order_by(SourceRow.next_poll_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = (
+        update(SourceRow)
+        .where(SourceRow.id.in_(inner.scalar_subquery()))  # type: ignore[attr-defined]
+        .values(
+            lease_owner=owner,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            lease_epoch=SourceRow.lease_epoch + 1,
+        )
+        .returning(SourceRow)
+        .execution_options(synchronize_session=False)
+    )
+    rows = session.execute(stmt).scalars().all()
+    return [
+        ClaimedSource(
+            id=row.id,
+            name=row.name,
+            url=row.url,
+            kind=row.kind,
+            selectors=_selectors(row.selectors_json),
+            every_seconds=row.every_seconds,
+            etag=row.etag,
+            last_modified=row.last_modified,
+            body_hash=row.body_hash,
+            failures=row.failures,
+            first_poll_done=row.first_poll_done,
+            lease_epoch=row.lease_epoch,
+        )
+        for row in sorted(rows, key=lambda r: r.next_poll_at)
+    ]
+
+
+def complete_source(
+    session: Session, claim: ClaimedSource, *, owner: str, values: dict[str, object]
+) -> bool:
+    """Write a poll's outcome only if our lease still holds (fencing); False means we lost it."""
+    stmt = (
+        update(SourceRow)
+        .where(
+            SourceRow.id == claim.id,
+            SourceRow.lease_owner == owner,
+            SourceRow.lease_epoch == claim.lease_epoch,
+        )
+        .values(lease_owner=None, lease_until=None, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return session.execute(stmt).rowcount == 1  # type: ignore[attr-defined, no-any-return]
+
+
+def release_sources(session: Session, owner: str, ids: Iterable[str] | None = None) -> int:
+    """Give back unfinished claims at shutdown so other replicas take them at once."""
+    stmt = update(SourceRow).where(SourceRow.lease_owner == owner)
+    id_list = list(ids or [])
+    if id_list:
+        stmt = stmt.where(SourceRow.id.in_(id_list))  # type: ignore[attr-defined]
+    stmt = stmt.values(lease_owner=None, lease_until=None).execution_options(
+        synchronize_session=False
+    )
+    return session.execute(stmt).rowcount  # type: ignore[attr-defined, no-any-return]
+
+
+# --- articles ----------------------------------------------------------------------------------
+
+
+def known_entries(session: Session, source_id: str, keys: Sequence[str]) -> dict[str, KnownEntry]:
+    """Entries of this source already stored (as articles) or linked (as copies)."""
+    found: dict[str, KnownEntry] = {}
+    for chunk in _chunks(keys, 500):
+        for row_id, key, digest, revision in session.execute(
+            select(ArticleRow.id, ArticleRow.entry_key, ArticleRow.content_hash, ArticleRow.revision)
+            .where(ArticleRow.source_id == source_id, ArticleRow.entry_key.in_(chunk))  # type: ignore[attr-defined]
+        ):
+            found[key] = KnownEntry(row_id, digest, revision)
+        for article_id, key in session.execute(
+            select(ArticleCopyRow.article_id, ArticleCopyRow.entry_key).where(
+                ArticleCopyRow.source_id == source_id,
+                ArticleCopyRow.entry_key.in_(chunk),  # type: ignore[attr-defined]
+            )
+        ):
+            # A copy never produces updates of its own: its hash is the original's by definition.
+            found.setdefault(key, KnownEntry(article_id, "", 0))
+    return found
+
+
+def articles_by_hash(session: Session, hashes: Sequence[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for chunk in _chunks(hashes, 500):
+        for row_id, digest in session.execute(
+            select(func.min(ArticleRow.id), ArticleRow.content_hash)
+            .where(ArticleRow.content_hash.in_(chunk))  # type: ignore[attr-defined]
+            .group_by(ArticleRow.content_hash)
+        ):
+            found[digest] = row_id
+    return found
+
+
+def _insert(session: Session, table: type, values: dict[str, object]) -> int | None:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING id, on SQLite and PostgreSQL alike."""
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    stmt = module.insert(table).values(**values).on_conflict_do_nothing().returning(table.id)  # type: ignore[attr-defined]
+    return session.execute(stmt).scalar_one_or_none()
+
+
+def insert_article(
+    session: Session, article: Article, *, now: datetime, catchup: bool
+) -> int | None:
+    """Store a new article; None when another writer stored the same (source, key) first."""
+    return _insert(
+        session,
+        ArticleRow,
+        {
+            "source_id": article.source_id,
+            "entry_key": article.entry_key,
+            "url": article.url,
+            "link": article.link,
+            "title": article.title,
+            "summary": article.text,
+            "published": _utc(article.published),
+            "first_seen": now,
+            "content_hash": article.content_hash,
+            "catchup": catchup,
+        },
+    )
+
+
+def insert_copy(session: Session, article_id: int, article: Article, *, now: datetime) -> bool:
+    return (
+        _insert(
+            session,
+            ArticleCopyRow,
+            {
+                "article_id": article_id,
+                "source_id": article.source_id,
+                "entry_key": article.entry_key,
+                "url": article.url,
+                "seen_at": now,
+            },
+        )
+        is not None
+    )
+
+
+def record_revision(
+    session: Session, known: KnownEntry, article: Article, *, now: datetime
+) -> int:
+    """Apply an edit (same key, new content) and keep the new text as a revision."""
+    revision = known.revision + 1
+    session.add(
+        ArticleRevisionRow(
+            article_id=known.article_id,
+            revision=revision,
+            title=article.title,
+            summary=article.text,
+            content_hash=article.content_hash,
+            seen_at=now,
+        )
+    )
+    session.execute(
+        update(ArticleRow)
+        .where(ArticleRow.id == known.article_id)
+        .values(
+            title=article.title,
+            summary=article.text,
+            url=article.url,
+            content_hash=article.content_hash,
+            revision=revision,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return revision
+
+
+def list_articles(
+    session: Session,
+    *,
+    since: datetime | None,
+    source_id: str | None = None,
+    limit: int | None = None,
+) -> list[StoredArticle]:
+    """Stored articles, newest first."""
+    stmt = select(ArticleRow).order_by(ArticleRow.first_seen.desc(), ArticleRow.id.desc())  # type: ignore[attr-defined, union-attr]
+    if since is not None:
+        stmt = stmt.where(ArticleRow.first_seen >= _utc(since))
+    if source_id:
+        stmt = stmt.where(ArticleRow.source_id == source_id)
+    if limit:
+        stmt = stmt.limit(limit)
+    return [to_stored(row) for row in session.scalars(stmt)]
+
+
+def get_articles(session: Session, ids: Iterable[int]) -> dict[int, StoredArticle]:
+    found: dict[int, StoredArticle] = {}
+    for chunk in _chunks(list(ids), 500):
+        for row in session.scalars(select(ArticleRow).where(ArticleRow.id.in_(chunk))):  # type: ignore[union-attr]
+            found[int(row.id or 0)] = to_stored(row)
+    return found
+
+
+def to_stored(row: ArticleRow) -> StoredArticle:
+    return StoredArticle(
+        id=int(row.id or 0),
+        article=Article(
+            source_id=row.source_id,
+            entry_key=row.entry_key,
+            url=row.url,
+            title=row.title,
+            text=row.summary,
+            published=row.published,
+            content_hash=row.content_hash,
+            link=row.link,
+        ),
+        first_seen=row.first_seen,
+        source_id=row.source_id,
+        story_id=row.story_id,
+        catchup=row.catchup,
+    )
+
+
+def list_sources(session: Session) -> list[SourceRow]:
+    return list(session.scalars(select(SourceRow).order_by(SourceRow.id)))
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Aware UTC for the database; a naive value is taken to be UTC already."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _chunks(items: Sequence[str] | Sequence[int], size: int) -> Iterable[list]:  # type: ignore[type-arg]
+    seq = list(items)
+    for start in range(0, len(seq), size):
+        yield seq[start : start + size]
+
+
+__all__ = [
+    "ClaimedSource",
+    "KnownEntry",
+    "StoredArticle",
+    "articles_by_hash",
+    "claim_sources",
+    "complete_source",
+    "get_articles",
+    "insert_article",
+    "insert_copy",
+    "known_entries",
+    "list_articles",
+    "list_sources",
+    "record_revision",
+    "release_sources",
+    "sync_sources",
+    "to_stored",
+    "utcnow",
+]

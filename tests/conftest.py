@@ -1,0 +1,81 @@
+"""Shared fixtures: real SQLite and real PostgreSQL databases, migrated with Alembic.
+
+PostgreSQL tests log in as the `monitor_test` role that `scripts/pg-test-setup` creates (the test
+command runs it). Each test gets a fresh database. In CI (CI=true) an unreachable server is an
+error, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from monitor.store import db
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO.parent / "shared" / "corpus"
+PG_ADMIN_URL = os.environ.get(
+    "MONITOR_TEST_PG_URL", "postgresql+psycopg://monitor_test:monitor_test@127.0.0.1:5432/monitor_test"
+)
+
+
+def _pg_admin() -> Engine:
+    return create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+
+
+@pytest.fixture(scope="session")
+def pg_available() -> bool:
+    try:
+        engine = _pg_admin()
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+        return True
+    except Exception as exc:
+        raise RuntimeError(
+            f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({exc}); run scripts/pg-test-setup "
+            "(the test command does) or set MONITOR_TEST_PG_URL"
+        ) from exc
+
+
+@pytest.fixture
+def pg_url(pg_available: bool) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test."""
+    name = f"mt_{uuid.uuid4().hex[:12]}"
+    admin = _pg_admin()
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'monitor.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each storage test runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'monitor.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """A migrated database (Alembic, the real path) on both engines."""
+    db.upgrade(db_url)
+    eng = db.make_engine(db_url)
+    yield eng
+    eng.dispose()
