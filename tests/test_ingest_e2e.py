@@ -1,0 +1,117 @@
+"""Ingest through the real path: corpus feeds served over HTTP on 127.0.0.1 → `monitor poll`.
+
+Polling every corpus feed twice stores each entry once, and the second poll is served by 304s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from monitor.normalize import normalize_entry
+from monitor.parse import ParseError, parse_feed
+from monitor.store import db
+from monitor.store.tables import AlertRow, ArticleCopyRow, ArticleRow, SourceRow
+from tests.conftest import CORPUS
+from tests.support.feedserver import FeedServer
+
+FEEDS = sorted((CORPUS / "feeds").iterdir())
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FeedServer]:
+    with FeedServer() as srv:
+        srv.add_corpus()
+        yield srv
+
+
+def _env(tmp: Path, db_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
+    env.update(
+        MONITOR_DATABASE_URL=db_url,
+        MONITOR_WATCHLISTS_DIR=str(tmp / "watchlists"),
+        MONITOR_ALLOW_PRIVATE_HOSTS="127.0.0.1",
+        MONITOR_LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+def _write_sources(tmp: Path, server: FeedServer, names: list[str]) -> None:
+    folder = tmp / "watchlists"
+    folder.mkdir(exist_ok=True)
+    lines = ["sources:"]
+    for i, name in enumerate(names):
+        lines += [f"  - id: f{i}", f"    name: {name}", f"    url: {server.url('/feeds/' + name)}",
+                  "    every: 10m"]
+    (folder / "sources.yaml").write_text("\n".join(lines) + "\n")
+
+
+def _monitor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "monitor", *args], capture_output=True, text=True, env=env,
+        timeout=180, check=False,
+    )
+
+
+def _expected_keys() -> int:
+    total = 0
+    for path in FEEDS:
+        ctype = "application/json" if path.suffix == ".json" else "application/xml"
+        try:
+            parsed = parse_feed(path.read_bytes(), {"content-type": ctype}, "http://127.0.0.1/x")
+        except ParseError:
+            continue
+        total += len({normalize_entry(e, "s").entry_key for e in parsed.entries})
+    return total
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_corpus_polled_twice_stored_once(
+    backend: str, server: FeedServer, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    names = [p.name for p in FEEDS]
+    _write_sources(tmp_path, server, names)
+    env = _env(tmp_path, url)
+    assert _monitor(env, "db", "upgrade").returncode == 0
+
+    first = _monitor(env, "poll", "--once", "--all")
+    assert "error" not in first.stdout, first.stdout + first.stderr
+    lines = [ln for ln in first.stdout.splitlines() if ln.startswith("f")]
+    assert len(lines) == len(names)
+
+    engine = db.make_engine(url)
+    try:
+        with Session(engine) as s:
+            articles = s.scalar(select(func.count()).select_from(ArticleRow)) or 0
+            copies = s.scalar(select(func.count()).select_from(ArticleCopyRow)) or 0
+            # a new source's first poll is catch-up: stored, never alerted
+            assert s.scalar(select(func.count()).select_from(AlertRow)) == 0
+            assert all(r.catchup for r in s.scalars(select(ArticleRow)))
+        assert articles + copies == _expected_keys()
+
+        hits_before = dict(server.hits)
+        second = _monitor(env, "poll", "--once", "--all")
+        statuses = [ln.split()[1] for ln in second.stdout.splitlines() if ln.startswith("f")]
+        assert statuses == ["not_modified"] * len(names), second.stdout
+        with Session(engine) as s:
+            assert s.scalar(select(func.count()).select_from(ArticleRow)) == articles
+            assert s.scalar(select(func.count()).select_from(ArticleCopyRow)) == copies
+            assert {r.last_status for r in s.scalars(select(SourceRow))} == {"not_modified"}
+        assert all(server.hits[f"/feeds/{n}"] == hits_before[f"/feeds/{n}"] + 1 for n in names)
+    finally:
+        engine.dispose()
+
+    listed = _monitor(env, "articles", "list", "--format", "jsonl")
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert len(rows) == articles
+    assert {"id", "source", "url", "title", "summary", "published", "first_seen",
+            "content_hash"} <= set(rows[0])
