@@ -23,11 +23,23 @@ _SECRET_VALUES = (
     (re.compile(r"xox[abposr]-[A-Za-z0-9-]+"), "xox?-[redacted]"),
     (re.compile(r"https://hooks\.slack\.com/services/\S+"), "https://hooks.slack.com/[redacted]"),
     (re.compile(r"(postgres(?:ql)?(?:\+\w+)?://[^:/\s]+:)[^@\s]+@"), r"\1[redacted]@"),
-    (re.compile(r"([?&](?:token|key|api_key|apikey|secret|password|sig|signature)=)[^&\s]+", re.I),
-     r"\1[redacted]"),
+    (
+        re.compile(
+            r"([?&](?:token|key|api_key|apikey|secret|password|sig|signature)=)[^&\s]+", re.I
+        ),
+        r"\1[redacted]",
+    ),
 )
-_QUIET = ("httpx", "httpcore", "slack_sdk", "apscheduler", "aiosmtplib", "asyncio", "watchfiles",
-          "alembic.runtime.plugins")
+_QUIET = (
+    "httpx",
+    "httpcore",
+    "slack_sdk",
+    "apscheduler",
+    "aiosmtplib",
+    "asyncio",
+    "watchfiles",
+    "alembic.runtime.plugins",
+)
 
 
 def scrub(text: str) -> str:

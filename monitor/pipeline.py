@@ -99,7 +99,9 @@ class Poller:
 
     # --- ticks -----------------------------------------------------------------------------
 
-    async def poll_due(self, *, force: bool = False, only: Iterable[str] | None = None) -> list[PollReport]:
+    async def poll_due(
+        self, *, force: bool = False, only: Iterable[str] | None = None
+    ) -> list[PollReport]:
         """Claim due sources (all with `force`) and poll them concurrently."""
         if self.draining:
             return []
@@ -136,7 +138,9 @@ class Poller:
             await asyncio.to_thread(self._release, claim)
             raise
         # From here on the result is ours to keep: finish storing even while shutting down.
-        store = asyncio.ensure_future(asyncio.to_thread(self._store_outcome, claim, outcome, started))
+        store = asyncio.ensure_future(
+            asyncio.to_thread(self._store_outcome, claim, outcome, started)
+        )
         self._storing.add(store)
         store.add_done_callback(self._storing.discard)
         report = await asyncio.shield(store)
@@ -204,8 +208,12 @@ class Poller:
                 ):
                     raise LostLease(claim.id)
         except LostLease:
-            return PollReport(claim.id, "lost_lease", seconds=time.monotonic() - started,
-                              message="another replica took this source over; results dropped")
+            return PollReport(
+                claim.id,
+                "lost_lease",
+                seconds=time.monotonic() - started,
+                message="another replica took this source over; results dropped",
+            )
         if self.dry_run:
             self._release(claim)
         return PollReport(
@@ -264,7 +272,9 @@ class Poller:
                 queries.record_revision(session, entry, article, now=now)
                 updated += 1
                 matches = tuple(matcher.match(article))
-                items.append(IngestedItem(entry.article_id, article, "update", matches, None, catchup))
+                items.append(
+                    IngestedItem(entry.article_id, article, "update", matches, None, catchup)
+                )
         alerts = alerting.enqueue_for_poll(
             session,
             source_id=claim.id,
@@ -368,7 +378,9 @@ class Poller:
             self._release(claim)
             return _with_seconds(report, seconds)
         with Session(self.engine) as session, session.begin():
-            if not queries.complete_source(session, claim, owner=self.owner, values=_resolve(values)):
+            if not queries.complete_source(
+                session, claim, owner=self.owner, values=_resolve(values)
+            ):
                 return PollReport(claim.id, "lost_lease", seconds=seconds)
         return _with_seconds(report, seconds)
 
@@ -411,8 +423,14 @@ def _article_table() -> Any:
 
 def _with_seconds(report: PollReport, seconds: float) -> PollReport:
     return PollReport(
-        report.source_id, report.status, report.new, report.updated, report.alerts, seconds,
-        report.message, report.matches,
+        report.source_id,
+        report.status,
+        report.new,
+        report.updated,
+        report.alerts,
+        seconds,
+        report.message,
+        report.matches,
     )
 
 

@@ -15,15 +15,28 @@ def build_scheduler(service: Service) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone="UTC")
     common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 30}
     scheduler.add_job(
-        service.poll_tick, "interval", seconds=settings.tick_seconds, id="poll-tick",
-        jitter=min(2.0, settings.tick_seconds / 4), next_run_time=_now(), **common,
+        service.poll_tick,
+        "interval",
+        seconds=settings.tick_seconds,
+        id="poll-tick",
+        jitter=min(2.0, settings.tick_seconds / 4),
+        next_run_time=_now(),
+        **common,
     )
     scheduler.add_job(
-        service.deliver_tick, "interval", seconds=settings.deliver_tick_seconds,
-        id="deliver-tick", next_run_time=_now(), **common,
+        service.deliver_tick,
+        "interval",
+        seconds=settings.deliver_tick_seconds,
+        id="deliver-tick",
+        next_run_time=_now(),
+        **common,
     )
     scheduler.add_job(
-        service.heartbeat_tick, "interval", seconds=10, id="heartbeat", next_run_time=_now(),
+        service.heartbeat_tick,
+        "interval",
+        seconds=10,
+        id="heartbeat",
+        next_run_time=_now(),
         **common,
     )
     return scheduler

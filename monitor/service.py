@@ -24,7 +24,7 @@ from monitor import __version__
 from monitor.deliver import Dispatcher
 from monitor.fetch import Fetcher
 from monitor.logs import get_logger
-from monitor.pipeline import PollReport, Poller
+from monitor.pipeline import Poller, PollReport
 from monitor.settings import Settings
 from monitor.sources import SourcesError, load_sources
 from monitor.store import db, queries
@@ -132,7 +132,7 @@ class Service:
             db.upgrade(self.settings.db_url)
         try:
             current = db.schema_is_current(self.engine)
-        except Exception as exc:  # noqa: BLE001 - reported, then the caller exits
+        except Exception as exc:
             raise StartupError(f"cannot reach the database: {exc}") from exc
         if not current:
             raise StartupError(
@@ -173,7 +173,9 @@ class Service:
             return bool(queries.list_sources(session))
 
     def _count(self, report: PollReport) -> None:
-        key = report.status.split(":", 1)[-1] if report.status.startswith("error:") else report.status
+        key = (
+            report.status.split(":", 1)[-1] if report.status.startswith("error:") else report.status
+        )
         self.health.poll_outcomes[key] = self.health.poll_outcomes.get(key, 0) + 1
         self.health.new_articles += report.new
         self.health.alerts_enqueued += report.alerts
@@ -220,7 +222,7 @@ class Service:
         self.health.heartbeat = started
         try:
             await func()
-        except Exception as exc:  # noqa: BLE001 - a failed tick is logged; the next one retries
+        except Exception as exc:
             log.error("tick failed", job=job, error=str(exc).splitlines()[0][:500])
         finally:
             samples = self.health.tick_seconds.setdefault(job, [])
@@ -241,7 +243,9 @@ class Service:
         scheduler = build_scheduler(self)
         scheduler.start()
         watcher = (
-            asyncio.create_task(self.registry.watch(stop)) if self.settings.watchlists_reload else None
+            asyncio.create_task(self.registry.watch(stop))
+            if self.settings.watchlists_reload
+            else None
         )
         log.info(
             "monitor started",

@@ -44,7 +44,9 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Comma list of host names or CIDRs that may be fetched although private.",
     )
-    instance_name: str = Field("", description="Replica name in logs and leases (default host:pid).")
+    instance_name: str = Field(
+        "", description="Replica name in logs and leases (default host:pid)."
+    )
     log_level: str = Field("INFO", description="Log level of the JSON logs on stdout.")
     log_format: Literal["json", "console"] = Field("json", description="json or console logs.")
 

@@ -68,7 +68,7 @@ class SourceModel(BaseModel):
     def _slug(cls, value: str) -> str:
         if not _SLUG.match(value):
             raise ValueError(
-                f"{value!r} is not a slug: use lower-case letters, digits, '-' and '_' (e.g. nk-news)"
+                f"{value!r} is not a slug: use lower-case letters, digits, - and _ (e.g. nk-news)"
             )
         return value
 
@@ -76,7 +76,9 @@ class SourceModel(BaseModel):
     @classmethod
     def _url(cls, value: str) -> str:
         if not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError(f"{value!r} is not an http(s) URL: write e.g. https://example.org/feed")
+            raise ValueError(
+                f"{value!r} is not an http(s) URL: write e.g. https://example.org/feed"
+            )
         return value
 
     @field_validator("every")

@@ -20,12 +20,15 @@ from monitor.store import db
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"
 PG_ADMIN_URL = os.environ.get(
-    "MONITOR_TEST_PG_URL", "postgresql+psycopg://monitor_test:monitor_test@127.0.0.1:5432/monitor_test"
+    "MONITOR_TEST_PG_URL",
+    "postgresql+psycopg://monitor_test:monitor_test@127.0.0.1:5432/monitor_test",
 )
 
 
 def _pg_admin() -> Engine:
-    return create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+    return create_engine(
+        PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
+    )
 
 
 @pytest.fixture(scope="session")

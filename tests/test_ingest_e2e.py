@@ -49,15 +49,23 @@ def _write_sources(tmp: Path, server: FeedServer, names: list[str]) -> None:
     folder.mkdir(exist_ok=True)
     lines = ["sources:"]
     for i, name in enumerate(names):
-        lines += [f"  - id: f{i}", f"    name: {name}", f"    url: {server.url('/feeds/' + name)}",
-                  "    every: 10m"]
+        lines += [
+            f"  - id: f{i}",
+            f"    name: {name}",
+            f"    url: {server.url('/feeds/' + name)}",
+            "    every: 10m",
+        ]
     (folder / "sources.yaml").write_text("\n".join(lines) + "\n")
 
 
 def _monitor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "monitor", *args], capture_output=True, text=True, env=env,
-        timeout=180, check=False,
+        [sys.executable, "-m", "monitor", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
     )
 
 
@@ -77,7 +85,11 @@ def _expected_keys() -> int:
 def test_corpus_polled_twice_stored_once(
     backend: str, server: FeedServer, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'm.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    url = (
+        f"sqlite:///{tmp_path / 'm.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
     names = [p.name for p in FEEDS]
     _write_sources(tmp_path, server, names)
     env = _env(tmp_path, url)
@@ -113,5 +125,13 @@ def test_corpus_polled_twice_stored_once(
     listed = _monitor(env, "articles", "list", "--format", "jsonl")
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     assert len(rows) == articles
-    assert {"id", "source", "url", "title", "summary", "published", "first_seen",
-            "content_hash"} <= set(rows[0])
+    assert {
+        "id",
+        "source",
+        "url",
+        "title",
+        "summary",
+        "published",
+        "first_seen",
+        "content_hash",
+    } <= set(rows[0])

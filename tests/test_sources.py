@@ -90,15 +90,23 @@ def test_cli_sources_check(tmp_path: Path) -> None:
     bad.write_text("sources:\n  - id: a\n    name: A\n    url: nope\n")
     env = {"MONITOR_SOURCES_FILE": str(bad), "PATH": "/usr/bin:/bin"}
     out = subprocess.run(
-        [sys.executable, "-m", "monitor", "sources", "check"], capture_output=True, text=True,
-        env=env, cwd=tmp_path, check=False,
+        [sys.executable, "-m", "monitor", "sources", "check"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=False,
     )
     assert out.returncode == 1
     assert f"{bad}:4: sources.0.url" in out.stderr
     env["MONITOR_SOURCES_FILE"] = str(REPO / "watchlists" / "sources.yaml")
     ok = subprocess.run(
-        [sys.executable, "-m", "monitor", "sources", "check"], capture_output=True, text=True,
-        env=env, cwd=tmp_path, check=False,
+        [sys.executable, "-m", "monitor", "sources", "check"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=False,
     )
     assert ok.returncode == 0, ok.stderr
     assert "sources OK" in ok.stdout

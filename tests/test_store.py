@@ -13,7 +13,11 @@ from monitor.store.tables import ArticleCopyRow, ArticleRevisionRow, ArticleRow,
 
 
 def _cfg(i: int, **kw: object) -> SourceConfig:
-    values: dict[str, object] = {"id": f"s{i}", "name": f"Source {i}", "url": f"https://e{i}.example/feed"}
+    values: dict[str, object] = {
+        "id": f"s{i}",
+        "name": f"Source {i}",
+        "url": f"https://e{i}.example/feed",
+    }
     values.update(kw)
     return SourceConfig(**values)  # type: ignore[arg-type]
 
@@ -57,7 +61,9 @@ def test_claim_respects_due_time_and_leases(engine: Engine) -> None:
     assert not {c.id for c in first} & {c.id for c in second}
     assert "s4" not in {c.id for c in first + second}
     with Session(engine) as s, s.begin():
-        forced = queries.claim_sources(s, owner="c", now=now, lease_seconds=60, limit=10, force=True)
+        forced = queries.claim_sources(
+            s, owner="c", now=now, lease_seconds=60, limit=10, force=True
+        )
     assert [c.id for c in forced] == ["s4"]  # the rest are leased
     # after the leases expire, another replica can take them
     later = now + timedelta(seconds=61)

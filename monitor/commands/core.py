@@ -40,14 +40,16 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
     dbp = sub.add_parser("db", help="database schema")
     dsub = dbp.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
-    dsub.add_parser("upgrade", help="apply the Alembic migrations").set_defaults(func=cmd_db_upgrade)
+    dsub.add_parser("upgrade", help="apply the Alembic migrations").set_defaults(
+        func=cmd_db_upgrade
+    )
     dsub.add_parser("current", help="show schema revision").set_defaults(func=cmd_db_current)
 
     config = sub.add_parser("config", help="configuration")
     csub = config.add_subparsers(dest="config_command", metavar="COMMAND", required=True)
-    csub.add_parser("check", help="print the effective configuration (secrets masked)").set_defaults(
-        func=cmd_config_check
-    )
+    csub.add_parser(
+        "check", help="print the effective configuration (secrets masked)"
+    ).set_defaults(func=cmd_config_check)
 
 
 def _settings() -> Settings:
@@ -98,8 +100,9 @@ def cmd_poll(args: argparse.Namespace) -> int:
 
     async def go() -> list[Any]:
         try:
-            reports = await service.poller.poll_due(force=args.all or bool(args.source),
-                                                   only=args.source)
+            reports = await service.poller.poll_due(
+                force=args.all or bool(args.source), only=args.source
+            )
             return reports
         finally:
             await service.aclose()
@@ -148,7 +151,7 @@ def cmd_sources_list(args: argparse.Namespace) -> int:
     try:
         with Session(engine) as session:
             rows = queries.list_sources(session)
-    except Exception as exc:  # noqa: BLE001 - a clear message instead of a traceback
+    except Exception as exc:
         return _fail(f"cannot read sources from the database ({exc}); run `monitor db upgrade`")
     finally:
         engine.dispose()
@@ -184,25 +187,30 @@ def cmd_articles_list(args: argparse.Namespace) -> int:
             items = queries.list_articles(
                 session, since=since_arg(args.since), source_id=args.source, limit=args.limit
             )
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return _fail(f"cannot read articles ({exc}); run `monitor db upgrade`")
     finally:
         engine.dispose()
     for item in items:
         art = item.article
         if args.format == "jsonl":
-            print(json.dumps({
-                "id": item.id,
-                "source": item.source_id,
-                "url": art.url,
-                "title": art.title,
-                "summary": art.text,
-                "published": art.published.isoformat() if art.published else None,
-                "first_seen": item.first_seen.isoformat(),
-                "content_hash": art.content_hash,
-                "entry_key": art.entry_key,
-                "story_id": item.story_id,
-            }, ensure_ascii=False))
+            print(
+                json.dumps(
+                    {
+                        "id": item.id,
+                        "source": item.source_id,
+                        "url": art.url,
+                        "title": art.title,
+                        "summary": art.text,
+                        "published": art.published.isoformat() if art.published else None,
+                        "first_seen": item.first_seen.isoformat(),
+                        "content_hash": art.content_hash,
+                        "entry_key": art.entry_key,
+                        "story_id": item.story_id,
+                    },
+                    ensure_ascii=False,
+                )
+            )
         else:
             print(f"{item.id:>6} {_fmt(item.first_seen)} [{item.source_id}] {art.title[:110]}")
             if art.url:
@@ -216,7 +224,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     settings = _settings()
     try:
         db.upgrade(settings.db_url)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return _fail(f"migration failed: {exc}")
     print(f"database at revision {db.head_revision()}")
     return 0

@@ -31,7 +31,11 @@ def is_sqlite(engine_or_url: Engine | str) -> bool:
 def sqlite_path(url: str) -> Path | None:
     """The file of a SQLite URL (None for in-memory databases)."""
     parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+    if (
+        parsed.get_backend_name() != "sqlite"
+        or not parsed.database
+        or parsed.database == ":memory:"
+    ):
         return None
     return Path(parsed.database)
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from monitor.model import Article, HtmlSelectors, SourceConfig
 from monitor.store.tables import (
@@ -116,7 +117,11 @@ def sync_sources(session: Session, configs: Sequence[SourceConfig], now: datetim
         if cfg.every_seconds < row.every_seconds:
             row.next_poll_at = min(row.next_poll_at, now + timedelta(seconds=cfg.every_seconds))
         row.name, row.url, row.kind = cfg.name, cfg.url, cfg.kind
-        row.every_seconds, row.selectors_json, row.enabled = cfg.every_seconds, selectors, cfg.enabled
+        row.every_seconds, row.selectors_json, row.enabled = (
+            cfg.every_seconds,
+            selectors,
+            cfg.enabled,
+        )
         row.updated_at = now
         session.add(row)
     for row_id, row in rows.items():
@@ -137,27 +142,27 @@ def claim_sources(
     only: Iterable[str] | None = None,
 ) -> list[ClaimedSource]:
     """Lease up to `limit` due sources (all enabled ones with `force`) to `owner`."""
-    lease_free = or_(SourceRow.lease_until.is_(None), SourceRow.lease_until < now)  # type: ignore[union-attr]
-    conditions = [SourceRow.enabled, SourceRow.disabled_reason.is_(None), lease_free]  # type: ignore[union-attr]
+    lease_free = or_(col(SourceRow.lease_until).is_(None), col(SourceRow.lease_until) < now)
+    conditions = [col(SourceRow.enabled), col(SourceRow.disabled_reason).is_(None), lease_free]
     if not force:
-        conditions.append(SourceRow.next_poll_at <= now)
+        conditions.append(col(SourceRow.next_poll_at) <= now)
     ids = list(only or [])
     if ids:
-        conditions.append(SourceRow.id.in_(ids))  # type: ignore[attr-defined]
+        conditions.append(col(SourceRow.id).in_(ids))
     inner = (
-        select(SourceRow.id)
+        select(col(SourceRow.id))
         .where(and_(*conditions))
-        .order_by(SourceRow.next_poll_at)
+        .order_by(col(SourceRow.next_poll_at))
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
     stmt = (
         update(SourceRow)
-        .where(SourceRow.id.in_(inner.scalar_subquery()))  # type: ignore[attr-defined]
+        .where(col(SourceRow.id).in_(inner.scalar_subquery()))
         .values(
             lease_owner=owner,
             lease_until=now + timedelta(seconds=lease_seconds),
-            lease_epoch=SourceRow.lease_epoch + 1,
+            lease_epoch=col(SourceRow.lease_epoch) + 1,
         )
         .returning(SourceRow)
         .execution_options(synchronize_session=False)
@@ -189,9 +194,9 @@ def complete_source(
     stmt = (
         update(SourceRow)
         .where(
-            SourceRow.id == claim.id,
-            SourceRow.lease_owner == owner,
-            SourceRow.lease_epoch == claim.lease_epoch,
+            col(SourceRow.id) == claim.id,
+            col(SourceRow.lease_owner) == owner,
+            col(SourceRow.lease_epoch) == claim.lease_epoch,
         )
         .values(lease_owner=None, lease_until=None, **values)
         .execution_options(synchronize_session=False)
@@ -201,10 +206,10 @@ def complete_source(
 
 def release_sources(session: Session, owner: str, ids: Iterable[str] | None = None) -> int:
     """Give back unfinished claims at shutdown so other replicas take them at once."""
-    stmt = update(SourceRow).where(SourceRow.lease_owner == owner)
+    stmt = update(SourceRow).where(col(SourceRow.lease_owner) == owner)
     id_list = list(ids or [])
     if id_list:
-        stmt = stmt.where(SourceRow.id.in_(id_list))  # type: ignore[attr-defined]
+        stmt = stmt.where(col(SourceRow.id).in_(id_list))
     stmt = stmt.values(lease_owner=None, lease_until=None).execution_options(
         synchronize_session=False
     )
@@ -219,14 +224,18 @@ def known_entries(session: Session, source_id: str, keys: Sequence[str]) -> dict
     found: dict[str, KnownEntry] = {}
     for chunk in _chunks(keys, 500):
         for row_id, key, digest, revision in session.execute(
-            select(ArticleRow.id, ArticleRow.entry_key, ArticleRow.content_hash, ArticleRow.revision)
-            .where(ArticleRow.source_id == source_id, ArticleRow.entry_key.in_(chunk))  # type: ignore[attr-defined]
+            select(
+                col(ArticleRow.id),
+                col(ArticleRow.entry_key),
+                col(ArticleRow.content_hash),
+                col(ArticleRow.revision),
+            ).where(col(ArticleRow.source_id) == source_id, col(ArticleRow.entry_key).in_(chunk))
         ):
-            found[key] = KnownEntry(row_id, digest, revision)
+            found[key] = KnownEntry(int(row_id or 0), digest, revision)
         for article_id, key in session.execute(
-            select(ArticleCopyRow.article_id, ArticleCopyRow.entry_key).where(
-                ArticleCopyRow.source_id == source_id,
-                ArticleCopyRow.entry_key.in_(chunk),  # type: ignore[attr-defined]
+            select(col(ArticleCopyRow.article_id), col(ArticleCopyRow.entry_key)).where(
+                col(ArticleCopyRow.source_id) == source_id,
+                col(ArticleCopyRow.entry_key).in_(chunk),
             )
         ):
             # A copy never produces updates of its own: its hash is the original's by definition.
@@ -238,11 +247,11 @@ def articles_by_hash(session: Session, hashes: Sequence[str]) -> dict[str, int]:
     found: dict[str, int] = {}
     for chunk in _chunks(hashes, 500):
         for row_id, digest in session.execute(
-            select(func.min(ArticleRow.id), ArticleRow.content_hash)
-            .where(ArticleRow.content_hash.in_(chunk))  # type: ignore[attr-defined]
-            .group_by(ArticleRow.content_hash)
+            select(func.min(col(ArticleRow.id)), col(ArticleRow.content_hash))
+            .where(col(ArticleRow.content_hash).in_(chunk))
+            .group_by(col(ArticleRow.content_hash))
         ):
-            found[digest] = row_id
+            found[digest] = int(row_id or 0)
     return found
 
 
@@ -293,9 +302,7 @@ def insert_copy(session: Session, article_id: int, article: Article, *, now: dat
     )
 
 
-def record_revision(
-    session: Session, known: KnownEntry, article: Article, *, now: datetime
-) -> int:
+def record_revision(session: Session, known: KnownEntry, article: Article, *, now: datetime) -> int:
     """Apply an edit (same key, new content) and keep the new text as a revision."""
     revision = known.revision + 1
     session.add(
@@ -310,7 +317,7 @@ def record_revision(
     )
     session.execute(
         update(ArticleRow)
-        .where(ArticleRow.id == known.article_id)
+        .where(col(ArticleRow.id) == known.article_id)
         .values(
             title=article.title,
             summary=article.text,
@@ -332,11 +339,11 @@ def list_articles(
     limit: int | None = None,
 ) -> list[StoredArticle]:
     """Stored articles, newest first."""
-    stmt = select(ArticleRow).order_by(ArticleRow.first_seen.desc(), ArticleRow.id.desc())  # type: ignore[attr-defined, union-attr]
+    stmt = select(ArticleRow).order_by(col(ArticleRow.first_seen).desc(), col(ArticleRow.id).desc())
     if since is not None:
-        stmt = stmt.where(ArticleRow.first_seen >= _utc(since))
+        stmt = stmt.where(col(ArticleRow.first_seen) >= _utc(since))
     if source_id:
-        stmt = stmt.where(ArticleRow.source_id == source_id)
+        stmt = stmt.where(col(ArticleRow.source_id) == source_id)
     if limit:
         stmt = stmt.limit(limit)
     return [to_stored(row) for row in session.scalars(stmt)]
@@ -345,7 +352,7 @@ def list_articles(
 def get_articles(session: Session, ids: Iterable[int]) -> dict[int, StoredArticle]:
     found: dict[int, StoredArticle] = {}
     for chunk in _chunks(list(ids), 500):
-        for row in session.scalars(select(ArticleRow).where(ArticleRow.id.in_(chunk))):  # type: ignore[union-attr]
+        for row in session.scalars(select(ArticleRow).where(col(ArticleRow.id).in_(chunk))):
             found[int(row.id or 0)] = to_stored(row)
     return found
 
@@ -371,7 +378,7 @@ def to_stored(row: ArticleRow) -> StoredArticle:
 
 
 def list_sources(session: Session) -> list[SourceRow]:
-    return list(session.scalars(select(SourceRow).order_by(SourceRow.id)))
+    return list(session.scalars(select(SourceRow).order_by(col(SourceRow.id))))
 
 
 def _utc(value: datetime | None) -> datetime | None:

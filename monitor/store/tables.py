@@ -88,7 +88,9 @@ class ArticleCopyRow(SQLModel, table=True):
     """The same content seen again under another source or key: linked, not stored twice."""
 
     __tablename__ = "article_copy"
-    __table_args__ = (UniqueConstraint("source_id", "entry_key", name="uq_article_copy_source_entry"),)
+    __table_args__ = (
+        UniqueConstraint("source_id", "entry_key", name="uq_article_copy_source_entry"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     article_id: int = Field(index=True)
