@@ -1,10 +1,429 @@
-"""`monitor` sub-commands for the watchlists area."""
+"""`monitor watchlists check|test|eval|schema`: the tools an admin needs to trust a watchlist."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import hashlib
+import html
+import json
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from monitor.match import Explanation, Matcher, compile_matcher
+from monitor.model import Article, Match
+from monitor.watchlists import (
+    Watchlist,
+    WatchlistError,
+    load_aliases,
+    load_watchlist_file,
+    load_watchlists,
+    schema_json,
+)
 
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
-    """Add this area's commands to the CLI (filled in as the area lands)."""
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    """Add `monitor watchlists …` to the CLI."""
+    parser = sub.add_parser("watchlists", help="Validate, test and evaluate watchlists.")
+    parser.set_defaults(func=lambda _args: (parser.print_help(sys.stderr), 2)[1])
+    area = parser.add_subparsers(dest="watchlists_command", metavar="SUBCOMMAND")
+
+    check = area.add_parser(
+        "check", help="Validate every watchlist, aliases.yaml and sources.yaml."
+    )
+    _dir_arg(check)
+    check.add_argument("--sources", type=Path, help="Sources file (default: from settings).")
+    check.set_defaults(func=cmd_check)
+
+    test = area.add_parser("test", help="Run watchlists on stored articles or a JSONL file.")
+    test.add_argument(
+        "target", nargs="?", help="A watchlist id or a draft .yaml file (default: all)."
+    )
+    test.add_argument(
+        "--since", default="30d", help="Stored articles first seen within (30d, 12h)."
+    )
+    test.add_argument("--articles", type=Path, help="JSONL file of articles (the corpus format).")
+    test.add_argument("--format", choices=("text", "jsonl"), default="text")
+    _dir_arg(test)
+    test.set_defaults(func=cmd_test)
+
+    ev = area.add_parser("eval", help="Precision, recall and F1 against labelled articles.")
+    ev.add_argument("--articles", type=Path, required=True, help="JSONL file of articles.")
+    ev.add_argument(
+        "--labels", type=Path, required=True, help="JSONL labels {id, <watchlist>: bool}."
+    )
+    ev.add_argument("--watchlist", action="append", help="Only this watchlist id (repeatable).")
+    ev.add_argument("--quiet", action="store_true", help="Only the table, no misses/false alarms.")
+    _dir_arg(ev)
+    ev.set_defaults(func=cmd_eval)
+
+    schema = area.add_parser("schema", help="Print the watchlist JSON Schema (for editors).")
+    schema.set_defaults(func=cmd_schema)
+
+
+def _dir_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dir", type=Path, default=None, help="Watchlist folder (default: MONITOR_WATCHLISTS_DIR)."
+    )
+
+
+def _directory(args: argparse.Namespace) -> Path:
+    if args.dir is not None:
+        return Path(args.dir)
+    from monitor.settings import get_settings
+
+    return get_settings().watchlists_dir
+
+
+def _print_errors(errors: list[WatchlistError] | list[str], out: TextIO = sys.stderr) -> None:
+    for err in errors:
+        print(str(err), file=out)
+
+
+# ------------------------------------------------------------------------------- check
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    directory = _directory(args)
+    watchlists, errors = load_watchlists(directory)
+    problems: list[str] = [str(e) for e in errors]
+    sources_path: Path = args.sources or _default_sources(args, directory)
+    source_ids: set[str] | None = None
+    if sources_path.exists():
+        try:
+            from monitor.sources import SourcesError, load_sources
+        except ImportError:  # the sources area may not be installed in a trimmed build
+            problems.append(f"{sources_path}: cannot validate: monitor.sources is missing")
+        else:
+            try:
+                source_ids = {s.id for s in load_sources(sources_path)}
+            except SourcesError as exc:
+                problems.extend(exc.errors)
+    else:
+        problems.append(f"{sources_path}: sources file not found (set MONITOR_SOURCES_FILE)")
+    if source_ids is not None:
+        for wl in watchlists.values():
+            unknown = [s for s in wl.sources if s not in source_ids]
+            if unknown:
+                problems.append(
+                    f"{wl.path}:{_key_line(wl.path, 'sources')}: sources: unknown source id(s) "
+                    f"{', '.join(unknown)}; use ids from {sources_path.name}"
+                )
+    for wl in watchlists.values():
+        first = wl.path.read_text(encoding="utf-8").splitlines()[:1]
+        if not first or "yaml-language-server: $schema=" not in first[0]:
+            print(
+                f"{wl.path}:1: note: start the file with "
+                "'# yaml-language-server: $schema=./watchlist.schema.json' for editor help",
+                file=sys.stderr,
+            )
+    if problems:
+        _print_errors(problems)
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        return 1
+    aliases, _ = load_aliases(directory / "aliases.yaml")
+    sources_note = f", {len(source_ids)} sources" if source_ids is not None else ""
+    print(f"ok: {len(watchlists)} watchlists, {len(aliases)} aliases{sources_note}")
+    return 0
+
+
+def _default_sources(args: argparse.Namespace, directory: Path) -> Path:
+    if args.dir is not None:
+        return directory / "sources.yaml"
+    from monitor.settings import get_settings
+
+    return get_settings().sources_path
+
+
+def _key_line(path: Path, key: str) -> int:
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.startswith(f"{key}:"):
+            return number
+    return 1
+
+
+# -------------------------------------------------------------------------------- input
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    id: str
+    article: Article
+
+
+_TAG_RE = re.compile(r"<[^>]*>")
+
+
+def _plain(text: str) -> str:
+    try:
+        from monitor.normalize import html_to_text  # type: ignore[import-not-found]
+    except ImportError:
+        text = html.unescape(_TAG_RE.sub(" ", text))
+        return re.sub(r"\s+", " ", text).strip()
+    return str(html_to_text(text))
+
+
+def _parse_date(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def read_articles(path: Path) -> Iterator[Item]:
+    """Corpus-format JSONL ({id, source, url, title, summary, published}) as Articles."""
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SystemExit(
+                    f"{path}:{number}: not JSON ({exc.msg}); one object per line"
+                ) from exc
+            if not isinstance(raw, dict) or "id" not in raw:
+                raise SystemExit(f'{path}:{number}: write an object with at least "id" and "title"')
+            title = _plain(str(raw.get("title") or ""))
+            text = _plain(str(raw.get("summary") or ""))
+            url = str(raw.get("url") or "")
+            article = Article(
+                source_id=str(raw.get("source") or ""),
+                entry_key=str(raw["id"]),
+                url=url,
+                title=title,
+                text=text,
+                published=_parse_date(raw.get("published")),
+                content_hash=hashlib.sha256(f"{title}\n{text}".encode()).hexdigest(),
+                link=url,
+            )
+            yield Item(str(raw["id"]), article)
+
+
+def _since(text: str) -> timedelta:
+    found = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text)
+    if not found:
+        raise SystemExit(f"--since {text!r}: write a number and a unit, e.g. 30d, 12h, 90m")
+    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[found.group(2)]
+    return timedelta(seconds=int(found.group(1)) * unit)
+
+
+def _stored_items(since: timedelta) -> list[Item]:
+    from sqlalchemy.orm import Session
+
+    from monitor.settings import get_settings
+    from monitor.store.db import open_engine
+    from monitor.store.queries import list_articles
+
+    engine = open_engine(get_settings())
+    try:
+        with Session(engine) as session:
+            rows = list_articles(session, since=datetime.now(UTC) - since)
+    finally:
+        engine.dispose()
+    return [Item(str(row.id), row.article) for row in rows]
+
+
+def _select(args: argparse.Namespace) -> tuple[list[Watchlist], list[WatchlistError]]:
+    directory = _directory(args)
+    watchlists, errors = load_watchlists(directory)
+    target: str | None = args.target
+    if target is None:
+        return list(watchlists.values()), errors
+    path = Path(target)
+    if target.endswith((".yaml", ".yml")) or path.is_file():
+        if not path.is_file():
+            return [], [WatchlistError(target, None, "file not found")]
+        aliases, alias_errors = load_aliases(directory / "aliases.yaml")
+        draft, draft_errors = load_watchlist_file(path, aliases)
+        return ([draft] if draft else []), alias_errors + draft_errors
+    if target not in watchlists:
+        known = ", ".join(sorted(watchlists)) or "none"
+        mine = [e for e in errors if Path(e.file).stem == target]
+        return [], mine or [
+            WatchlistError(target, None, f"no watchlist with this id (known: {known})")
+        ]
+    return [watchlists[target]], []
+
+
+# --------------------------------------------------------------------------------- test
+
+
+def highlight(match: Match, open_mark: str = "**", close_mark: str = "**") -> str:
+    """The snippet with its highlight spans wrapped in markers."""
+    out: list[str] = []
+    cursor = 0
+    for span in match.highlights:
+        out.append(match.snippet[cursor : span.start])
+        out.append(open_mark + match.snippet[span.start : span.end] + close_mark)
+        cursor = span.end
+    out.append(match.snippet[cursor:])
+    return "".join(out)
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    selected, errors = _select(args)
+    if not selected:
+        _print_errors(errors)
+        return 1 if errors else 0
+    matcher = compile_matcher(selected)
+    items = (
+        list(read_articles(args.articles)) if args.articles else _stored_items(_since(args.since))
+    )
+    matched = 0
+    for item in items:
+        found = matcher.match(item.article)
+        matched += bool(found)
+        if args.format == "jsonl":
+            row = {
+                "id": item.id,
+                "matches": [
+                    {"watchlist": m.watchlist_id, "score": m.score, "terms": list(m.terms)}
+                    for m in found
+                ],
+            }
+            print(json.dumps(row, ensure_ascii=False))
+        elif found:
+            print(f"{item.id}  {item.article.title}")
+            for m in found:
+                print(f"  [{m.watchlist_id}] score {m.score:g}  terms: {', '.join(m.terms)}")
+                print(f"    {highlight(m)}")
+    if args.format == "text":
+        names = ", ".join(wl.id for wl in selected)
+        print(f"{matched} of {len(items)} articles matched ({names})")
+    if errors:
+        _print_errors(errors)
+    return 0
+
+
+# --------------------------------------------------------------------------------- eval
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    watchlist: str
+    tp: int
+    fp: int
+    fn: int
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    score: Score
+    misses: list[tuple[Item, Explanation]]
+    false_alarms: list[tuple[Item, Explanation]]
+
+
+def read_labels(path: Path) -> dict[str, dict[str, Any]]:
+    labels: dict[str, dict[str, Any]] = {}
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SystemExit(f"{path}:{number}: not JSON ({exc.msg})") from exc
+            if not isinstance(raw, dict) or "id" not in raw:
+                raise SystemExit(f'{path}:{number}: write {{"id": …, "<watchlist>": true|false}}')
+            labels[str(raw["id"])] = raw
+    return labels
+
+
+def label_key(watchlist_id: str, row: dict[str, Any]) -> str | None:
+    """Labels may name a watchlist `un-mission` or `un_mission`."""
+    for key in (watchlist_id, watchlist_id.replace("-", "_")):
+        if key in row:
+            return key
+    return None
+
+
+def evaluate(
+    matcher: Matcher, watchlist_ids: list[str], items: list[Item], labels: dict[str, dict[str, Any]]
+) -> list[Outcome]:
+    """Confusion counts per watchlist over the labelled items (pure; used by tests too)."""
+    labelled = [item for item in items if item.id in labels]
+    results = {item.id: {m.watchlist_id for m in matcher.match(item.article)} for item in labelled}
+    outcomes: list[Outcome] = []
+    for wid in watchlist_ids:
+        tp = fp = fn = 0
+        misses: list[tuple[Item, Explanation]] = []
+        alarms: list[tuple[Item, Explanation]] = []
+        for item in labelled:
+            key = label_key(wid, labels[item.id])
+            if key is None:
+                continue
+            expected = bool(labels[item.id][key])
+            got = wid in results[item.id]
+            if expected and got:
+                tp += 1
+            elif got:
+                fp += 1
+                alarms.append((item, matcher.explain(item.article, wid)))
+            elif expected:
+                fn += 1
+                misses.append((item, matcher.explain(item.article, wid)))
+        outcomes.append(Outcome(Score(wid, tp, fp, fn), misses, alarms))
+    return outcomes
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    directory = _directory(args)
+    watchlists, errors = load_watchlists(directory)
+    if errors:
+        _print_errors(errors)
+    labels = read_labels(args.labels)
+    sample = next(iter(labels.values()), {})
+    wanted = args.watchlist or [w for w in sorted(watchlists) if label_key(w, sample) is not None]
+    unknown = [w for w in wanted if w not in watchlists]
+    if unknown:
+        print(f"unknown watchlist(s): {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    if not wanted:
+        print("no watchlist has labels in this file (keys such as un_mission)", file=sys.stderr)
+        return 2
+    matcher = compile_matcher([watchlists[w] for w in wanted])
+    outcomes = evaluate(matcher, wanted, list(read_articles(args.articles)), labels)
+    print(
+        f"{'watchlist':<24} {'tp':>4} {'fp':>4} {'fn':>4} {'precision':>9} {'recall':>7} {'f1':>6}"
+    )
+    for o in outcomes:
+        s = o.score
+        print(
+            f"{s.watchlist:<24} {s.tp:>4} {s.fp:>4} {s.fn:>4} "
+            f"{s.precision:>9.3f} {s.recall:>7.3f} {s.f1:>6.3f}"
+        )
+    if not args.quiet:
+        for o in outcomes:
+            for title, rows in (("misses", o.misses), ("false alarms", o.false_alarms)):
+                if rows:
+                    print(f"\n{o.score.watchlist}: {title} ({len(rows)})")
+                for item, why in rows:
+                    print(f"  {item.id}  {item.article.title[:100]}")
+                    print(f"    {why.reason}")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(schema_json())
+    return 0

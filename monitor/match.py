@@ -1,0 +1,648 @@
+"""All watchlists against one article: an Aho-Corasick prefilter, then exact evaluation.
+
+Each watchlist query is compiled into a small tree of evaluators over a per-article word index.
+For the prefilter, every watchlist is keyed under literals that any match must contain (for an
+AND, the rarest-looking child; for an OR, all children), so an article only evaluates the
+watchlists whose keys occur in its folded text. Watchlists with no such literal (a lone NOT, a
+bare regex, `source:` filters) are always evaluated. Pure: plain values in, `Match` values out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import ahocorasick
+import re2
+
+from monitor import query as q
+from monitor.model import Article, Match, Span
+from monitor.textnorm import WORD_RE, fold_mapped, fold_term, haystack
+from monitor.textnorm import is_hangul_word as _hangul
+
+if TYPE_CHECKING:
+    from monitor.watchlists import Watchlist
+
+TITLE, SUMMARY, SOURCE, URL = 0, 1, 2, 3
+FIELD_IDS = {"title": TITLE, "summary": SUMMARY, "source": SOURCE, "url": URL}
+FIELD_NAMES = ("title", "summary", "source", "url")
+FIELD_WEIGHT = (2.0, 1.0, 0.0, 0.0)  # title evidence counts double; filters add nothing
+DEFAULT_FIELDS = frozenset({TITLE, SUMMARY})
+STRIDE = 1_000_000  # word positions of field f start at f * STRIDE, so phrases never cross fields
+SNIPPET_CHARS = 240
+_STOP = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "and",
+        "or",
+        "for",
+        "by",
+        "with",
+        "from",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+    ]
+)
+
+Fields = frozenset[int]
+Hit = tuple[str, int, int, int]  # (term label, field, start char, end char) in the original field
+Spans = list[tuple[int, int]]  # [first word position, last word position]
+
+
+# ------------------------------------------------------------------------------ document
+
+
+class Doc:
+    """One article's words, indexed once and shared by every watchlist evaluated on it."""
+
+    __slots__ = ("bounds", "cache", "index", "texts")
+
+    def __init__(self, article: Article) -> None:
+        self.texts = (article.title, article.text, article.source_id, article.url)
+        self.index: dict[str, list[int]] = {}
+        self.bounds: list[list[tuple[int, int]]] = []
+        self.cache: dict[tuple[int, Fields], Spans] = {}
+        index = self.index
+        for field, text in enumerate(self.texts):
+            folded = fold_mapped(text)
+            bounds: list[tuple[int, int]] = []
+            base = field * STRIDE
+            for k, found in enumerate(WORD_RE.finditer(folded.text)):
+                if k >= STRIDE - 1:
+                    break
+                word = found.group()
+                positions = index.get(word)
+                if positions is None:
+                    index[word] = [base + k]
+                else:
+                    positions.append(base + k)
+                start, end = found.span()
+                if folded.origin is not None:
+                    start, end = folded.origin[start], folded.origin[end - 1] + 1
+                bounds.append((start, end))
+            self.bounds.append(bounds)
+
+    def char_span(self, first: int, last: int) -> tuple[int, int, int]:
+        field = first // STRIDE
+        bounds = self.bounds[field]
+        return field, bounds[first - field * STRIDE][0], bounds[last - field * STRIDE][1]
+
+
+# ------------------------------------------------------------------------ compiled nodes
+
+
+class CNode(Protocol):
+    def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool: ...
+
+    def keys(self) -> set[str] | None: ...
+
+
+class Positional(CNode, Protocol):
+    label: str
+
+    def positions(self, doc: Doc, fields: Fields) -> Spans: ...
+
+
+def _record(doc: Doc, label: str, spans: Spans, hits: list[Hit]) -> None:
+    for first, last in spans:
+        field, start, end = doc.char_span(first, last)
+        hits.append((label, field, start, end))
+
+
+class CWords:
+    """A word, phrase, prefix or proximity phrase: the one leaf that reads the word index."""
+
+    def __init__(self, words: tuple[str, ...], prefix: bool, slop: int | None, label: str):
+        self.words = words
+        self.prefix = prefix
+        self.slop = slop
+        self.label = label
+        self.scan = tuple(
+            _hangul(w) or (prefix and i == len(words) - 1) for i, w in enumerate(words)
+        )
+
+    def _word_positions(self, doc: Doc, i: int, fields: Fields) -> list[int]:
+        word = self.words[i]
+        if not self.scan[i]:
+            found = doc.index.get(word, ())
+        elif _hangul(word):
+            found = sorted(p for token, ps in doc.index.items() if word in token for p in ps)
+        else:
+            found = sorted(
+                p for token, ps in doc.index.items() if token.startswith(word) for p in ps
+            )
+        return [p for p in found if p // STRIDE in fields]
+
+    def positions(self, doc: Doc, fields: Fields) -> Spans:
+        key = (id(self), fields)
+        cached = doc.cache.get(key)
+        if cached is not None:
+            return cached
+        spans = self._positions(doc, fields)
+        doc.cache[key] = spans
+        return spans
+
+    def _positions(self, doc: Doc, fields: Fields) -> Spans:
+        first = self._word_positions(doc, 0, fields)
+        n = len(self.words)
+        if not first or n == 1:
+            return [(p, p) for p in first]
+        rest = [set(self._word_positions(doc, i, fields)) for i in range(1, n)]
+        if not all(rest):
+            return []
+        if self.slop is None:
+            return [(p, p + n - 1) for p in first if all(p + i in rest[i - 1] for i in range(1, n))]
+        return _window([first, *(sorted(s) for s in rest)], n - 1 + self.slop)
+
+    def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        spans = self.positions(doc, fields)
+        if spans:
+            _record(doc, self.label, spans, hits)
+            return True
+        return False
+
+    def keys(self) -> set[str] | None:
+        hangul = [w for w in self.words if _hangul(w)]
+        if hangul:
+            return {max(hangul, key=len)}
+        if self.slop is not None:
+            fixed = [w for i, w in enumerate(self.words) if not self.scan[i]] or [self.words[-1]]
+            word = max(fixed, key=len)
+            return {f" {word} " if not (self.prefix and word == self.words[-1]) else f" {word}"}
+        return {" " + " ".join(self.words) + ("" if self.prefix else " ")}
+
+
+def _window(lists: list[list[int]], width: int) -> Spans:
+    """Spans where one position of every list lies within `width` words, same field."""
+    events = sorted((p, i) for i, ps in enumerate(lists) for p in ps)
+    need = len(lists)
+    counts = [0] * need
+    covered = 0
+    left = 0
+    out: Spans = []
+    for right, (pos, idx) in enumerate(events):
+        if counts[idx] == 0:
+            covered += 1
+        counts[idx] += 1
+        while covered == need:
+            start = events[left][0]
+            fits = pos - start <= width and start // STRIDE == pos // STRIDE
+            if fits and (not out or out[-1][1] < start):
+                out.append((start, pos))
+            li = events[left][1]
+            counts[li] -= 1
+            if counts[li] == 0:
+                covered -= 1
+            left += 1
+        del right
+    return out
+
+
+class CAlias:
+    """A named list of phrases (from aliases.yaml); each matched member is reported by name."""
+
+    def __init__(self, name: str, members: Sequence[CWords]):
+        self.label = "@" + name
+        self.members = tuple(members)
+
+    def positions(self, doc: Doc, fields: Fields) -> Spans:
+        out: Spans = []
+        for member in self.members:
+            out.extend(member.positions(doc, fields))
+        return sorted(out)
+
+    def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        matched = False
+        for member in self.members:
+            matched = member.evaluate(doc, fields, hits) or matched
+        return matched
+
+    def keys(self) -> set[str] | None:
+        out: set[str] = set()
+        for member in self.members:
+            found = member.keys()
+            if found is None:
+                return None
+            out |= found
+        return out
+
+
+class CRegex:
+    """An RE2 pattern over the text as published, case-insensitive unless it says `(?-i)`.
+
+    RE2 runs in linear time, so no admin pattern can hang the matcher on hostile article text.
+    """
+
+    def __init__(self, pattern: str):
+        options = re2.Options()
+        options.log_errors = False
+        options.case_sensitive = False
+        try:
+            self.regex: Any = re2.compile(pattern, options)
+        except re2.error as exc:
+            detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+            raise q.QueryError(
+                f"invalid regular expression /{pattern}/: {detail} (RE2 has no backreferences "
+                "or lookaround; rewrite with plain words or alternation)"
+            ) from exc
+        self.label = "/" + pattern + "/"
+
+    def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        matched = False
+        for field in sorted(fields):
+            text = doc.texts[field]
+            if not text:
+                continue
+            for found in self.regex.finditer(text):
+                start, end = found.span()
+                if end > start:
+                    hits.append((self.label, field, start, end))
+                matched = True
+        return matched
+
+    def keys(self) -> set[str] | None:
+        return None
+
+
+class CAnd:
+    def __init__(self, children: Sequence[CNode]):
+        self.children = tuple(children)
+
+    def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        mark = len(hits)
+        for child in self.children:
+            if not child.evaluate(doc, fields, hits):
+                del hits[mark:]
+                return False
+        return True
+
+    def keys(self) -> set[str] | None:
+        best: set[str] | None = None
+        for child in self.children:
+            found = child.keys()
+            if found is not None and (best is None or _rarity(found) > _rarity(best)):
+                best = found
+        return best
+
+
+def _rarity(keys: set[str]) -> tuple[int, int]:
+    """Longer literals are rarer; fewer alternatives is better. A cheap, corpus-free proxy."""
+    shortest = min(len(k.strip()) - (3 if k.strip() in _STOP else 0) for k in keys)
+    return (min(shortest, 12), -len(keys))
+
+
+class COr:
+    def __init__(self, children: Sequence[CNode], label: str):
+        self.children = tuple(children)
+        self.label = label
+
+    def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        matched = False
+        for child in self.children:  # no short-circuit: every matching term is evidence
+            matched = child.evaluate(doc, fields, hits) or matched
+        return matched
+
+    def positions(self, doc: Doc, fields: Fields) -> Spans:
+        out: Spans = []
+        for child in self.children:
+            positional: Positional = child  # type: ignore[assignment]
+            out.extend(positional.positions(doc, fields))
+        return sorted(out)
+
+    def keys(self) -> set[str] | None:
+        out: set[str] = set()
+        for child in self.children:
+            found = child.keys()
+            if found is None:
+                return None
+            out |= found
+        return out
+
+
+class CNot:
+    def __init__(self, child: CNode):
+        self.child = child
+
+    def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        return not self.child.evaluate(doc, fields, [])
+
+    def keys(self) -> set[str] | None:
+        return None
+
+
+class CField:
+    def __init__(self, field: str, child: CNode, label: str):
+        self.fields: Fields = frozenset({FIELD_IDS[field]})
+        self.child = child
+        self.label = label
+        self.filter_only = field in ("source", "url")
+
+    def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        return self.child.evaluate(doc, self.fields, hits)
+
+    def positions(self, doc: Doc, fields: Fields) -> Spans:
+        child: Positional = self.child  # type: ignore[assignment]
+        return child.positions(doc, self.fields)
+
+    def keys(self) -> set[str] | None:
+        return None if self.filter_only else self.child.keys()
+
+
+class CNear:
+    def __init__(self, left: Positional, right: Positional, distance: int, label: str):
+        self.left = left
+        self.right = right
+        self.distance = distance
+        self.label = label
+
+    def _pairs(self, doc: Doc, fields: Fields) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+        lefts = self.left.positions(doc, fields)
+        if not lefts:
+            return []
+        rights = self.right.positions(doc, fields)
+        out = []
+        for a in lefts:
+            for b in rights:
+                if a[0] // STRIDE != b[0] // STRIDE:
+                    continue
+                gap = b[0] - a[1] - 1 if b[0] > a[1] else a[0] - b[1] - 1
+                if gap <= self.distance:
+                    out.append((a, b))
+        return out
+
+    def positions(self, doc: Doc, fields: Fields) -> Spans:
+        return sorted({(min(a[0], b[0]), max(a[1], b[1])) for a, b in self._pairs(doc, fields)})
+
+    def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        pairs = self._pairs(doc, fields)
+        if not pairs:
+            return False
+        _record(doc, self.left.label, sorted({a for a, _ in pairs}), hits)
+        _record(doc, self.right.label, sorted({b for _, b in pairs}), hits)
+        return True
+
+    def keys(self) -> set[str] | None:
+        return CAnd([self.left, self.right]).keys()
+
+
+class Compiler:
+    """Turns ASTs into evaluators, sharing one compiled alias per name across watchlists."""
+
+    def __init__(self, aliases: Mapping[str, Sequence[str]]):
+        self.aliases = aliases
+        self._alias_cache: dict[str, CAlias] = {}
+
+    def alias(self, name: str) -> CAlias:
+        found = self._alias_cache.get(name)
+        if found is None:
+            if name not in self.aliases:
+                known = ", ".join("@" + n for n in sorted(self.aliases)) or "none defined"
+                raise q.QueryError(
+                    f"unknown alias @{name}: define it in aliases.yaml (known: {known})"
+                )
+            members = [words_leaf(text, None) for text in self.aliases[name]]
+            found = self._alias_cache[name] = CAlias(name, members)
+        return found
+
+    def compile(self, node: q.Node) -> CNode:
+        if isinstance(node, q.Term):
+            return words_leaf(node.text + ("*" if node.prefix else ""), None)
+        if isinstance(node, q.Phrase):
+            return words_leaf(node.text, node.slop)
+        if isinstance(node, q.Alias):
+            return self.alias(node.name)
+        if isinstance(node, q.Regex):
+            return CRegex(node.pattern)
+        if isinstance(node, q.Field):
+            return CField(node.field, self.compile(node.child), q.to_string(node))
+        if isinstance(node, q.Not):
+            return CNot(self.compile(node.child))
+        if isinstance(node, q.And):
+            return CAnd([self.compile(c) for c in node.children])
+        if isinstance(node, q.Or):
+            return COr([self.compile(c) for c in node.children], q.to_string(node))
+        left, right = self.compile(node.left), self.compile(node.right)
+        return CNear(left, right, node.distance, q.to_string(node))  # type: ignore[arg-type]
+
+
+def words_leaf(text: str, slop: int | None) -> CWords:
+    """A leaf for words as written: `Kim Jong-un`, `launch*`, or a phrase with a slop."""
+    stripped = text.strip()
+    prefix = stripped.endswith("*")
+    words = fold_term(stripped.rstrip("*"))
+    if not words:
+        raise q.QueryError(f"'{text}' has no letters or digits to match")
+    label = stripped if slop is None else f'"{stripped}"~{slop}'
+    return CWords(words, prefix, slop, label)
+
+
+# ------------------------------------------------------------------------------- matcher
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why a watchlist did or did not match an article (for `test`, `eval` and admins)."""
+
+    watchlist_id: str
+    matched: bool
+    reason: str
+    score: float
+    terms: tuple[str, ...]
+    match: Match | None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledWatchlist:
+    watchlist: Watchlist
+    query: CNode
+    exclude: CNode | None
+    keys: frozenset[str] | None
+    clauses: tuple[tuple[str, CNode], ...]  # top-level AND clauses, to say which one failed
+
+
+def compile_watchlist(
+    watchlist: Watchlist, aliases: Mapping[str, Sequence[str]], compiler: Compiler | None = None
+) -> CompiledWatchlist:
+    """Compile one watchlist; raises QueryError (unknown alias, bad regex)."""
+    compiler = compiler or Compiler(aliases)
+    ast = q.parse(watchlist.query)
+    node = compiler.compile(ast)
+    exclude = compiler.compile(q.parse(watchlist.exclude)) if watchlist.exclude else None
+    keys = node.keys()
+    if isinstance(ast, q.And) and isinstance(node, CAnd):
+        clauses = tuple(
+            (q.to_string(a), c) for a, c in zip(ast.children, node.children, strict=True)
+        )
+    else:
+        clauses = ((q.to_string(ast), node),)
+    return CompiledWatchlist(
+        watchlist, node, exclude, frozenset(keys) if keys is not None else None, clauses
+    )
+
+
+def _score(hits: list[Hit]) -> tuple[float, tuple[str, ...]]:
+    best: dict[str, float] = {}
+    for label, field, _, _ in hits:
+        weight = FIELD_WEIGHT[field]
+        if weight >= best.get(label, -1.0):
+            best[label] = weight
+    return round(sum(best.values()), 3), tuple(best)
+
+
+def _snippet(doc: Doc, hits: list[Hit]) -> tuple[str, tuple[Span, ...]]:
+    """A window of the summary around its first hit (else the title), with highlight spans."""
+    body = [h for h in hits if h[1] == SUMMARY]
+    if body:
+        text = doc.texts[SUMMARY]
+        anchor = min(h[2] for h in body)
+        start = max(0, anchor - 60)
+        if start > 0:
+            space = text.rfind(" ", 0, start)
+            start = space + 1 if space >= 0 and start - space < 30 else start
+        end = min(len(text), start + SNIPPET_CHARS)
+        if end < len(text):
+            space = text.find(" ", end)
+            end = space if 0 <= space < end + 30 else end
+        lead = "…" if start > 0 else ""
+        snippet = lead + text[start:end] + ("…" if end < len(text) else "")
+        shift = len(lead) - start
+        chosen = [(s + shift, e + shift) for _, _, s, e in body if s >= start and e <= end]
+    else:
+        title = [h for h in hits if h[1] == TITLE]
+        if title:
+            snippet = doc.texts[TITLE]
+            chosen = [(s, e) for _, _, s, e in title]
+        else:
+            text = doc.texts[SUMMARY] or doc.texts[TITLE]
+            snippet = text[:SNIPPET_CHARS] + ("…" if len(text) > SNIPPET_CHARS else "")
+            chosen = []
+    merged: list[list[int]] = []
+    for s, e in sorted(chosen):
+        if merged and s <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], e)
+        else:
+            merged.append([s, e])
+    return snippet, tuple(Span(s, e) for s, e in merged)
+
+
+class Matcher:
+    """Every watchlist compiled together behind one Aho-Corasick automaton."""
+
+    def __init__(self, compiled: Iterable[CompiledWatchlist]):
+        self.compiled = list(compiled)
+        self.by_id = {c.watchlist.id: c for c in self.compiled}
+        self._always: list[int] = []
+        table: dict[str, list[int]] = {}
+        for index, item in enumerate(self.compiled):
+            if item.keys is None:
+                self._always.append(index)
+            else:
+                for key in item.keys:
+                    table.setdefault(key, []).append(index)
+        self._automaton: Any = None
+        if table:
+            automaton = ahocorasick.Automaton()
+            for key, indices in table.items():
+                automaton.add_word(key, tuple(indices))
+            automaton.make_automaton()
+            self._automaton = automaton
+
+    def __len__(self) -> int:
+        return len(self.compiled)
+
+    def candidates(self, article: Article) -> list[int]:
+        """Indices of the watchlists whose prefilter keys occur in the article."""
+        found: set[int] = set(self._always)
+        if self._automaton is not None:
+            text = haystack(article.title + " \n " + article.text)
+            for _, indices in self._automaton.iter(text):
+                found.update(indices)
+        return sorted(found)
+
+    def match(self, article: Article) -> list[Match]:
+        """Every watchlist that matches, best score first."""
+        indices = self.candidates(article)
+        if not indices:
+            return []
+        doc = Doc(article)
+        out: list[Match] = []
+        for index in indices:
+            item = self.compiled[index]
+            result = self._run(item, article, doc)
+            if isinstance(result, Match):
+                out.append(result)
+        out.sort(key=lambda m: (-m.score, m.watchlist_id))
+        return out
+
+    def _run(self, item: CompiledWatchlist, article: Article, doc: Doc) -> Match | str:
+        wl = item.watchlist
+        if wl.sources and article.source_id not in wl.sources:
+            return f"source {article.source_id!r} is not in sources: {', '.join(wl.sources)}"
+        hits: list[Hit] = []
+        if not item.query.evaluate(doc, DEFAULT_FIELDS, hits):
+            return "no match"
+        score, terms = _score(hits)
+        if item.exclude is not None:
+            vetoed: list[Hit] = []
+            if item.exclude.evaluate(doc, DEFAULT_FIELDS, vetoed):
+                vetoing = ", ".join(dict.fromkeys(h[0] for h in vetoed)) or "exclude"
+                return f"vetoed by exclude ({vetoing})"
+        if score < wl.min_score:
+            return f"score {score:g} is below min_score {wl.min_score:g}"
+        snippet, highlights = _snippet(doc, hits)
+        return Match(wl.id, wl.name, score, terms, snippet, highlights)
+
+    def explain(self, article: Article, watchlist_id: str) -> Explanation:
+        """Run one watchlist without the prefilter and say why it matched or not."""
+        item = self.by_id[watchlist_id]
+        doc = Doc(article)
+        result = self._run(item, article, doc)
+        if isinstance(result, Match):
+            reason = f"score {result.score:g} ≥ min_score {item.watchlist.min_score:g}"
+            return Explanation(watchlist_id, True, reason, result.score, result.terms, result)
+        hits: list[Hit] = []
+        item.query.evaluate(doc, DEFAULT_FIELDS, hits)
+        score, terms = _score(hits)
+        if result == "no match":
+            missing = [
+                text for text, node in item.clauses if not node.evaluate(doc, DEFAULT_FIELDS, [])
+            ]
+            found: list[str] = []
+            for _text, node in item.clauses:
+                clause_hits: list[Hit] = []
+                if node.evaluate(doc, DEFAULT_FIELDS, clause_hits):
+                    found.extend(h[0] for h in clause_hits)
+            result = "nothing for: " + " AND ".join(missing)
+            if found:
+                result += "; found: " + ", ".join(dict.fromkeys(found))
+                terms = tuple(dict.fromkeys(found))
+        return Explanation(watchlist_id, False, result, score, terms, None)
+
+
+def compile_matcher(
+    watchlists: Iterable[Watchlist], aliases: Mapping[str, Sequence[str]] | None = None
+) -> Matcher:
+    """Compile watchlists (already validated) with the aliases they were validated against.
+
+    Without `aliases`, each watchlist's own `aliases` snapshot is used (set by the loader).
+    """
+    compilers: dict[int, Compiler] = {}
+    compiled: list[CompiledWatchlist] = []
+    for wl in watchlists:
+        table = aliases if aliases is not None else wl.aliases
+        compiler = compilers.get(id(table))
+        if compiler is None:
+            compiler = compilers[id(table)] = Compiler(table)
+        compiled.append(compile_watchlist(wl, table, compiler))
+    return Matcher(compiled)

@@ -1,0 +1,178 @@
+"""Text folding shared by queries and articles, so both sides compare the same way.
+
+Folding casefolds, applies NFKC, strips diacritics (also the Polish/Nordic letters that Unicode
+does not decompose, such as ł and ø), and turns every character that is not a letter or a digit
+into a space. Hyphen, space and apostrophe variants therefore all become one word boundary:
+"Kim Jong-un", "Kim Jong Un" and "Kim Jong Un's" share the words ``kim jong un``.
+
+The fold is length-preserving for almost every character, so offsets found in folded text point
+at the same characters in the original (needed for highlights). The few characters that fold to
+several letters (ß, ligatures) take a slower path that keeps an explicit offset map.
+
+Korean: Hangul runs and Latin/digit runs are split into separate words ("ICBM을" gives
+``icbm`` and ``을``), and query words written in Hangul match inside longer Hangul words,
+because Korean attaches particles and compounds without spaces ("북한이", "탄도미사일").
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+# Letters that NFD does not decompose but a reader treats as the base letter.
+_EXTRA = {
+    "ł": "l",
+    "Ł": "l",
+    "đ": "d",
+    "Đ": "d",
+    "ø": "o",
+    "Ø": "o",
+    "ħ": "h",
+    "Ħ": "h",
+    "ı": "i",
+    "ŧ": "t",
+    "Ŧ": "t",
+    "ð": "d",
+    "Ð": "d",
+    "þ": "th",
+    "Þ": "th",
+    "æ": "ae",
+    "Æ": "ae",
+    "œ": "oe",
+    "Œ": "oe",
+}
+
+# Punctuation variants unified before the word fold (all become word breaks anyway).
+_PUNCT = {
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u02bc": "'",
+    "\u2032": "'",
+    "`": "'",
+    "\u00b4": "'",
+    "\u2010": "-",
+    "\u2011": "-",
+    "\u2012": "-",
+    "\u2013": "-",
+    "\u2014": "-",
+    "\u2015": "-",
+    "\u2212": "-",
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u00a0": " ",
+}
+
+HANGUL_RE = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]")
+# A word is a run of Hangul, or a run of other letters/digits; the two never join.
+WORD_RE = re.compile(
+    r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]+|[^\W_\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]+"
+)
+
+
+def _fold_char(ch: str) -> str:
+    """Light fold of one character: casefold, NFKC, no diacritics, punctuation kept."""
+    if ch in _PUNCT:
+        return _PUNCT[ch]
+    if ch in _EXTRA:
+        return _EXTRA[ch]
+    out = unicodedata.normalize("NFKC", ch).casefold()
+    decomposed = unicodedata.normalize("NFD", out)
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    out = unicodedata.normalize("NFC", stripped)
+    return "".join(_EXTRA.get(c, c) for c in out)
+
+
+def _word_fold(light: str) -> str:
+    """Letters and digits stay; everything else becomes a space (one per input char if possible)."""
+    if not light:
+        return ""
+    if all(not (c.isalnum()) for c in light):
+        return " "
+    return "".join(c if c.isalnum() else " " for c in light)
+
+
+class _Table(dict[int, str]):
+    """A translate table that computes (and caches) each character's fold on first sight."""
+
+    def __init__(self, word: bool) -> None:
+        super().__init__()
+        self.word = word
+        self.irregular: set[str] = set()
+
+    def __missing__(self, key: int) -> str:
+        ch = chr(key)
+        light = _fold_char(ch)
+        value = _word_fold(light) if self.word else light
+        if len(value) != 1:
+            self.irregular.add(ch)
+        self[key] = value
+        return value
+
+
+_WORD_TABLE = _Table(word=True)
+for _code in range(128):  # warm the ASCII range so common text never calls __missing__
+    _WORD_TABLE[_code]
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    """Folded text plus, when the fold changed lengths, where each folded char came from."""
+
+    text: str
+    origin: tuple[int, ...] | None = None  # origin[i] = index in the source of folded char i
+
+    def source_offset(self, index: int, source_len: int) -> int:
+        """Map an offset in the folded text back to the source text."""
+        if self.origin is None:
+            return min(index, source_len)
+        if index >= len(self.origin):
+            return source_len
+        return self.origin[index]
+
+
+def _fold_with(text: str, table: _Table) -> Folded:
+    out = text.translate(table)
+    if len(out) == len(text) and (not table.irregular or table.irregular.isdisjoint(text)):
+        return Folded(out)
+    parts: list[str] = []
+    origin: list[int] = []
+    for index, ch in enumerate(text):
+        piece = table[ord(ch)]
+        parts.append(piece)
+        origin.extend([index] * len(piece))
+    return Folded("".join(parts), tuple(origin))
+
+
+def fold(text: str) -> str:
+    """Word fold: lowercase letters and digits, everything else a space."""
+    return text.translate(_WORD_TABLE)
+
+
+def fold_mapped(text: str) -> Folded:
+    """Word fold with an offset map back to `text` (identity when lengths are kept)."""
+    return _fold_with(text, _WORD_TABLE)
+
+
+def words(text: str) -> list[str]:
+    """The folded words of `text`, Hangul and other scripts split apart."""
+    return WORD_RE.findall(fold(text))
+
+
+def haystack(text: str) -> str:
+    """Folded words joined by single spaces with a space at each end, for the prefilter."""
+    folded = fold(text)
+    if HANGUL_RE.search(folded):
+        return " " + " ".join(WORD_RE.findall(folded)) + " "
+    return " " + " ".join(folded.split()) + " "
+
+
+def is_hangul_word(word: str) -> bool:
+    return bool(HANGUL_RE.match(word))
+
+
+@lru_cache(maxsize=4096)
+def fold_term(text: str) -> tuple[str, ...]:
+    """Fold a query term or phrase into its words (cached: queries repeat)."""
+    return tuple(words(text))
