@@ -9,6 +9,7 @@ bare regex, `source:` filters) are always evaluated. Pure: plain values in, `Mat
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -271,6 +272,26 @@ class CRegex:
                 matched = True
         return matched
 
+    def positions(self, doc: Doc, fields: Fields) -> Spans:
+        """Word positions the pattern's matches overlap, so a regex can take part in NEAR."""
+        out: Spans = []
+        for field in sorted(fields):
+            text = doc.texts[field]
+            if not text:
+                continue
+            bounds = doc.bounds[field]
+            starts = [b[0] for b in bounds]
+            base = field * STRIDE
+            for found in self.regex.finditer(text):
+                start, end = found.span()
+                first = max(bisect_right(starts, start) - 1, 0)
+                if first < len(bounds) and bounds[first][1] <= start:
+                    first += 1
+                last = bisect_left(starts, end) - 1
+                if first <= last:
+                    out.append((base + first, base + last))
+        return out
+
     def keys(self) -> set[str] | None:
         return None
 
@@ -388,8 +409,14 @@ class CNear:
         pairs = self._pairs(doc, fields)
         if not pairs:
             return False
-        _record(doc, self.left.label, sorted({a for a, _ in pairs}), hits)
-        _record(doc, self.right.label, sorted({b for _, b in pairs}), hits)
+        # Report the leaf terms (not the whole sub-query) that lie inside a matching pair.
+        ranges = [doc.char_span(min(a[0], b[0]), max(a[1], b[1])) for a, b in pairs]
+        leaves: list[Hit] = []
+        self.left.evaluate(doc, fields, leaves)
+        self.right.evaluate(doc, fields, leaves)
+        for hit in leaves:
+            if any(f == hit[1] and s <= hit[2] and hit[3] <= e for f, s, e in ranges):
+                hits.append(hit)
         return True
 
     def keys(self) -> set[str] | None:

@@ -114,7 +114,7 @@ def make_or(children: list[Node]) -> Node:
 
 def is_positional(node: Node) -> bool:
     """Whether the node yields word positions, which NEAR needs on both sides."""
-    if isinstance(node, Term | Phrase | Alias | Near):
+    if isinstance(node, Term | Phrase | Alias | Regex | Near):
         return True
     if isinstance(node, Or):
         return all(is_positional(child) for child in node.children)
@@ -307,8 +307,8 @@ class _Parser:
             for side in (left, right):
                 if not is_positional(side):
                     raise QueryError(
-                        "NEAR joins words, phrases, aliases or OR-groups of them "
-                        "(not NOT, AND or /regex/)",
+                        "NEAR joins words, phrases, aliases, /regex/ or OR-groups of them "
+                        "(not NOT or AND)",
                         tok.pos,
                     )
             assert tok.number is not None
