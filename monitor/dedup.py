@@ -1,0 +1,438 @@
+"""Near-duplicate signatures and the same-story decision (pure: plain values in, plain values out).
+
+An article becomes a `Fingerprint`: folded word stems of the headline and of the whole text,
+word-trigram shingles, the numbers and calendar dates it mentions, and its time. Candidates are
+found through LSH band keys (MinHash over stems, r rows per band), stored and indexed wherever
+the caller keeps them; `same_story` then decides on the pair with explicit guards, because wire
+copies of two *different* launches read alike: different days, numbers or dates keep them apart.
+
+Why stems are 5-letter prefixes: it is a crude stemmer that works the same for English and
+Polish ("launches"/"launched", "rakietę"/"rakietą") without a language model or word lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+
+STEM_LEN = 5
+TITLE_BANDS, TITLE_ROWS = 12, 2
+TEXT_BANDS, TEXT_ROWS = 16, 3
+_PERMS = TITLE_BANDS * TITLE_ROWS + TEXT_BANDS * TEXT_ROWS
+
+_rng = np.random.default_rng(0x5EED_600D)
+_A = (_rng.integers(1, 2**63, size=_PERMS, dtype=np.uint64) | np.uint64(1)).astype(np.uint64)
+_B = _rng.integers(0, 2**63, size=_PERMS, dtype=np.uint64).astype(np.uint64)
+
+_EXTRA = str.maketrans(
+    {"ł": "l", "đ": "d", "ø": "o", "ħ": "h", "ı": "i", "ß": "ss", "æ": "ae", "œ": "oe"}
+)
+
+# Function words of the two main corpus languages; they carry no story identity.
+STOPWORDS = frozenset(
+    " ".join(
+        (
+            "a an the and or but of to in on at by for from with as is are was were be been being",
+            "has have had it its this that these those he she they we you his her their our not",
+            "no into over after before about than then so if out up says said say will would can",
+            "could may might new also more most who what when where which while how why all any",
+            "some just amid via per",
+            "i w z na do sie nie o od po za ze to jest ale oraz czy jak dla przez pod nad jego",
+            "jej ich tym tej ten ta te juz co",
+        )
+    ).split()
+)
+
+MONTHS: dict[str, int] = {}
+for _i, _month_names in enumerate(
+    (
+        "january jan stycznia styczen",
+        "february feb lutego luty",
+        "march mar marca marzec",
+        "april apr kwietnia kwiecien",
+        "may maja maj",
+        "june jun czerwca czerwiec",
+        "july jul lipca lipiec",
+        "august aug sierpnia sierpien",
+        "september sep sept wrzesnia wrzesien",
+        "october oct pazdziernika pazdziernik",
+        "november nov listopada listopad",
+        "december dec grudnia grudzien",
+    ),
+    start=1,
+):
+    for _n in _month_names.split():
+        MONTHS[_n] = _i
+
+_ABBREV = re.compile(r"\b([A-Z])\.([A-Z])\.")  # U.S. -> US, U.N. -> UN
+_COMPASS = re.compile(r"\b([NS])\.? (?=[A-Z][a-z])")  # N. Korea / S Korea -> North/South
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_YEAR = re.compile(r"^(19|20)\d\d$")
+
+
+def fold(text: str) -> str:
+    """Casefold and strip diacritics, so "Północnej" and "Polnocnej" compare equal."""
+    text = unicodedata.normalize("NFKD", text.casefold().translate(_EXTRA))
+    return "".join(ch for ch in text if not unicodedata.combining(ch))
+
+
+def _expand(text: str) -> str:
+    text = _ABBREV.sub(r"\1\2", text)
+    return _COMPASS.sub(lambda m: "North " if m.group(1) == "N" else "South ", text)
+
+
+def words(text: str) -> list[str]:
+    """Folded words of a text, in order, with abbreviations expanded."""
+    return _WORD.findall(fold(_expand(text)))
+
+
+def stem(word: str) -> str:
+    return word if word.isdigit() else word[:STEM_LEN]
+
+
+def stems(ws: Iterable[str]) -> list[str]:
+    return [stem(w) for w in ws if w not in STOPWORDS and (len(w) > 1 or w.isdigit())]
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """What the same-story decision looks at; cheap to rebuild from a title and a text."""
+
+    title: frozenset[str]
+    words: frozenset[str]
+    shingles: frozenset[str]
+    numbers: frozenset[str]  # numerals of the headline, years excluded
+    dates: frozenset[tuple[int, int]]  # (month, day) mentioned anywhere
+    names: frozenset[str]  # headline words that are proper names (places, people, groups)
+    text_len: int  # stems of the body alone
+    when: datetime | None
+
+
+def _dates(ws: Sequence[str]) -> set[tuple[int, int]]:
+    found: set[tuple[int, int]] = set()
+    for i, w in enumerate(ws):
+        month = MONTHS.get(w)
+        if month is None or len(w) < 3:
+            continue
+        for j in (i - 1, i + 1):
+            if 0 <= j < len(ws) and ws[j].isdigit() and 1 <= int(ws[j]) <= 31:
+                found.add((month, int(ws[j])))
+    return found
+
+
+_RAW = re.compile(r"[^\W_]+|[.!?:;\"“”«»]", re.UNICODE)
+_SENTENCE_END = frozenset('.!?:;"“”«»')
+
+
+def _capitalized(text: str) -> tuple[set[str], int, int]:
+    """Stems of words capitalized inside a sentence, with the count of words and capitals."""
+    found: set[str] = set()
+    initial = True
+    total = caps = 0
+    for raw in _RAW.findall(_expand(text)):
+        if raw in _SENTENCE_END:
+            initial = True
+            continue
+        if raw[0].isalpha() and len(raw) > 1:
+            total += 1
+            if raw[0].isupper():
+                caps += 1
+                if not initial or raw.isupper():
+                    found.add(stem(fold(raw)))
+        initial = False
+    return found, total, caps
+
+
+def _names(title: str, text: str) -> set[str]:
+    """Headline words that name something: capitalized where ordinary words are not.
+
+    In a Title Case headline capitals say nothing, so a word counts only when the body also
+    capitalizes it mid-sentence (or it is an acronym).
+    """
+    in_title, total, caps = _capitalized(title)
+    in_body, _, _ = _capitalized(text)
+    title_stems = {stem(w) for w in words(title)}
+    if total and caps / total >= 0.6:
+        acronyms = {
+            stem(fold(w)) for w in _RAW.findall(_expand(title)) if len(w) > 1 and w.isupper()
+        }
+        found = (in_body & title_stems) | acronyms
+    else:
+        found = in_title | (in_body & title_stems)
+    return {w for w in found if w not in STOPWORDS and not w.isdigit()}
+
+
+# "… - Reuters", "… -KCNA", "… | AP News": who syndicated it, not what happened.
+_CREDIT = re.compile(r"\s+(?:-|–|—|\|)\s*[A-Z][\w.&']*(?:\s+[A-Z][\w.&']*){0,2}\s*$")
+
+
+def strip_credit(title: str) -> str:
+    return _CREDIT.sub("", title).strip() or title
+
+
+def fingerprint(title: str, text: str, when: datetime | None) -> Fingerprint:
+    """Build the features of one article from its plain-text headline and body."""
+    title = strip_credit(title)
+    tw = words(title)
+    bw = words(text)
+    ts = stems(tw)
+    bs = stems(bw)
+    both = ts + bs
+    shingles = {" ".join(both[i : i + 3]) for i in range(max(0, len(both) - 2))}
+    numbers = {w for w in tw if w.isdigit() and not _YEAR.match(w)}
+    return Fingerprint(
+        title=frozenset(ts),
+        words=frozenset(both),
+        shingles=frozenset(shingles),
+        numbers=frozenset(numbers),
+        dates=frozenset(_dates(tw + bw)),
+        names=frozenset(_names(title, text)),
+        text_len=len(bs),
+        when=when,
+    )
+
+
+# --- LSH band keys ------------------------------------------------------------------------------
+
+
+def _token_hashes(tokens: Iterable[str]) -> np.ndarray:
+    values = [
+        int.from_bytes(hashlib.blake2b(t.encode(), digest_size=4).digest(), "little")
+        for t in tokens
+    ]
+    return np.array(values, dtype=np.uint64)
+
+
+def _minhash(tokens: frozenset[str], a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    hv = _token_hashes(sorted(tokens))
+    with np.errstate(over="ignore"):
+        mixed = (hv[:, None] * a[None, :] + b[None, :]) >> np.uint64(32)
+    result: np.ndarray = mixed.min(axis=0)
+    return result
+
+
+def _band_key(kind: bytes, index: int, values: np.ndarray) -> int:
+    digest = hashlib.blake2b(kind + bytes([index]) + values.tobytes(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def band_keys(fp: Fingerprint) -> tuple[int, ...]:
+    """Signed 64-bit LSH keys: two articles sharing any key are candidates of one another.
+
+    Headline bands (few rows) catch edited headlines and headline-only items; text bands
+    catch copies whose bodies match; an article with no usable text has no keys.
+    """
+    keys: list[int] = []
+    split = TITLE_BANDS * TITLE_ROWS
+    if len(fp.title) >= 2:
+        sig = _minhash(fp.title, _A[:split], _B[:split])
+        keys += [
+            _band_key(b"t", i, sig[i * TITLE_ROWS : (i + 1) * TITLE_ROWS])
+            for i in range(TITLE_BANDS)
+        ]
+    if len(fp.words) >= 4:
+        sig = _minhash(fp.words, _A[split:], _B[split:])
+        keys += [
+            _band_key(b"w", i, sig[i * TEXT_ROWS : (i + 1) * TEXT_ROWS]) for i in range(TEXT_BANDS)
+        ]
+    return tuple(dict.fromkeys(keys))
+
+
+# --- the decision --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    same: bool
+    score: float
+    reason: str
+
+
+def _containment(a: frozenset[str], b: frozenset[str]) -> float:
+    if not a or not b:
+        return 0.0
+    return len(a & b) / min(len(a), len(b))
+
+
+def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    if not a or not b:
+        return 0.0
+    return len(a & b) / len(a | b)
+
+
+def scores(a: Fingerprint, b: Fingerprint) -> dict[str, float]:
+    """The similarity measures the decision combines (exposed for tuning and `eval`)."""
+    return {
+        "title": _containment(a.title, b.title),
+        "title_j": _jaccard(a.title, b.title),
+        "title_in_other": max(
+            _containment(a.title, b.words) if b.words else 0.0,
+            _containment(b.title, a.words) if a.words else 0.0,
+        ),
+        "words": _jaccard(a.words, b.words),
+        "words_c": _containment(a.words, b.words),
+        "shingles": _jaccard(a.shingles, b.shingles),
+        "shingles_c": _containment(a.shingles, b.shingles),
+    }
+
+
+def _conflict(a: Fingerprint, b: Fingerprint) -> str | None:
+    """A reason why two alike texts still report different events, or None."""
+    if a.numbers and b.numbers and not a.numbers & b.numbers:
+        return "different numbers"
+    if (a.dates - b.dates) and (b.dates - a.dates):
+        return "different dates"
+    # A name missing from the other side counts only when that side has a body to miss it in.
+    a_only = a.names - b.words if b.text_len >= BODY_MIN else frozenset()
+    b_only = b.names - a.words if a.text_len >= BODY_MIN else frozenset()
+    if a_only and b_only:
+        return "different names"
+    return None
+
+
+def same_story(a: Fingerprint, b: Fingerprint, window: timedelta) -> Verdict:
+    """Decide whether two articles report the same story."""
+    if a.when is not None and b.when is not None and abs(a.when - b.when) > window:
+        return Verdict(False, 0.0, "outside window")
+    s = scores(a, b)
+    score = max(s["shingles_c"], 0.8 * s["title"] if s["title_j"] >= TITLE_J else 0.0)
+    if score < 0.5:
+        return Verdict(False, score, "not alike")
+    conflict = _conflict(a, b)
+    if conflict is not None:
+        return Verdict(False, score, conflict)
+    return Verdict(True, score, "alike")
+
+
+TITLE_J = 0.5
+BODY_MIN = 8
+
+
+# --- story keys and the in-memory index ---------------------------------------------------------
+
+
+def story_key(seed: str) -> str:
+    """A stable story key from its first article's identity, the same on every replica."""
+    return "st_" + hashlib.blake2b(seed.encode(), digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An earlier article that shares band keys with the new one."""
+
+    article_id: int
+    story_id: int
+    shared: int
+    fingerprint: Fingerprint
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """The outcome of matching one article against its candidates."""
+
+    story_id: int | None  # None: start a new story
+    score: float
+    merge: tuple[int, ...]  # other matching stories, to merge into `story_id`
+
+
+MAX_CANDIDATES = 24
+
+
+def choose(fp: Fingerprint, candidates: Iterable[Candidate], window: timedelta) -> Choice:
+    """Pick the story to join among verified candidates (the oldest story wins ties).
+
+    Every candidate that passes `same_story` votes for its story; joining the lowest story id
+    and merging the others is what lets two stories created at the same moment (two replicas,
+    two copies) converge into one.
+    """
+    best: dict[int, float] = {}
+    ranked = sorted(candidates, key=lambda c: (-c.shared, c.article_id))[:MAX_CANDIDATES]
+    for cand in ranked:
+        verdict = same_story(fp, cand.fingerprint, window)
+        if verdict.same:
+            best[cand.story_id] = max(best.get(cand.story_id, 0.0), verdict.score)
+    if not best:
+        return Choice(None, 0.0, ())
+    keep = min(best)
+    return Choice(keep, best[keep], tuple(sorted(s for s in best if s != keep)))
+
+
+@dataclass(slots=True)
+class _Entry:
+    fingerprint: Fingerprint
+    story: int
+    keys: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryAssignment:
+    story_id: int
+    story_key: str
+    is_new: bool
+    first_article: str
+
+
+class MemoryStoryIndex:
+    """The same algorithm as the database index, held in dicts: for `stories test`/`eval`.
+
+    Articles must arrive in time order (the way they would be ingested); memory grows with
+    every article, so this is for files and benchmarks, not for the service.
+    """
+
+    def __init__(self, window: timedelta) -> None:
+        self.window = window
+        self._bands: dict[int, list[int]] = {}
+        self._entries: list[_Entry] = []
+        self._ids: list[str] = []
+        self._story_first: dict[int, int] = {}
+        self._merged: dict[int, int] = {}
+
+    def _resolve(self, story: int) -> int:
+        while story in self._merged:
+            story = self._merged[story]
+        return story
+
+    def assign(self, article_id: str, fp: Fingerprint) -> MemoryAssignment:
+        keys = band_keys(fp)
+        shared: dict[int, int] = {}
+        for key in keys:
+            for idx in self._bands.get(key, ()):
+                shared[idx] = shared.get(idx, 0) + 1
+        candidates = []
+        for idx, count in shared.items():
+            entry = self._entries[idx]
+            when_ok = (
+                fp.when is None
+                or entry.fingerprint.when is None
+                or abs(fp.when - entry.fingerprint.when) <= self.window
+            )
+            if when_ok:
+                candidates.append(
+                    Candidate(idx, self._resolve(entry.story), count, entry.fingerprint)
+                )
+        choice = choose(fp, candidates, self.window)
+        idx = len(self._entries)
+        if choice.story_id is None:
+            story, is_new = idx, True
+            self._story_first[story] = idx
+        else:
+            story, is_new = choice.story_id, False
+            for other in choice.merge:
+                self._merged[other] = story
+        self._entries.append(_Entry(fp, story, keys))
+        self._ids.append(article_id)
+        for key in keys:
+            self._bands.setdefault(key, []).append(idx)
+        first = self._ids[self._story_first[story]]
+        return MemoryAssignment(story, story_key(first), is_new, first)
+
+    def story_of(self, position: int) -> str:
+        """The final story key of the n-th assigned article (after any later merges)."""
+        story = self._resolve(self._entries[position].story)
+        return story_key(self._ids[self._story_first[story]])

@@ -1,0 +1,307 @@
+"""The database-backed story index: every stored article joins a story (monitor.dedup decides).
+
+The index is the `story_band` table: one row per LSH band key of each article, with the
+article's time (published, else first seen) in `created_at`. Finding candidates is one indexed
+`band IN (…)` query, so nothing is held in memory between calls and every replica sees the same
+index. Candidates are verified against their stored title and text (fingerprints of recently
+seen articles are cached per process, keyed by id and checked against the text).
+
+Several replicas (PostgreSQL): two transactions that store copies of one story at the same
+moment cannot see each other's rows, so both may start a story. They converge by a
+deterministic merge: whenever an article matches articles of several stories it joins the
+lowest story id and moves the others into it, and `reconcile_stories` (run periodically, and by
+`monitor stories reconcile`) re-checks the first article of every recent story against older
+stories and merges the same way. A merged story keeps its row with `article_count = 0`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from monitor import dedup
+from monitor.model import Article, StoryAssignment
+from monitor.store.tables import ArticleRow, Story, StoryBand
+
+_STORY = cast(Table, Story.__table__)  # type: ignore[attr-defined]
+_BAND = cast(Table, StoryBand.__table__)  # type: ignore[attr-defined]
+_ARTICLE = cast(Table, ArticleRow.__table__)  # type: ignore[attr-defined]
+TITLE_MAX = 500
+
+
+def _naive(value: datetime) -> datetime:
+    """The database clock format: naive UTC."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+class _FingerprintCache:
+    """Fingerprints of recently matched articles, so hot stories are not re-tokenized."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._items: OrderedDict[int, tuple[str, str, dedup.Fingerprint]] = OrderedDict()
+
+    def get(self, article_id: int, title: str, text: str, when: datetime) -> dedup.Fingerprint:
+        hit = self._items.get(article_id)
+        if hit is not None and hit[0] == title and hit[1] == text and hit[2].when == when:
+            self._items.move_to_end(article_id)
+            return hit[2]
+        fp = dedup.fingerprint(title, text, when)
+        self._items[article_id] = (title, text, fp)
+        if len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return fp
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+_cache = _FingerprintCache()
+
+
+def article_time(published: datetime | None, seen: datetime) -> datetime:
+    """When an article happened, for the window: its publication time, else when we saw it."""
+    return _naive(published) if published is not None else _naive(seen)
+
+
+def _candidates(
+    session: Session,
+    keys: Sequence[int],
+    when: datetime,
+    window: timedelta,
+    exclude: int,
+) -> list[dedup.Candidate]:
+    if not keys:
+        return []
+    shared = func.count().label("shared")
+    rows = session.execute(
+        select(_BAND.c.article_id, _BAND.c.story_id, shared)
+        .where(
+            _BAND.c.band.in_(list(keys)),
+            _BAND.c.created_at >= when - window,
+            _BAND.c.created_at <= when + window,
+            _BAND.c.article_id != exclude,
+        )
+        .group_by(_BAND.c.article_id, _BAND.c.story_id)
+        .order_by(shared.desc(), _BAND.c.article_id)
+        .limit(dedup.MAX_CANDIDATES)
+    ).all()
+    if not rows:
+        return []
+    texts = {
+        int(r.id): r
+        for r in session.execute(
+            select(
+                _ARTICLE.c.id,
+                _ARTICLE.c.title,
+                _ARTICLE.c.summary,
+                _ARTICLE.c.published,
+                _ARTICLE.c.first_seen,
+            ).where(_ARTICLE.c.id.in_([int(r[0]) for r in rows]))
+        ).all()
+    }
+    found: list[dedup.Candidate] = []
+    for article_id, story_id, count in rows:
+        row = texts.get(int(article_id))
+        if row is None:
+            continue
+        at = article_time(row.published, row.first_seen)
+        fp = _cache.get(int(article_id), row.title or "", row.summary or "", at)
+        found.append(dedup.Candidate(int(article_id), int(story_id), int(count), fp))
+    return found
+
+
+def _merge(session: Session, keep: int, others: Sequence[int], now: datetime) -> None:
+    """Move every article of `others` into story `keep` (the older story)."""
+    if not others:
+        return
+    moved = [
+        int(i)
+        for i in session.execute(
+            select(_ARTICLE.c.id).where(_ARTICLE.c.story_id.in_(list(others)))
+        ).scalars()
+    ]
+    if moved:
+        session.execute(update(_ARTICLE).where(_ARTICLE.c.id.in_(moved)).values(story_id=keep))
+        session.execute(update(_BAND).where(_BAND.c.article_id.in_(moved)).values(story_id=keep))
+    session.execute(update(_STORY).where(_STORY.c.id.in_(list(others))).values(article_count=0))
+    session.execute(
+        update(_STORY)
+        .where(_STORY.c.id == keep)
+        .values(article_count=_STORY.c.article_count + len(moved), last_seen_at=now)
+    )
+
+
+def assign_story(
+    session: Session, article_id: int, article: Article, now: datetime, window_hours: float
+) -> StoryAssignment:
+    """Put a just-inserted article into a story (joining a near-duplicate's, or a new one).
+
+    Runs inside the caller's transaction; sets `article.story_id` and writes the band rows.
+    """
+    now = _naive(now)
+    when = article_time(article.published, now)
+    window = timedelta(hours=window_hours)
+    fp = dedup.fingerprint(article.title, article.text, when)
+    keys = dedup.band_keys(fp)
+    choice = dedup.choose(fp, _candidates(session, keys, when, window, article_id), window)
+    if choice.story_id is None:
+        key = dedup.story_key(f"{article.source_id}\x1f{article.entry_key}")
+        story_id = int(
+            session.execute(
+                insert(_STORY)
+                .values(
+                    key=key,
+                    first_article_id=article_id,
+                    title=article.title[:TITLE_MAX],
+                    article_count=1,
+                    created_at=now,
+                    last_seen_at=now,
+                )
+                .returning(_STORY.c.id)
+            ).scalar_one()
+        )
+        first, is_new = article_id, True
+    else:
+        story_id, is_new = choice.story_id, False
+        _merge(session, story_id, choice.merge, now)
+        row = session.execute(
+            update(_STORY)
+            .where(_STORY.c.id == story_id)
+            .values(article_count=_STORY.c.article_count + 1, last_seen_at=now)
+            .returning(_STORY.c.key, _STORY.c.first_article_id)
+        ).one()
+        key, first = str(row[0]), int(row[1])
+    if keys:
+        session.execute(
+            insert(_BAND),
+            [
+                {"band": k, "article_id": article_id, "story_id": story_id, "created_at": when}
+                for k in keys
+            ],
+        )
+    session.execute(update(_ARTICLE).where(_ARTICLE.c.id == article_id).values(story_id=story_id))
+    return StoryAssignment(story_id, key, is_new, first)
+
+
+def reconcile_stories(
+    session: Session, now: datetime, window_hours: float, lookback: timedelta
+) -> int:
+    """Merge stories started within `lookback` into older stories they turn out to duplicate.
+
+    This closes the multi-replica race: two transactions that each started a story for copies
+    of one event (neither could see the other) are merged into the lower story id here.
+    Returns the number of stories merged away.
+    """
+    now = _naive(now)
+    window = timedelta(hours=window_hours)
+    recent = session.execute(
+        select(_STORY.c.id, _STORY.c.first_article_id)
+        .where(_STORY.c.created_at >= now - lookback, _STORY.c.article_count > 0)
+        .order_by(_STORY.c.id.desc())
+    ).all()
+    merged = 0
+    for story_id, first_id in recent:
+        row = session.execute(
+            select(
+                _ARTICLE.c.title,
+                _ARTICLE.c.summary,
+                _ARTICLE.c.published,
+                _ARTICLE.c.first_seen,
+                _ARTICLE.c.story_id,
+            ).where(_ARTICLE.c.id == first_id)
+        ).first()
+        if row is None or row.story_id != story_id:
+            continue  # merged meanwhile
+        when = article_time(row.published, row.first_seen)
+        fp = _cache.get(int(first_id), row.title or "", row.summary or "", when)
+        keys = dedup.band_keys(fp)
+        older = [
+            c
+            for c in _candidates(session, keys, when, window, int(first_id))
+            if c.story_id < story_id
+        ]
+        choice = dedup.choose(fp, older, window)
+        if choice.story_id is not None:
+            _merge(session, choice.story_id, [story_id, *choice.merge], now)
+            merged += 1 + len(choice.merge)
+    return merged
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StorySummary:
+    id: int
+    key: str
+    title: str
+    article_count: int
+    created_at: datetime
+    last_seen_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoryArticle:
+    id: int
+    source_id: str
+    title: str
+    url: str
+    published: datetime | None
+    first_seen: datetime
+
+
+def _summary(row: Any) -> StorySummary:
+    return StorySummary(
+        int(row.id),
+        str(row.key),
+        str(row.title),
+        int(row.article_count),
+        row.created_at,
+        row.last_seen_at,
+    )
+
+
+def list_stories(session: Session, since: datetime, limit: int = 200) -> list[StorySummary]:
+    """Stories seen since `since` (naive UTC), most recently active first."""
+    rows = session.execute(
+        select(_STORY)
+        .where(_STORY.c.last_seen_at >= _naive(since), _STORY.c.article_count > 0)
+        .order_by(_STORY.c.last_seen_at.desc(), _STORY.c.id.desc())
+        .limit(limit)
+    ).all()
+    return [_summary(r) for r in rows]
+
+
+def get_story(session: Session, ref: str) -> tuple[StorySummary, list[StoryArticle]] | None:
+    """One story by numeric id or key, with its articles in time order."""
+    cond = _STORY.c.id == int(ref) if ref.isdigit() else _STORY.c.key == ref
+    row = session.execute(select(_STORY).where(cond)).first()
+    if row is None:
+        return None
+    articles = session.execute(
+        select(
+            _ARTICLE.c.id,
+            _ARTICLE.c.source_id,
+            _ARTICLE.c.title,
+            _ARTICLE.c.url,
+            _ARTICLE.c.published,
+            _ARTICLE.c.first_seen,
+        )
+        .where(_ARTICLE.c.story_id == row.id)
+        .order_by(_ARTICLE.c.first_seen, _ARTICLE.c.id)
+    ).all()
+    return _summary(row), [
+        StoryArticle(
+            int(a.id), str(a.source_id), str(a.title), str(a.url), a.published, a.first_seen
+        )
+        for a in articles
+    ]
