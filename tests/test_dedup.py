@@ -1,0 +1,182 @@
+"""The pure near-duplicate stage: fingerprints, band keys, the guards, and the dev-pair figures."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from monitor import dedup
+from monitor.cli import main
+from monitor.commands.stories import (
+    FileArticle,
+    group,
+    read_articles,
+    read_pairs,
+    score_pairs,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO.parent / "shared" / "corpus"
+ARTICLES = CORPUS / "articles.jsonl"
+PAIRS = CORPUS / "near-duplicates-dev.jsonl"
+WINDOW = timedelta(hours=72)
+
+
+@pytest.fixture(scope="module")
+def corpus() -> dict[str, FileArticle]:
+    return {a.id: a for a in read_articles(ARTICLES)}
+
+
+def _fp(a: FileArticle) -> dedup.Fingerprint:
+    return dedup.fingerprint(a.title, a.text, a.published)
+
+
+def _by_title(corpus: dict[str, FileArticle], start: str) -> list[FileArticle]:
+    return [a for a in corpus.values() if a.title.startswith(start)]
+
+
+def test_dev_pairs_reach_the_pinned_figures(corpus: dict[str, FileArticle]) -> None:
+    """Targets are P >= 0.95 and R >= 0.85; the reached 19/21 with no false pair is pinned."""
+    stories = group(corpus.values(), 72.0)
+    result = score_pairs(stories, read_pairs(PAIRS, set(corpus)))
+    assert result.precision >= 0.95 and result.recall >= 0.85
+    assert result.false_positive == 0, result.wrong
+    assert result.true_positive >= 19, result.missed
+    # The two misses are the English/Polish pairs (cross-language copies are out of reach).
+    for a, b in result.missed:
+        assert {corpus[a].source, corpus[b].source} & {"Wydarzenia Interia"}
+
+
+def test_eval_command_prints_precision_and_recall(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["stories", "eval", "--articles", str(ARTICLES), "--pairs", str(PAIRS)]) == 0
+    out = capsys.readouterr().out
+    assert "precision: 1.000" in out and "recall: 0.905" in out
+
+
+def test_test_command_prints_one_story_key_per_article(
+    capsys: pytest.CaptureFixture[str], corpus: dict[str, FileArticle]
+) -> None:
+    assert main(["stories", "test", "--articles", str(ARTICLES), "--format", "jsonl"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["id"] for r in lines] == list(corpus)
+    story = {r["id"]: r["story"] for r in lines}
+    # AP copy in ABC News and the Washington Post; two NYT launches months apart.
+    assert story["k0237367355"] == story["k578b745d2c"]
+    nyt = _by_title(corpus, "North Korea Launches Missile as Japan Issues")[0]
+    nyt2 = _by_title(corpus, "North Korea Launches Two Ballistic Missiles: What to Know")[0]
+    assert story[nyt.id] != story[nyt2.id]
+    assert all(k.startswith("st_") and len(k) == 19 for k in story.values())
+
+
+def test_bad_jsonl_names_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "a.jsonl"
+    bad.write_text('{"id": "x", "title": "t", "summary": ""}\n{"id": "y", "title": \n')
+    assert main(["stories", "test", "--articles", str(bad)]) == 2
+    assert f"{bad}:2: invalid JSON" in capsys.readouterr().err
+    bad.write_text('{"id": "x", "title": "t", "published": "yesterday"}\n')
+    assert main(["stories", "test", "--articles", str(bad)]) == 2
+    assert f"{bad}:1: 'published' 'yesterday' is not ISO 8601" in capsys.readouterr().err
+
+
+def test_edited_headline_is_the_same_story(corpus: dict[str, FileArticle]) -> None:
+    notifies = _by_title(corpus, "North Korea notifies neighboring Japan")[0]
+    tells = _by_title(corpus, "North Korea tells neighboring Japan")[0]
+    verdict = dedup.same_story(_fp(notifies), _fp(tells), WINDOW)
+    assert verdict.same, verdict
+
+
+def test_same_template_on_other_occasion_is_kept_apart(corpus: dict[str, FileArticle]) -> None:
+    """KCNA greetings from two heads of state on one day read alike; their dates differ."""
+    singapore = _by_title(
+        corpus, "Respected Comrade Kim Jong Un Receives Greetings from President of"
+    )
+    kuwait = _by_title(corpus, "Respected Comrade Kim Jong Un Receives Greetings from Kuwaiti")
+    verdict = dedup.same_story(_fp(singapore[0]), _fp(kuwait[0]), WINDOW)
+    assert not verdict.same and verdict.reason == "different dates"
+
+
+def test_launches_on_different_days_stay_apart_even_without_the_window(
+    corpus: dict[str, FileArticle],
+) -> None:
+    """Epoch Times reuses one photo caption; the dates in it tell the two launches apart."""
+    march = _by_title(corpus, "North Korea Fires 2 More Missiles Amid")[0]
+    july = _by_title(corpus, "North Korea Fires 2 Missiles After US Submarine")[0]
+    verdict = dedup.same_story(_fp(march), _fp(july), timedelta(days=3650))
+    assert not verdict.same and verdict.reason == "different dates"
+    verdict = dedup.same_story(_fp(march), _fp(july), WINDOW)
+    assert not verdict.same and verdict.reason == "outside window"
+
+
+def test_numbers_and_names_guards() -> None:
+    now = datetime(2023, 3, 1, tzinfo=UTC)
+    two = dedup.fingerprint("North Korea fires 2 ballistic missiles into the sea", "", now)
+    three = dedup.fingerprint("North Korea fires 3 ballistic missiles into the sea", "", now)
+    assert dedup.same_story(two, two, WINDOW).same
+    assert dedup.same_story(two, three, WINDOW).reason == "different numbers"
+    body = "Kim Jong Un received a message of greeting from the president of {} on the occasion."
+    a = dedup.fingerprint("Kim Jong Un receives greetings from Cuba", body.format("Cuba"), now)
+    b = dedup.fingerprint("Kim Jong Un receives greetings from Laos", body.format("Laos"), now)
+    assert dedup.same_story(a, b, WINDOW).reason == "different names"
+
+
+def test_syndication_credit_and_abbreviations_are_ignored() -> None:
+    assert (
+        dedup.strip_credit("Kim inspects satellite photos -KCNA") == "Kim inspects satellite photos"
+    )
+    assert dedup.strip_credit("Talks resume - Reuters") == "Talks resume"
+    assert dedup.strip_credit("South Korea-US drills") == "South Korea-US drills"
+    assert dedup.words("N. Korea, U.S. envoys at U.N.") == [
+        "north",
+        "korea",
+        "us",
+        "envoys",
+        "at",
+        "un",
+    ]
+    assert dedup.fold("Północnej Łódź") == "polnocnej lodz"
+
+
+def test_band_keys_are_stable_across_processes() -> None:
+    """Keys are stored in the database: they must not depend on PYTHONHASHSEED."""
+    fp = dedup.fingerprint("North Korea launches spy satellite", "Pyongyang said on Tuesday", None)
+    code = (
+        "from monitor import dedup;"
+        "print(list(dedup.band_keys(dedup.fingerprint("
+        "'North Korea launches spy satellite', 'Pyongyang said on Tuesday', None))))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    assert json.loads(out) == list(dedup.band_keys(fp))
+    assert len(dedup.band_keys(fp)) == dedup.TITLE_BANDS + dedup.TEXT_BANDS
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300), st.text(max_size=600))
+def test_any_text_fingerprints_to_signed_64_bit_keys(title: str, text: str) -> None:
+    fp = dedup.fingerprint(title, text, None)
+    for key in dedup.band_keys(fp):
+        assert -(2**63) <= key < 2**63
+    assert dedup.same_story(fp, fp, WINDOW).same == bool(fp.shingles or fp.title)
+
+
+def test_dedup_is_a_pure_stage() -> None:
+    tree = ast.parse((REPO / "monitor" / "dedup.py").read_text())
+    imported = {
+        (node.module or "") if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    banned = {"os", "httpx", "sqlmodel", "sqlalchemy", "slack_sdk", "smtplib"}
+    assert not {name.split(".")[0] for name in imported} & banned
