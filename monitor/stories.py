@@ -35,11 +35,11 @@ _ARTICLE = cast(Table, ArticleRow.__table__)  # type: ignore[attr-defined]
 TITLE_MAX = 500
 
 
-def _naive(value: datetime) -> datetime:
-    """The database clock format: naive UTC."""
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value
+def _utc(value: datetime) -> datetime:
+    """The database clock format: aware UTC (a naive value is taken to be UTC already)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 class _FingerprintCache:
@@ -69,7 +69,7 @@ _cache = _FingerprintCache()
 
 def article_time(published: datetime | None, seen: datetime) -> datetime:
     """When an article happened, for the window: its publication time, else when we saw it."""
-    return _naive(published) if published is not None else _naive(seen)
+    return _utc(published) if published is not None else _utc(seen)
 
 
 def _candidates(
@@ -147,7 +147,7 @@ def assign_story(
 
     Runs inside the caller's transaction; sets `article.story_id` and writes the band rows.
     """
-    now = _naive(now)
+    now = _utc(now)
     when = article_time(article.published, now)
     window = timedelta(hours=window_hours)
     fp = dedup.fingerprint(article.title, article.text, when)
@@ -201,7 +201,7 @@ def reconcile_stories(
     of one event (neither could see the other) are merged into the lower story id here.
     Returns the number of stories merged away.
     """
-    now = _naive(now)
+    now = _utc(now)
     window = timedelta(hours=window_hours)
     recent = session.execute(
         select(_STORY.c.id, _STORY.c.first_article_id)
@@ -271,10 +271,10 @@ def _summary(row: Any) -> StorySummary:
 
 
 def list_stories(session: Session, since: datetime, limit: int = 200) -> list[StorySummary]:
-    """Stories seen since `since` (naive UTC), most recently active first."""
+    """Stories seen since `since`, most recently active first."""
     rows = session.execute(
         select(_STORY)
-        .where(_STORY.c.last_seen_at >= _naive(since), _STORY.c.article_count > 0)
+        .where(_STORY.c.last_seen_at >= _utc(since), _STORY.c.article_count > 0)
         .order_by(_STORY.c.last_seen_at.desc(), _STORY.c.id.desc())
         .limit(limit)
     ).all()

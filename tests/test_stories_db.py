@@ -1,0 +1,235 @@
+"""The database-backed story index on real SQLite and PostgreSQL, migrated with Alembic."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+from sqlmodel import col
+
+from monitor import stories
+from monitor.cli import main
+from monitor.commands.stories import FileArticle, read_articles
+from monitor.model import Article, StoryAssignment
+from monitor.settings import get_settings
+from monitor.store import db, queries
+from monitor.store.tables import ArticleRow, Story, StoryBand
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+T0 = datetime(2023, 3, 19, 6, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def corpus() -> list[FileArticle]:
+    return read_articles(CORPUS / "articles.jsonl")
+
+
+def _article(source: str, title: str, text: str, published: datetime | None) -> Article:
+    digest = hashlib.sha256(f"{source}|{title}|{text}".encode()).hexdigest()
+    return Article(
+        source_id=source,
+        entry_key=digest[:32],
+        url=f"https://{source}.example/{digest[:8]}",
+        title=title,
+        text=text,
+        published=published,
+        content_hash=digest,
+    )
+
+
+def _store(
+    session: Session, article: Article, now: datetime, window: float = 72.0
+) -> tuple[int, StoryAssignment]:
+    article_id = queries.insert_article(session, article, now=now, catchup=False)
+    assert article_id is not None
+    return article_id, stories.assign_story(session, article_id, article, now, window)
+
+
+def _ingest(engine: Engine, article: Article, now: datetime) -> tuple[int, StoryAssignment]:
+    with Session(engine) as session, session.begin():
+        return _store(session, article, now)
+
+
+ABC = _article(
+    "abc",
+    "N Korea launches missile into sea amid US-S Korea drills",
+    "North Korea has launched a short-range ballistic missile toward the sea, its neighbors say, "
+    "as the North ramps up testing activities in response to U.S.-South Korean military drills "
+    "that it views as an invasion rehearsal",
+    T0,
+)
+NBC = _article(
+    "nbc",
+    "North Korea launches missile into sea amid U.S. and South Korean military drills",
+    "North Korea launched a short-range ballistic missile toward the sea on Sunday, its neighbors "
+    "said, ramping up testing activities in response to ongoing U.S.-South Korean military drills "
+    "that it views as an invasion rehearsal.",
+    T0 + timedelta(hours=2),
+)
+OTHER = _article(
+    "fox",
+    "UN committee passes resolution condemning North Korean human rights abuses",
+    "A United Nations committee passed a resolution Wednesday condemning North Korean human "
+    "rights abuses and urging member countries not to repatriate escapees.",
+    T0 + timedelta(hours=1),
+)
+
+
+def test_copies_join_the_first_story_and_others_start_their_own(engine: Engine) -> None:
+    now = T0 + timedelta(hours=3)
+    abc_id, first = _ingest(engine, ABC, now)
+    other_id, other = _ingest(engine, OTHER, now)
+    nbc_id, copy = _ingest(engine, NBC, now)
+    assert first.is_new and first.first_article_id == abc_id
+    assert other.is_new and other.story_id != first.story_id
+    assert not copy.is_new
+    assert (copy.story_id, copy.story_key, copy.first_article_id) == (
+        first.story_id,
+        first.story_key,
+        abc_id,
+    )
+    with Session(engine) as session:
+        rows: dict[int | None, int | None] = dict(
+            session.execute(select(col(ArticleRow.id), col(ArticleRow.story_id))).all()
+        )
+        assert rows == {abc_id: first.story_id, other_id: other.story_id, nbc_id: first.story_id}
+        story = session.get(Story, first.story_id)
+        assert story is not None and story.article_count == 2
+        bands = session.scalar(
+            select(func.count()).select_from(StoryBand).where(col(StoryBand.article_id) == nbc_id)
+        )
+        assert bands == 28
+        shown = stories.get_story(session, first.story_key)
+        assert shown is not None and [a.id for a in shown[1]] == [abc_id, nbc_id]
+
+
+def test_the_same_event_days_later_is_a_new_story(engine: Engine) -> None:
+    _, first = _ingest(engine, ABC, T0)
+    later = _article("nbc", NBC.title, NBC.text, T0 + timedelta(days=4))
+    _, again = _ingest(engine, later, T0 + timedelta(days=4))
+    assert again.is_new and again.story_id != first.story_id
+
+
+def test_the_index_survives_a_restart(engine: Engine, db_url: str) -> None:
+    _, first = _ingest(engine, ABC, T0)
+    engine.dispose()
+    stories._cache.clear()
+    fresh = db.make_engine(db_url)
+    try:
+        _, copy = _ingest(fresh, NBC, T0 + timedelta(hours=2))
+    finally:
+        fresh.dispose()
+    assert copy.story_id == first.story_id and not copy.is_new
+
+
+def test_corpus_day_groups_like_the_memory_index(engine: Engine, corpus: list[FileArticle]) -> None:
+    """The database path and `stories test` run one algorithm: same groups on real items."""
+    from monitor.commands.stories import group
+
+    day = [
+        a
+        for a in corpus
+        if a.published is not None
+        and datetime(2023, 11, 15, tzinfo=UTC) <= a.published < datetime(2023, 12, 5, tzinfo=UTC)
+    ]
+    day.sort(key=lambda a: (a.published or T0, a.line))
+    expected = group(day, 72.0)
+    with Session(engine) as session, session.begin():
+        for a in day:
+            art = Article(a.source, a.id, "", a.title, a.text, a.published, a.id)
+            _store(session, art, a.published or T0)
+    with Session(engine) as session:
+        got = {
+            str(k): v
+            for k, v in session.execute(
+                select(col(ArticleRow.entry_key), col(ArticleRow.story_id))
+            ).all()
+        }
+    assert len(day) > 60
+    pairs = [(x, y) for x in got for y in got if x < y]
+    assert any(expected[x] == expected[y] for x, y in pairs)
+    for x, y in pairs:
+        assert (expected[x] == expected[y]) == (got[x] == got[y]), (x, y)
+
+
+def test_list_and_show_commands(
+    engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = datetime.now(UTC)
+    _, first = _ingest(engine, _article("abc", ABC.title, ABC.text, now), now)
+    _ingest(engine, _article("nbc", NBC.title, NBC.text, now), now)
+    monkeypatch.setenv("MONITOR_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    try:
+        assert main(["stories", "list", "--since", "1d"]) == 0
+        out = capsys.readouterr().out
+        assert first.story_key in out and "  2  " in out and ABC.title[:40] in out
+        assert main(["stories", "show", str(first.story_id)]) == 0
+        out = capsys.readouterr().out
+        assert "abc" in out and "nbc" in out and NBC.url in out
+        assert main(["stories", "show", "st_0000000000000000"]) == 1
+        assert "no story 'st_0000000000000000'" in capsys.readouterr().err
+    finally:
+        get_settings.cache_clear()
+
+
+@pytest.fixture
+def pg_engine(pg_url: str) -> Iterator[Engine]:
+    db.upgrade(pg_url)
+    eng = db.make_engine(pg_url)
+    yield eng
+    eng.dispose()
+
+
+def test_two_replicas_at_the_same_moment_converge(pg_engine: Engine) -> None:
+    """Two open transactions cannot see each other: both start a story; reconcile merges them."""
+    now = T0 + timedelta(hours=3)
+    with Session(pg_engine) as one, Session(pg_engine) as two:
+        one.begin()
+        two.begin()
+        a_id, a = _store(one, ABC, now)
+        b_id, b = _store(two, NBC, now)
+        one.commit()
+        two.commit()
+    assert a.is_new and b.is_new and a.story_id < b.story_id
+    with Session(pg_engine) as session, session.begin():
+        merged = stories.reconcile_stories(session, now, 72.0, timedelta(hours=1))
+    assert merged == 1
+    with Session(pg_engine) as session:
+        rows: dict[int | None, int | None] = dict(
+            session.execute(select(col(ArticleRow.id), col(ArticleRow.story_id))).all()
+        )
+        assert rows == {a_id: a.story_id, b_id: a.story_id}
+        gone = session.get(Story, b.story_id)
+        kept = session.get(Story, a.story_id)
+        assert gone is not None and gone.article_count == 0
+        assert kept is not None and kept.article_count == 2
+        band_stories = set(session.scalars(select(col(StoryBand.story_id))).all())
+        assert band_stories == {a.story_id}
+        assert [s.id for s in stories.list_stories(session, now - timedelta(days=1))] == [
+            a.story_id
+        ]
+
+
+def test_a_later_copy_merges_concurrently_started_stories(pg_engine: Engine) -> None:
+    now = T0 + timedelta(hours=3)
+    with Session(pg_engine) as one, Session(pg_engine) as two:
+        one.begin()
+        two.begin()
+        _, a = _store(one, ABC, now)
+        _, b = _store(two, NBC, now)
+        one.commit()
+        two.commit()
+    third = _article("wapo", NBC.title, NBC.text + " Japan said.", T0 + timedelta(hours=4))
+    _, c = _ingest(pg_engine, third, now)
+    assert not c.is_new and c.story_id == a.story_id
+    with Session(pg_engine) as session:
+        kept = session.get(Story, a.story_id)
+        gone = session.get(Story, b.story_id)
+        assert kept is not None and kept.article_count == 3
+        assert gone is not None and gone.article_count == 0
