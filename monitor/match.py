@@ -438,7 +438,13 @@ class Compiler:
                 raise q.QueryError(
                     f"unknown alias @{name}: define it in aliases.yaml (known: {known})"
                 )
-            members = [words_leaf(text, None) for text in self.aliases[name]]
+            members: list[CWords] = []
+            seen: set[tuple[tuple[str, ...], bool]] = set()
+            for text in self.aliases[name]:
+                leaf = words_leaf(text, None)
+                if (leaf.words, leaf.prefix) not in seen:  # "Kim Jong Un" = "Kim Jong-un"
+                    seen.add((leaf.words, leaf.prefix))
+                    members.append(leaf)
             found = self._alias_cache[name] = CAlias(name, members)
         return found
 
@@ -519,12 +525,24 @@ def compile_watchlist(
 
 
 def _score(hits: list[Hit]) -> tuple[float, tuple[str, ...]]:
-    best: dict[str, float] = {}
-    for label, field, _, _ in hits:
-        weight = FIELD_WEIGHT[field]
-        if weight >= best.get(label, -1.0):
-            best[label] = weight
-    return round(sum(best.values()), 3), tuple(best)
+    """Each distinct matched term adds its best field weight; a span is credited only once.
+
+    So "missile OR missile*" or two spellings of one alias member do not inflate the score.
+    """
+    by_label: dict[str, list[Hit]] = {}
+    for hit in hits:
+        by_label.setdefault(hit[0], []).append(hit)
+    credited: set[tuple[int, int, int]] = set()
+    total = 0.0
+    terms: list[str] = []
+    for label, found in by_label.items():
+        fresh = [h for h in found if (h[1], h[2], h[3]) not in credited]
+        if not fresh:
+            continue
+        terms.append(label)
+        total += max(FIELD_WEIGHT[h[1]] for h in fresh)
+        credited.update((h[1], h[2], h[3]) for h in found)
+    return round(total, 3), tuple(terms)
 
 
 def _snippet(doc: Doc, hits: list[Hit]) -> tuple[str, tuple[Span, ...]]:

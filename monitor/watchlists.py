@@ -18,11 +18,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
@@ -162,13 +170,28 @@ class Watchlist:
 # ------------------------------------------------------------------------------- models
 
 
+def _channel(channel: str) -> str:
+    if not re.fullmatch(r"#?[A-Za-z0-9][A-Za-z0-9._-]{0,79}", channel):
+        raise ValueError(
+            f"{channel!r} is not a Slack channel: write '#name' (lower-case, - and _) "
+            "or a channel id such as C0123ABCD"
+        )
+    return channel
+
+
+def _email(address: str) -> str:
+    if not _EMAIL_RE.match(address):
+        raise ValueError(f"{address!r} is not an email address: write name@example.org")
+    return address
+
+
 class AlertModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, title="Alert")
 
-    slack: list[StrictStr] = Field(
+    slack: list[Annotated[StrictStr, AfterValidator(_channel)]] = Field(
         default_factory=list, description='Slack channels, e.g. ["#nk-desk"] or channel ids.'
     )
-    email: list[StrictStr] = Field(
+    email: list[Annotated[StrictStr, AfterValidator(_email)]] = Field(
         default_factory=list, description="Email addresses that receive the alerts."
     )
     mode: Literal["immediate", "digest"] = Field(
@@ -179,25 +202,6 @@ class AlertModel(BaseModel):
         description="Digest schedule for mode digest: 'hourly', 'daily 08:00 Asia/Seoul', "
         "'weekly monday 09:00 UTC'. Defaults to 'daily 08:00 UTC'.",
     )
-
-    @field_validator("slack")
-    @classmethod
-    def _channels(cls, value: list[str]) -> list[str]:
-        for channel in value:
-            if not re.fullmatch(r"#?[A-Za-z0-9][A-Za-z0-9._-]{0,79}", channel):
-                raise ValueError(
-                    f"{channel!r} is not a Slack channel: write '#name' (lower-case, - and _) "
-                    "or a channel id such as C0123ABCD"
-                )
-        return value
-
-    @field_validator("email")
-    @classmethod
-    def _emails(cls, value: list[str]) -> list[str]:
-        for address in value:
-            if not _EMAIL_RE.match(address):
-                raise ValueError(f"{address!r} is not an email address: write name@example.org")
-        return value
 
     @field_validator("digest")
     @classmethod
@@ -305,15 +309,20 @@ def _line_of(data: Any, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
-def _query_line(data: CommentedMap, key: str, position: int | None) -> int:
-    """The line of a query error inside the (possibly multi-line block) scalar."""
-    value = data[key]
+def _query_error(data: CommentedMap, key: str, exc: q.QueryError) -> tuple[int, str]:
+    """File line and message of a query error, inside a multi-line block scalar too."""
+    value = str(data[key])
     line = int(data.lc.value(key)[0]) + 1
-    if isinstance(value, LiteralScalarString | FoldedScalarString):
+    position = exc.position
+    if position is None:
+        return line + (1 if "\n" in value.rstrip() else 0), f"{key}: {exc.message}"
+    position = min(position, len(value.rstrip()))
+    column = position - (value.rfind("\n", 0, position) + 1) + 1
+    if isinstance(data[key], LiteralScalarString):
+        line += 1 + value[:position].count("\n")
+    elif isinstance(data[key], FoldedScalarString):
         line += 1
-        if isinstance(value, LiteralScalarString) and position is not None:
-            line += str(value)[:position].count("\n")
-    return line
+    return line, f"{key}: column {column}: {exc.message}"
 
 
 _HINTS = {
@@ -434,13 +443,10 @@ def load_watchlist_file(
             loc = tuple(err["loc"])
             if loc and loc[0] in ("query", "exclude") and err["type"] == "value_error":
                 cause = err.get("ctx", {}).get("error")
-                position = cause.position if isinstance(cause, q.QueryError) else None
-                line = _query_line(data, str(loc[0]), position)
-                out.append(
-                    WatchlistError(
-                        label, line, f"{loc[0]}: {err['msg'].removeprefix('Value error, ')}"
-                    )
-                )
+                if not isinstance(cause, q.QueryError):
+                    cause = q.QueryError(str(err["msg"]).removeprefix("Value error, "))
+                line, message = _query_error(data, str(loc[0]), cause)
+                out.append(WatchlistError(label, line, message))
             else:
                 out.append(WatchlistError(label, _line_of(data, loc), _message(err)))
         return None, out
@@ -481,7 +487,8 @@ def load_watchlist_file(
                 pass
             else:
                 key = "exclude"
-        return None, [WatchlistError(label, _query_line(data, key, None), f"{key}: {exc}")]
+        line, message = _query_error(data, key, exc)
+        return None, [WatchlistError(label, line, message)]
     return watchlist, []
 
 
