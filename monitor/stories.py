@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from monitor import dedup
@@ -72,6 +72,41 @@ def article_time(published: datetime | None, seen: datetime) -> datetime:
     return _utc(published) if published is not None else _utc(seen)
 
 
+# Statements are built once: constructing SQLAlchemy expressions per call costs more than
+# running them on SQLite.
+_SHARED = func.count().label("shared")
+_FIND = (
+    select(_BAND.c.article_id, _BAND.c.story_id, _SHARED)
+    .where(
+        _BAND.c.band.in_(bindparam("keys", expanding=True)),
+        _BAND.c.created_at >= bindparam("lo"),
+        _BAND.c.created_at <= bindparam("hi"),
+        _BAND.c.article_id != bindparam("self_id"),
+    )
+    .group_by(_BAND.c.article_id, _BAND.c.story_id)
+    .order_by(_SHARED.desc(), _BAND.c.article_id)
+    .limit(dedup.MAX_CANDIDATES)
+)
+_TEXTS = select(
+    _ARTICLE.c.id,
+    _ARTICLE.c.title,
+    _ARTICLE.c.summary,
+    _ARTICLE.c.published,
+    _ARTICLE.c.first_seen,
+).where(_ARTICLE.c.id.in_(bindparam("ids", expanding=True)))
+_NEW_STORY = insert(_STORY).returning(_STORY.c.id)
+_JOIN_STORY = (
+    update(_STORY)
+    .where(_STORY.c.id == bindparam("sid"))
+    .values(article_count=_STORY.c.article_count + 1, last_seen_at=bindparam("seen"))
+    .returning(_STORY.c.key, _STORY.c.first_article_id)
+)
+_ADD_BANDS = insert(_BAND)
+_SET_STORY = (
+    update(_ARTICLE).where(_ARTICLE.c.id == bindparam("aid")).values(story_id=bindparam("sid"))
+)
+
+
 def _candidates(
     session: Session,
     keys: Sequence[int],
@@ -81,33 +116,11 @@ def _candidates(
 ) -> list[dedup.Candidate]:
     if not keys:
         return []
-    shared = func.count().label("shared")
-    rows = session.execute(
-        select(_BAND.c.article_id, _BAND.c.story_id, shared)
-        .where(
-            _BAND.c.band.in_(list(keys)),
-            _BAND.c.created_at >= when - window,
-            _BAND.c.created_at <= when + window,
-            _BAND.c.article_id != exclude,
-        )
-        .group_by(_BAND.c.article_id, _BAND.c.story_id)
-        .order_by(shared.desc(), _BAND.c.article_id)
-        .limit(dedup.MAX_CANDIDATES)
-    ).all()
+    params = {"keys": list(keys), "lo": when - window, "hi": when + window, "self_id": exclude}
+    rows = session.execute(_FIND, params).all()
     if not rows:
         return []
-    texts = {
-        int(r.id): r
-        for r in session.execute(
-            select(
-                _ARTICLE.c.id,
-                _ARTICLE.c.title,
-                _ARTICLE.c.summary,
-                _ARTICLE.c.published,
-                _ARTICLE.c.first_seen,
-            ).where(_ARTICLE.c.id.in_([int(r[0]) for r in rows]))
-        ).all()
-    }
+    texts = {int(r.id): r for r in session.execute(_TEXTS, {"ids": [int(r[0]) for r in rows]})}
     found: list[dedup.Candidate] = []
     for article_id, story_id, count in rows:
         row = texts.get(int(article_id))
@@ -155,40 +168,28 @@ def assign_story(
     choice = dedup.choose(fp, _candidates(session, keys, when, window, article_id), window)
     if choice.story_id is None:
         key = dedup.story_key(f"{article.source_id}\x1f{article.entry_key}")
-        story_id = int(
-            session.execute(
-                insert(_STORY)
-                .values(
-                    key=key,
-                    first_article_id=article_id,
-                    title=article.title[:TITLE_MAX],
-                    article_count=1,
-                    created_at=now,
-                    last_seen_at=now,
-                )
-                .returning(_STORY.c.id)
-            ).scalar_one()
-        )
+        values = {
+            "key": key,
+            "first_article_id": article_id,
+            "title": article.title[:TITLE_MAX],
+            "article_count": 1,
+            "created_at": now,
+            "last_seen_at": now,
+        }
+        story_id = int(session.execute(_NEW_STORY, values).scalar_one())
         first, is_new = article_id, True
     else:
         story_id, is_new = choice.story_id, False
         _merge(session, story_id, choice.merge, now)
-        row = session.execute(
-            update(_STORY)
-            .where(_STORY.c.id == story_id)
-            .values(article_count=_STORY.c.article_count + 1, last_seen_at=now)
-            .returning(_STORY.c.key, _STORY.c.first_article_id)
-        ).one()
+        row = session.execute(_JOIN_STORY, {"sid": story_id, "seen": now}).one()
         key, first = str(row[0]), int(row[1])
     if keys:
-        session.execute(
-            insert(_BAND),
-            [
-                {"band": k, "article_id": article_id, "story_id": story_id, "created_at": when}
-                for k in keys
-            ],
-        )
-    session.execute(update(_ARTICLE).where(_ARTICLE.c.id == article_id).values(story_id=story_id))
+        bands = [
+            {"band": k, "article_id": article_id, "story_id": story_id, "created_at": when}
+            for k in keys
+        ]
+        session.execute(_ADD_BANDS, bands)
+    session.execute(_SET_STORY, {"aid": article_id, "sid": story_id})
     return StoryAssignment(story_id, key, is_new, first)
 
 
