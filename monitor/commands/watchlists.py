@@ -79,9 +79,9 @@ def _directory(args: argparse.Namespace) -> Path:
     return get_settings().watchlists_dir
 
 
-def _print_errors(errors: list[WatchlistError] | list[str], out: TextIO = sys.stderr) -> None:
+def _print_errors(errors: list[WatchlistError] | list[str], out: TextIO | None = None) -> None:
     for err in errors:
-        print(str(err), file=out)
+        print(str(err), file=out or sys.stderr)
 
 
 # ------------------------------------------------------------------------------- check
