@@ -24,6 +24,7 @@ from monitor import __version__
 from monitor.deliver import Dispatcher
 from monitor.fetch import Fetcher
 from monitor.logs import get_logger
+from monitor.metrics import ServiceMetrics
 from monitor.pipeline import Poller, PollReport
 from monitor.settings import Settings
 from monitor.sources import SourcesError, load_sources
@@ -103,6 +104,7 @@ class Service:
         self.owner = default_owner(settings)
         self.engine: Engine = db.open_engine(settings)
         self.health = Health()
+        self.metrics = ServiceMetrics()
         self.registry = WatchlistRegistry(settings.watchlists_dir)
         self.fetcher = Fetcher(settings)
         self.poller = Poller(
@@ -181,6 +183,14 @@ class Service:
         self.health.alerts_enqueued += report.alerts
         self.health.fetch_seconds.append(report.seconds)
         del self.health.fetch_seconds[:-1000]
+        self.metrics.observe_poll(
+            report.status,
+            report.seconds,
+            new=report.new,
+            updated=report.updated,
+            alerts=report.alerts,
+            matches=len(report.matches),
+        )
 
     # --- ticks -----------------------------------------------------------------------------
 
@@ -225,9 +235,11 @@ class Service:
         except Exception as exc:
             log.error("tick failed", job=job, error=str(exc).splitlines()[0][:500])
         finally:
+            elapsed = time.monotonic() - started
             samples = self.health.tick_seconds.setdefault(job, [])
-            samples.append(time.monotonic() - started)
+            samples.append(elapsed)
             del samples[:-1000]
+            self.metrics.observe_tick(job, elapsed)
 
     # --- run / stop ------------------------------------------------------------------------
 

@@ -109,7 +109,9 @@ class Settings(BaseSettings):
 
     # --- operations (issue 5) ---
     http_host: str = Field("0.0.0.0", description="Address of the health/metrics listener.")
-    http_port: int = Field(8080, description="Port of /livez /readyz /metrics /status (0: off).")
+    http_port: int = Field(
+        8080, description="Port of /livez /readyz /metrics /status (0: free port, logged; -1: off)"
+    )
     migrate_on_start: bool = Field(
         False, description="Run migrations at start (under an advisory lock on PostgreSQL)."
     )
