@@ -72,14 +72,17 @@ for _i, _month_names in enumerate(
 
 _ABBREV = re.compile(r"\b([A-Z])\.([A-Z])\.")  # U.S. -> US, U.N. -> UN
 _COMPASS = re.compile(r"\b([NS])\.? (?=[A-Z][a-z])")  # N. Korea / S Korea -> North/South
+_COMBINING = re.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _YEAR = re.compile(r"^(19|20)\d\d$")
 
 
 def fold(text: str) -> str:
     """Casefold and strip diacritics, so "Północnej" and "Polnocnej" compare equal."""
+    if text.isascii():
+        return text.lower()
     text = unicodedata.normalize("NFKD", text.casefold().translate(_EXTRA))
-    return "".join(ch for ch in text if not unicodedata.combining(ch))
+    return _COMBINING.sub("", text)
 
 
 def _expand(text: str) -> str:
@@ -342,6 +345,9 @@ class Choice:
 
 
 MAX_CANDIDATES = 24
+# A single shared band is what unrelated texts produce by chance; real copies share many
+# (the labelled copies share 5 to 28 of 28).
+MIN_SHARED = 2
 
 
 def choose(fp: Fingerprint, candidates: Iterable[Candidate], window: timedelta) -> Choice:
@@ -352,7 +358,8 @@ def choose(fp: Fingerprint, candidates: Iterable[Candidate], window: timedelta) 
     two copies) converge into one.
     """
     best: dict[int, float] = {}
-    ranked = sorted(candidates, key=lambda c: (-c.shared, c.article_id))[:MAX_CANDIDATES]
+    usable = [c for c in candidates if c.shared >= MIN_SHARED]
+    ranked = sorted(usable, key=lambda c: (-c.shared, c.article_id))[:MAX_CANDIDATES]
     for cand in ranked:
         verdict = same_story(fp, cand.fingerprint, window)
         if verdict.same:

@@ -84,6 +84,7 @@ _FIND = (
         _BAND.c.article_id != bindparam("self_id"),
     )
     .group_by(_BAND.c.article_id, _BAND.c.story_id)
+    .having(func.count() >= dedup.MIN_SHARED)
     .order_by(_SHARED.desc(), _BAND.c.article_id)
     .limit(dedup.MAX_CANDIDATES)
 )
@@ -117,10 +118,11 @@ def _candidates(
     if not keys:
         return []
     params = {"keys": list(keys), "lo": when - window, "hi": when + window, "self_id": exclude}
-    rows = session.execute(_FIND, params).all()
+    conn = session.connection()
+    rows = conn.execute(_FIND, params).all()
     if not rows:
         return []
-    texts = {int(r.id): r for r in session.execute(_TEXTS, {"ids": [int(r[0]) for r in rows]})}
+    texts = {int(r.id): r for r in conn.execute(_TEXTS, {"ids": [int(r[0]) for r in rows]})}
     found: list[dedup.Candidate] = []
     for article_id, story_id, count in rows:
         row = texts.get(int(article_id))
@@ -165,6 +167,8 @@ def assign_story(
     window = timedelta(hours=window_hours)
     fp = dedup.fingerprint(article.title, article.text, when)
     keys = dedup.band_keys(fp)
+    session.flush()  # ORM objects the caller added must be visible to the Core statements
+    conn = session.connection()
     choice = dedup.choose(fp, _candidates(session, keys, when, window, article_id), window)
     if choice.story_id is None:
         key = dedup.story_key(f"{article.source_id}\x1f{article.entry_key}")
@@ -176,20 +180,20 @@ def assign_story(
             "created_at": now,
             "last_seen_at": now,
         }
-        story_id = int(session.execute(_NEW_STORY, values).scalar_one())
+        story_id = int(conn.execute(_NEW_STORY, values).scalar_one())
         first, is_new = article_id, True
     else:
         story_id, is_new = choice.story_id, False
         _merge(session, story_id, choice.merge, now)
-        row = session.execute(_JOIN_STORY, {"sid": story_id, "seen": now}).one()
+        row = conn.execute(_JOIN_STORY, {"sid": story_id, "seen": now}).one()
         key, first = str(row[0]), int(row[1])
     if keys:
         bands = [
             {"band": k, "article_id": article_id, "story_id": story_id, "created_at": when}
             for k in keys
         ]
-        session.execute(_ADD_BANDS, bands)
-    session.execute(_SET_STORY, {"aid": article_id, "sid": story_id})
+        conn.execute(_ADD_BANDS, bands)
+    conn.execute(_SET_STORY, {"aid": article_id, "sid": story_id})
     return StoryAssignment(story_id, key, is_new, first)
 
 
