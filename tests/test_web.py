@@ -53,7 +53,7 @@ class FakeService:
 
 
 def make_service(url: str, *, load_watchlists: bool = True) -> FakeService:
-    settings = Settings(database_url=url, http_host="127.0.0.1", http_port=0)  # type: ignore[arg-type]
+    settings = Settings(database_url=url, http_host="127.0.0.1", http_port=0)
     registry = WatchlistRegistry(REPO / "watchlists")
     if load_watchlists:
         assert registry.reload() == []
@@ -312,7 +312,7 @@ async def test_port_zero_picks_a_free_port_and_a_busy_port_is_a_clear_error(
     try:
         assert first.port is not None and first.port > 0
         busy = make_service(sqlite_url)
-        busy.settings = Settings(  # type: ignore[call-arg]
+        busy.settings = Settings(
             database_url=sqlite_url, http_host="127.0.0.1", http_port=first.port
         )
         with pytest.raises(OSError, match="MONITOR_HTTP_PORT"):
