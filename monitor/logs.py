@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,7 +22,8 @@ _SECRET_KEYS = re.compile(
 _SECRET_VALUES = (
     (re.compile(r"xox[abposr]-[A-Za-z0-9-]+"), "xox?-[redacted]"),
     (re.compile(r"https://hooks\.slack\.com/services/\S+"), "https://hooks.slack.com/[redacted]"),
-    (re.compile(r"(postgres(?:ql)?(?:\+\w+)?://[^:/\s]+:)[^@\s]+@"), r"\1[redacted]@"),
+    # user:password@ in any URL (database DSNs, feeds behind basic auth, SMTP URLs)
+    (re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/\s@]+:)[^@\s/]+@"), r"\1[redacted]@"),
     (
         re.compile(
             r"([?&](?:token|key|api_key|apikey|secret|password|sig|signature)=)[^&\s]+", re.I
@@ -42,8 +43,44 @@ _QUIET = (
 )
 
 
+# The configured secrets themselves (tokens, passwords): a library may echo one in free text
+# ("login pw-… refused") where no pattern can spot it.
+_known_secrets: tuple[str, ...] = ()
+MIN_KNOWN_SECRET = 6
+
+
+def add_secrets(values: Iterable[str | None]) -> None:
+    """Redact these exact strings from every log line from now on (short ones are ignored)."""
+    global _known_secrets
+    merged = set(_known_secrets) | {v for v in values if v and len(v) >= MIN_KNOWN_SECRET}
+    _known_secrets = tuple(sorted(merged, key=len, reverse=True))
+
+
+def settings_secrets(settings: Any) -> list[str]:
+    """Every SecretStr of a Settings object, plus the password inside URL-shaped ones."""
+    found: list[str] = []
+    for name in type(settings).model_fields:
+        value = getattr(settings, name, None)
+        getter = getattr(value, "get_secret_value", None)
+        if getter is None:
+            continue
+        secret = str(getter())
+        try:
+            password = urlsplit(secret).password
+        except ValueError:
+            password = None
+        if password:
+            found.append(password)
+        if not secret.startswith("sqlite:"):
+            found.append(secret)
+    return found
+
+
 def scrub(text: str) -> str:
     """Remove secrets that may hide inside free text (exception messages, URLs)."""
+    for secret in _known_secrets:
+        if secret in text:
+            text = text.replace(secret, "[redacted]")
     for pattern, replacement in _SECRET_VALUES:
         text = pattern.sub(replacement, text)
     return text
@@ -61,21 +98,48 @@ def safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+def _clean(key: str, value: Any, depth: int = 0) -> Any:
+    """Redact one value under `key`, looking inside dicts and lists (exceptions, payloads)."""
+    if _SECRET_KEYS.search(key):
+        return "[redacted]"
+    if isinstance(value, str):
+        return safe_url(value) if key == "url" else scrub(value)
+    if depth > 8:
+        return value
+    if isinstance(value, dict):
+        return {k: _clean(str(k), v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(key, v, depth + 1) for v in value]
+    return value
+
+
 def _redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event):
-        value = event[key]
-        if _SECRET_KEYS.search(key):
-            event[key] = "[redacted]"
-        elif key == "url" and isinstance(value, str):
-            event[key] = safe_url(value)
-        elif isinstance(value, str):
-            event[key] = scrub(value)
+        event[key] = _clean(key, event[key])
     return event
 
 
-def configure(level: str = "INFO", fmt: str = "json", stream: Any = None) -> None:
-    """Install the logging setup once per process."""
+# Tracebacks as JSON, without local variables: locals may hold tokens, passwords, whole payloads.
+_exceptions = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+)
+
+
+def configure(
+    level: str = "INFO", fmt: str = "json", stream: Any = None, secrets: Iterable[str] = ()
+) -> None:
+    """Install the logging setup once per process.
+
+    The secrets of the process settings are registered for redaction too (when they load).
+    """
     out = stream or sys.stdout
+    add_secrets(secrets)
+    try:
+        from monitor.settings import get_settings
+
+        add_secrets(settings_secrets(get_settings()))
+    except Exception:  # invalid settings are reported by the command itself
+        pass
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -89,7 +153,7 @@ def configure(level: str = "INFO", fmt: str = "json", stream: Any = None) -> Non
     structlog.configure(
         processors=[
             *shared,
-            structlog.processors.dict_tracebacks,
+            _exceptions,
             _redact,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
@@ -98,7 +162,7 @@ def configure(level: str = "INFO", fmt: str = "json", stream: Any = None) -> Non
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, _redact],
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, _exceptions, _redact],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
     handler = logging.StreamHandler(out)
