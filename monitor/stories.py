@@ -148,10 +148,15 @@ def _merge(session: Session, keep: int, others: Sequence[int], now: datetime) ->
         session.execute(update(_ARTICLE).where(_ARTICLE.c.id.in_(moved)).values(story_id=keep))
         session.execute(update(_BAND).where(_BAND.c.article_id.in_(moved)).values(story_id=keep))
     session.execute(update(_STORY).where(_STORY.c.id.in_(list(others))).values(article_count=0))
+    # Recounted, not incremented: a replica may have joined a merged story meanwhile.
+    count = (
+        select(func.count())
+        .select_from(_ARTICLE)
+        .where(_ARTICLE.c.story_id == keep)
+        .scalar_subquery()
+    )
     session.execute(
-        update(_STORY)
-        .where(_STORY.c.id == keep)
-        .values(article_count=_STORY.c.article_count + len(moved), last_seen_at=now)
+        update(_STORY).where(_STORY.c.id == keep).values(article_count=count, last_seen_at=now)
     )
 
 
@@ -209,23 +214,28 @@ def reconcile_stories(
     now = _utc(now)
     window = timedelta(hours=window_hours)
     recent = session.execute(
-        select(_STORY.c.id, _STORY.c.first_article_id)
+        select(_STORY.c.id)
         .where(_STORY.c.created_at >= now - lookback, _STORY.c.article_count > 0)
         .order_by(_STORY.c.id.desc())
-    ).all()
+    ).scalars()
     merged = 0
-    for story_id, first_id in recent:
+    for story_id in list(recent):
+        # The story's earliest article still in it (the first may have been moved by a merge).
         row = session.execute(
             select(
+                _ARTICLE.c.id,
                 _ARTICLE.c.title,
                 _ARTICLE.c.summary,
                 _ARTICLE.c.published,
                 _ARTICLE.c.first_seen,
-                _ARTICLE.c.story_id,
-            ).where(_ARTICLE.c.id == first_id)
+            )
+            .where(_ARTICLE.c.story_id == story_id)
+            .order_by(_ARTICLE.c.id)
+            .limit(1)
         ).first()
-        if row is None or row.story_id != story_id:
+        if row is None:
             continue  # merged meanwhile
+        first_id = int(row.id)
         when = article_time(row.published, row.first_seen)
         fp = _cache.get(int(first_id), row.title or "", row.summary or "", when)
         keys = dedup.band_keys(fp)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 07:41:16.608848
+Create Date: 2026-11-22 08:04:03.934603
 """
 from collections.abc import Sequence
 
@@ -172,7 +172,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('story_band', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_story_band_article_id'), ['article_id'], unique=False)
-        batch_op.create_index('ix_story_band_band', ['band'], unique=False)
+        batch_op.create_index('ix_story_band_band', ['band', 'created_at', 'article_id', 'story_id'], unique=False)
 
     # ### end Alembic commands ###
 
