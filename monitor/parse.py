@@ -76,7 +76,6 @@ _BOMS: tuple[tuple[bytes, str], ...] = (
     (b"\x4c\x6f\xa7\x94", "cp037"),  # "<?xm" in EBCDIC
 )
 _FIRST_ELEMENT = re.compile(r"<[A-Za-z_:]")
-_DOCTYPE = re.compile(r"<!DOCTYPE", re.IGNORECASE)
 
 
 def _head_text(body: bytes) -> str:
@@ -86,6 +85,25 @@ def _head_text(body: bytes) -> str:
         if head.startswith(bom):
             return head.decode(codec, "ignore")[:PROLOG_CAP]
     return head[:PROLOG_CAP].decode("latin-1")
+
+
+def _find_doctype(text: str, limit: int) -> int | None:
+    """Where the DOCTYPE starts, skipping the XML declaration, PIs and comments before it."""
+    i = 0
+    while i < limit:
+        if text[i] in " \t\r\n\ufeff":
+            i += 1
+        elif text.startswith("<?", i):
+            close = text.find("?>", i + 2)
+            i = limit if close < 0 else close + 2
+        elif text.startswith("<!--", i):
+            close = text.find("-->", i + 4)
+            i = limit if close < 0 else close + 3
+        elif text[i : i + 9].upper() == "<!DOCTYPE":
+            return i
+        else:
+            return None
+    return None
 
 
 def _doctype_end(text: str, start: int) -> int:
@@ -125,11 +143,15 @@ def check_entities(body: bytes) -> None:
     """
     text = _head_text(body)
     first = _FIRST_ELEMENT.search(text)
-    prolog_end = first.start() if first else len(text)
-    region_end = prolog_end
-    doctype = _DOCTYPE.search(text, 0, prolog_end)
+    if first is None:
+        raise ParseError(
+            "parse_error",
+            f"no XML element within the first {PROLOG_CAP // 1024} KiB: not an RSS/Atom feed",
+        )
+    prolog_end = region_end = first.start()
+    doctype = _find_doctype(text, prolog_end)
     if doctype is not None:
-        end = _doctype_end(text, doctype.start())
+        end = _doctype_end(text, doctype)
         if end < 0:
             raise ParseError(
                 "rejected_entities",
@@ -443,6 +465,8 @@ def _href(node: LexborNode | None) -> str | None:
 def _date_of(node: LexborNode | None) -> datetime | None:
     if node is None:
         return None
+    if node.tag != "time" and (inner := node.css_first("time[datetime]")) is not None:
+        node = inner
     for attr in ("datetime", "content", "title"):
         value = node.attributes.get(attr)
         if value and (parsed := parse_date(value)) is not None:
