@@ -9,8 +9,9 @@ bare regex, `source:` filters) are always evaluated. Pure: plain values in, `Mat
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -19,7 +20,7 @@ import re2
 
 from monitor import query as q
 from monitor.model import Article, Match, Span
-from monitor.textnorm import WORD_RE, fold_mapped, fold_term, haystack
+from monitor.textnorm import WORD_RE, Folded, fold_mapped, fold_term, fold_words
 from monitor.textnorm import is_hangul_word as _hangul
 
 if TYPE_CHECKING:
@@ -32,71 +33,89 @@ FIELD_WEIGHT = (2.0, 1.0, 0.0, 0.0)  # title evidence counts double; filters add
 DEFAULT_FIELDS = frozenset({TITLE, SUMMARY})
 STRIDE = 1_000_000  # word positions of field f start at f * STRIDE, so phrases never cross fields
 SNIPPET_CHARS = 240
-_STOP = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "in",
-        "on",
-        "at",
-        "to",
-        "and",
-        "or",
-        "for",
-        "by",
-        "with",
-        "from",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-    ]
-)
+# Words too frequent in news copy to make a good prefilter key (chosen by hand, no corpus).
+_COMMON_WORDS = """a an the of in on at to and or for by with from as is are was were be
+    been has have had
+    it its this that these those he she they we you i his her their our not no but if than then
+    so up out over after before about into more most new says said say will would can could may
+    also just one two three first last year years day days week time people world news report
+    reports reported government state states president minister police official officials
+    country countries city national international told tells according amid while when where
+    what who how why all any some other many much very make made take takes took get gets got
+    go goes went back down off again still now today yesterday tomorrow live latest update
+    video watch photos breaking u s uk us eu un war deal talks meeting vote votes election
+    court case law plan plans group party leader leaders attack attacks killed dead death
+    help home house market markets price prices company companies business money bank
+    security military forces force army health public political politics top big high
+    warns warned calls called call move moves set sets open opens end ends"""
+_COMMON = frozenset(_COMMON_WORDS.split())
 
 Fields = frozenset[int]
 Hit = tuple[str, int, int, int]  # (term label, field, start char, end char) in the original field
 Spans = list[tuple[int, int]]  # [first word position, last word position]
+Clauses = list[frozenset[str]]  # AND of ORs of prefilter keys; [] means "no requirement"
 
 
 # ------------------------------------------------------------------------------ document
 
 
 class Doc:
-    """One article's words, indexed once and shared by every watchlist evaluated on it."""
+    """One article's words, indexed once and shared by every watchlist evaluated on it.
 
-    __slots__ = ("bounds", "cache", "index", "texts")
+    Word positions of field f start at f * STRIDE. Character offsets of the words (for
+    highlights and regex positions) are computed only when a field's hits are reported.
+    """
 
-    def __init__(self, article: Article) -> None:
+    __slots__ = ("_bounds", "_folded", "_iters", "cache", "index", "texts")
+
+    def __init__(self, article: Article, fields: Sequence[list[str]] | None = None) -> None:
         self.texts = (article.title, article.text, article.source_id, article.url)
-        self.index: dict[str, list[int]] = {}
-        self.bounds: list[list[tuple[int, int]]] = []
         self.cache: dict[tuple[int, Fields], Spans] = {}
-        index = self.index
+        self._folded: list[Folded | None] = [None, None, None, None]
+        self._bounds: list[list[tuple[int, int]] | None] = [None, None, None, None]
+        self._iters: list[Iterator[re.Match[str]] | None] = [None, None, None, None]
+        known = list(fields or ())
+        index: dict[str, list[int]] = {}
         for field, text in enumerate(self.texts):
-            folded = fold_mapped(text)
-            bounds: list[tuple[int, int]] = []
-            base = field * STRIDE
-            for k, found in enumerate(WORD_RE.finditer(folded.text)):
-                if k >= STRIDE - 1:
-                    break
-                word = found.group()
+            tokens = known[field] if field < len(known) else fold_words(text)
+            if len(tokens) >= STRIDE:
+                del tokens[STRIDE - 1 :]
+            for position, word in enumerate(tokens, field * STRIDE):
                 positions = index.get(word)
                 if positions is None:
-                    index[word] = [base + k]
+                    index[word] = [position]
                 else:
-                    positions.append(base + k)
-                start, end = found.span()
-                if folded.origin is not None:
-                    start, end = folded.origin[start], folded.origin[end - 1] + 1
-                bounds.append((start, end))
-            self.bounds.append(bounds)
+                    positions.append(position)
+        self.index = index
+
+    def bounds(self, field: int, upto: int | None = None) -> list[tuple[int, int]]:
+        """[start, end) of the field's words in the original text, at least up to word `upto`.
+
+        Computed on demand and only as far as needed: long articles usually match early.
+        """
+        found = self._bounds[field]
+        if found is None:
+            found = self._bounds[field] = []
+            folded = fold_mapped(self.texts[field])
+            self._folded[field] = folded
+            self._iters[field] = WORD_RE.finditer(folded.text)
+        words = self._iters[field]
+        if words is not None and (upto is None or upto >= len(found)):
+            origin = self._folded[field].origin  # type: ignore[union-attr]
+            for m in words:
+                start, end = m.span()
+                found.append(
+                    (start, end) if origin is None else (origin[start], origin[end - 1] + 1)
+                )
+                if upto is not None and len(found) > upto:
+                    break
+            else:
+                self._iters[field] = None
+        return found
 
     def char_span(self, first: int, last: int) -> tuple[int, int, int]:
         field = first // STRIDE
-        bounds = self.bounds[field]
+        bounds = self.bounds(field, last - field * STRIDE)
         return field, bounds[first - field * STRIDE][0], bounds[last - field * STRIDE][1]
 
 
@@ -106,7 +125,9 @@ class Doc:
 class CNode(Protocol):
     def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool: ...
 
-    def keys(self) -> set[str] | None: ...
+    def clauses(self) -> Clauses:
+        """Literal requirements in AND-of-OR form: every match contains a key of each set."""
+        ...
 
 
 class Positional(CNode, Protocol):
@@ -115,10 +136,16 @@ class Positional(CNode, Protocol):
     def positions(self, doc: Doc, fields: Fields) -> Spans: ...
 
 
+MAX_SPANS_PER_FIELD = 8  # enough to score and highlight; later repeats only cost time
+
+
 def _record(doc: Doc, label: str, spans: Spans, hits: list[Hit]) -> None:
+    counts = [0, 0, 0, 0]
     for first, last in spans:
-        field, start, end = doc.char_span(first, last)
-        hits.append((label, field, start, end))
+        field = first // STRIDE
+        if counts[field] < MAX_SPANS_PER_FIELD:
+            counts[field] += 1
+            hits.append((label, *doc.char_span(first, last)))
 
 
 class CWords:
@@ -173,7 +200,10 @@ class CWords:
             return True
         return False
 
-    def keys(self) -> set[str] | None:
+    def clauses(self) -> Clauses:
+        return [frozenset(self.keys())]
+
+    def keys(self) -> set[str]:
         hangul = [w for w in self.words if _hangul(w)]
         if hangul:
             return {max(hangul, key=len)}
@@ -229,14 +259,11 @@ class CAlias:
             matched = member.evaluate(doc, fields, hits) or matched
         return matched
 
-    def keys(self) -> set[str] | None:
+    def clauses(self) -> Clauses:
         out: set[str] = set()
         for member in self.members:
-            found = member.keys()
-            if found is None:
-                return None
-            out |= found
-        return out
+            out |= member.keys()
+        return [frozenset(out)]
 
 
 class CRegex:
@@ -279,7 +306,7 @@ class CRegex:
             text = doc.texts[field]
             if not text:
                 continue
-            bounds = doc.bounds[field]
+            bounds = doc.bounds(field)
             starts = [b[0] for b in bounds]
             base = field * STRIDE
             for found in self.regex.finditer(text):
@@ -292,8 +319,8 @@ class CRegex:
                     out.append((base + first, base + last))
         return out
 
-    def keys(self) -> set[str] | None:
-        return None
+    def clauses(self) -> Clauses:
+        return []
 
 
 class CAnd:
@@ -308,19 +335,24 @@ class CAnd:
                 return False
         return True
 
-    def keys(self) -> set[str] | None:
-        best: set[str] | None = None
+    def clauses(self) -> Clauses:
+        out: Clauses = []
         for child in self.children:
-            found = child.keys()
-            if found is not None and (best is None or _rarity(found) > _rarity(best)):
-                best = found
-        return best
+            out.extend(child.clauses())
+        return out
 
 
-def _rarity(keys: set[str]) -> tuple[int, int]:
-    """Longer literals are rarer; fewer alternatives is better. A cheap, corpus-free proxy."""
-    shortest = min(len(k.strip()) - (3 if k.strip() in _STOP else 0) for k in keys)
-    return (min(shortest, 12), -len(keys))
+def _key_rarity(key: str) -> int:
+    """A corpus-free guess at how rare a prefilter key is: long, uncommon words score high."""
+    stripped = key.strip()
+    if _hangul(stripped):
+        return min(3 * len(stripped), 12)
+    return min(sum(1 if w in _COMMON else min(len(w), 10) for w in stripped.split()), 20)
+
+
+def _rarity(keys: frozenset[str]) -> tuple[int, int]:
+    """Rank a required key set: its commonest key decides; fewer alternatives is better."""
+    return (min(_key_rarity(k) for k in keys), -len(keys))
 
 
 class COr:
@@ -341,14 +373,15 @@ class COr:
             out.extend(positional.positions(doc, fields))
         return sorted(out)
 
-    def keys(self) -> set[str] | None:
+    def clauses(self) -> Clauses:
         out: set[str] = set()
         for child in self.children:
-            found = child.keys()
-            if found is None:
-                return None
-            out |= found
-        return out
+            found = child.clauses()
+            if not found:
+                return []
+            best: frozenset[str] = max(found, key=_rarity)  # the child's most selective one
+            out |= best
+        return [frozenset(out)]
 
 
 class CNot:
@@ -358,8 +391,8 @@ class CNot:
     def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
         return not self.child.evaluate(doc, fields, [])
 
-    def keys(self) -> set[str] | None:
-        return None
+    def clauses(self) -> Clauses:
+        return []
 
 
 class CField:
@@ -376,8 +409,8 @@ class CField:
         child: Positional = self.child  # type: ignore[assignment]
         return child.positions(doc, self.fields)
 
-    def keys(self) -> set[str] | None:
-        return None if self.filter_only else self.child.keys()
+    def clauses(self) -> Clauses:
+        return [] if self.filter_only else self.child.clauses()
 
 
 class CNear:
@@ -419,8 +452,8 @@ class CNear:
                 hits.append(hit)
         return True
 
-    def keys(self) -> set[str] | None:
-        return CAnd([self.left, self.right]).keys()
+    def clauses(self) -> Clauses:
+        return self.left.clauses() + self.right.clauses()
 
 
 class Compiler:
@@ -500,7 +533,7 @@ class CompiledWatchlist:
     watchlist: Watchlist
     query: CNode
     exclude: CNode | None
-    keys: frozenset[str] | None
+    requires: tuple[frozenset[str], ...]  # prefilter: a key of each set must occur; () = always
     clauses: tuple[tuple[str, CNode], ...]  # top-level AND clauses, to say which one failed
 
 
@@ -512,16 +545,14 @@ def compile_watchlist(
     ast = q.parse(watchlist.query)
     node = compiler.compile(ast)
     exclude = compiler.compile(q.parse(watchlist.exclude)) if watchlist.exclude else None
-    keys = node.keys()
+    requires = tuple(dict.fromkeys(node.clauses()))
     if isinstance(ast, q.And) and isinstance(node, CAnd):
         clauses = tuple(
             (q.to_string(a), c) for a, c in zip(ast.children, node.children, strict=True)
         )
     else:
         clauses = ((q.to_string(ast), node),)
-    return CompiledWatchlist(
-        watchlist, node, exclude, frozenset(keys) if keys is not None else None, clauses
-    )
+    return CompiledWatchlist(watchlist, node, exclude, requires, clauses)
 
 
 def _score(hits: list[Hit]) -> tuple[float, tuple[str, ...]]:
@@ -582,45 +613,87 @@ def _snippet(doc: Doc, hits: list[Hit]) -> tuple[str, tuple[Span, ...]]:
 
 
 class Matcher:
-    """Every watchlist compiled together behind one Aho-Corasick automaton."""
+    """Every watchlist compiled together behind one Aho-Corasick automaton.
+
+    Each watchlist is indexed under its most selective required key set; the automaton's hits
+    then also check the watchlist's other required sets, so only watchlists whose every required
+    literal occurs in the article are evaluated.
+    """
 
     def __init__(self, compiled: Iterable[CompiledWatchlist]):
         self.compiled = list(compiled)
         self.by_id = {c.watchlist.id: c for c in self.compiled}
         self._always: list[int] = []
-        table: dict[str, list[int]] = {}
+        # Whole-word keys are found by a set intersection on their rarest word, then confirmed
+        # by substring search; prefix and Hangul keys go through the Aho-Corasick automaton.
+        self._by_word: dict[str, list[tuple[str, int]]] = {}
+        self._by_ac: dict[str, list[int]] = {}
+        self._rest: list[tuple[tuple[frozenset[str], tuple[str, ...]], ...]] = []
         for index, item in enumerate(self.compiled):
-            if item.keys is None:
+            if not item.requires:
                 self._always.append(index)
-            else:
-                for key in item.keys:
-                    table.setdefault(key, []).append(index)
-        self._automaton: Any = None
-        if table:
-            automaton = ahocorasick.Automaton()
-            for key, indices in table.items():
-                automaton.add_word(key, tuple(indices))
-            automaton.make_automaton()
-            self._automaton = automaton
+                self._rest.append(())
+                continue
+            best = max(item.requires, key=_rarity)
+            self._rest.append(tuple(_split_clause(c) for c in item.requires if c is not best))
+            for key in best:
+                if len(key) > 2 and key[0] == " " and key[-1] == " ":
+                    word = max(key.split(), key=_key_rarity)
+                    self._by_word.setdefault(word, []).append((key, index))
+                else:
+                    self._by_ac.setdefault(key, []).append(index)
+        self._word_keys = frozenset(self._by_word)
+        # Keys with non-ASCII letters (Hangul) can only occur in non-ASCII text: a second
+        # automaton spares the scan of every English article.
+        self._ac_ascii = _automaton([k for k in self._by_ac if k.isascii()])
+        self._ac_other = _automaton([k for k in self._by_ac if not k.isascii()])
 
     def __len__(self) -> int:
         return len(self.compiled)
 
     def candidates(self, article: Article) -> list[int]:
-        """Indices of the watchlists whose prefilter keys occur in the article."""
+        """Indices of the watchlists whose required literals all occur in the article."""
+        return self._candidates(fold_words(article.title), fold_words(article.text))
+
+    def _candidates(self, title: list[str], text: list[str]) -> list[int]:
         found: set[int] = set(self._always)
-        if self._automaton is not None:
-            text = haystack(article.title + " \n " + article.text)
-            for _, indices in self._automaton.iter(text):
-                found.update(indices)
+        # Two spaces between the fields: a phrase key never spans title and summary.
+        hay = " " + " ".join(title) + "  " + " ".join(text) + " "
+        words = title + text
+        present: set[str] | None = None
+        rest = self._rest
+        hits: list[int] = []
+        by_word = self._by_word
+        for word in self._word_keys.intersection(words):
+            for key, index in by_word[word]:
+                if key == f" {word} " or key in hay:
+                    hits.append(index)
+        for automaton in (self._ac_ascii, self._ac_other if not hay.isascii() else None):
+            if automaton is not None:
+                for key in {key for _, key in automaton.iter(hay)}:
+                    hits.extend(self._by_ac[key])
+        for index in hits:
+            if index in found:
+                continue
+            if rest[index]:
+                if present is None:
+                    present = set(words)
+                if not all(
+                    not bare.isdisjoint(present) or any(k in hay for k in other)
+                    for bare, other in rest[index]
+                ):
+                    continue
+            found.add(index)
         return sorted(found)
 
     def match(self, article: Article) -> list[Match]:
         """Every watchlist that matches, best score first."""
-        indices = self.candidates(article)
+        title = fold_words(article.title)
+        text = fold_words(article.text)
+        indices = self._candidates(title, text)
         if not indices:
             return []
-        doc = Doc(article)
+        doc = Doc(article, (title, text))
         out: list[Match] = []
         for index in indices:
             item = self.compiled[index]
@@ -673,6 +746,25 @@ class Matcher:
                 result += "; found: " + ", ".join(dict.fromkeys(found))
                 terms = tuple(dict.fromkeys(found))
         return Explanation(watchlist_id, False, result, score, terms, None)
+
+
+def _split_clause(clause: frozenset[str]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Single whole words (checked against the article's word set) and the other keys."""
+    bare = frozenset(
+        k.strip() for k in clause if k.startswith(" ") and k.endswith(" ") and k.count(" ") == 2
+    )
+    other = tuple(k for k in clause if k.strip() not in bare or k.count(" ") != 2)
+    return bare, other
+
+
+def _automaton(keys: list[str]) -> Any:
+    if not keys:
+        return None
+    automaton = ahocorasick.Automaton()
+    for key in keys:
+        automaton.add_word(key, key)
+    automaton.make_automaton()
+    return automaton
 
 
 def compile_matcher(

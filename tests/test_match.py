@@ -222,6 +222,8 @@ def test_prefilter_only_evaluates_candidates() -> None:
     )
     ids = [c.watchlist.id for c in matcher.compiled]
     picked = {ids[i] for i in matcher.candidates(art("Kim Jong-un writes"))}
+    assert picked == {"always", "regex"}  # "letter" is required too and absent
+    picked = {ids[i] for i in matcher.candidates(art("Kim Jong-un writes", "a letter"))}
     assert picked == {"letters", "always", "regex"}
     picked = {ids[i] for i in matcher.candidates(art("Missiles fired"))}
     assert picked == {"missiles", "always", "regex"}

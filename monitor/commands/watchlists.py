@@ -160,7 +160,7 @@ _TAG_RE = re.compile(r"<[^>]*>")
 
 def _plain(text: str) -> str:
     try:
-        from monitor.normalize import html_to_text  # type: ignore[import-not-found]
+        from monitor.normalize import html_to_text
     except ImportError:
         text = html.unescape(_TAG_RE.sub(" ", text))
         return re.sub(r"\s+", " ", text).strip()
