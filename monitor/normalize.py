@@ -97,8 +97,6 @@ _INVISIBLE = ["script", "style", "template", "noscript", "iframe", "object", "ti
 def html_to_text(s: str) -> str:
     """Plain text of an HTML fragment: entities decoded, one line per block, spaces folded."""
     if "<" not in s and "&" not in s:
-        if "\n" not in s and "  " not in s and "\t" not in s and "\r" not in s:
-            return s.strip()
         return " ".join(s.split())
     if _BREAK in s:
         s = s.replace(_BREAK, " ")

@@ -284,14 +284,15 @@ def _optional(value: Any, limit: int) -> str | None:
     return cap(value, limit) if value else None
 
 
-def _xml_entry(e: Mapping[str, Any]) -> ParsedEntry:
+def _xml_entry(e: dict[str, Any]) -> ParsedEntry:
     summary = _text_field(e.get("summary"), e.get("summary_detail"), SUMMARY_CAP)
     if not summary:
         for content in e.get("content") or ():
             summary = _text_field(content.get("value"), content, SUMMARY_CAP)
             if summary:
                 break
-    published = struct_to_datetime(e.get("published_parsed") or e.get("updated_parsed"))
+    # dict.get skips FeedParserDict's deprecated updated→published alias (and its warning).
+    published = struct_to_datetime(dict.get(e, "published_parsed") or dict.get(e, "updated_parsed"))
     return ParsedEntry(
         guid=_optional(e.get("id"), GUID_CAP),
         link=_optional(e.get("link"), LINK_CAP),
