@@ -60,6 +60,8 @@ class Publisher:
         self._version = [0] * sources
         self._serial = 0
         self.fetches: Counter[int] = Counter()
+        self.fetch_times: dict[int, list[float]] = {}
+        self.delay = 0.0  # seconds every feed response waits (slow servers, shutdown tests)
         self.not_modified: Counter[int] = Counter()
         self.published: dict[str, Item] = {}
         self.port = 0
@@ -114,6 +116,7 @@ class Publisher:
     def reset_counts(self) -> None:
         with self._lock:
             self.fetches.clear()
+            self.fetch_times.clear()
             self.not_modified.clear()
 
     def _document(self, source: int) -> bytes:
@@ -150,8 +153,11 @@ class Publisher:
             raise web.HTTPNotFound() from None
         if not 0 <= source < self.n:
             raise web.HTTPNotFound()
+        if self.delay:
+            await asyncio.sleep(self.delay)
         with self._lock:
             self.fetches[source] += 1
+            self.fetch_times.setdefault(source, []).append(time.time())
             etag = f'"{source}-{self._version[source]}"'
             if request.headers.get("If-None-Match") == etag:
                 self.not_modified[source] += 1
