@@ -556,24 +556,29 @@ def compile_watchlist(
 
 
 def _score(hits: list[Hit]) -> tuple[float, tuple[str, ...]]:
-    """Each distinct matched term adds its best field weight; a span is credited only once.
+    """Each distinct matched term adds its best field weight, but text is credited once.
 
-    So "missile OR missile*" or two spellings of one alias member do not inflate the score.
+    Terms are credited longest match first; a term whose every hit lies inside text already
+    credited ("test" inside "test-fired", two spellings of one alias member) adds nothing and
+    is left out of the terms.
     """
     by_label: dict[str, list[Hit]] = {}
     for hit in hits:
         by_label.setdefault(hit[0], []).append(hit)
-    credited: set[tuple[int, int, int]] = set()
-    total = 0.0
-    terms: list[str] = []
-    for label, found in by_label.items():
-        fresh = [h for h in found if (h[1], h[2], h[3]) not in credited]
-        if not fresh:
-            continue
-        terms.append(label)
-        total += max(FIELD_WEIGHT[h[1]] for h in fresh)
-        credited.update((h[1], h[2], h[3]) for h in found)
-    return round(total, 3), tuple(terms)
+    order = sorted(by_label, key=lambda label: -max(h[3] - h[2] for h in by_label[label]))
+    credited: list[tuple[int, int, int]] = []
+    kept: dict[str, float] = {}
+    for label in order:
+        fresh = [
+            h
+            for h in by_label[label]
+            if not any(f == h[1] and s <= h[2] and h[3] <= e for f, s, e in credited)
+        ]
+        if fresh:
+            kept[label] = max(FIELD_WEIGHT[h[1]] for h in fresh)
+            credited.extend((h[1], h[2], h[3]) for h in fresh)
+    terms = tuple(label for label in by_label if label in kept)
+    return round(sum(kept.values()), 3), terms
 
 
 def _snippet(doc: Doc, hits: list[Hit]) -> tuple[str, tuple[Span, ...]]:

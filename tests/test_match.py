@@ -160,6 +160,14 @@ def test_scoring_title_counts_double() -> None:
     assert both.score == 3.0
 
 
+def test_text_is_credited_once() -> None:
+    (m,) = run('(test OR "test fire*") AND missile', "North Korea test-fired a missile")
+    assert m.terms == ("test fire*", "missile")
+    assert m.score == 4.0
+    (m,) = run("@kim", "Kim Jong-un")  # two spellings of one member count once
+    assert m.terms == ("Kim Jong Un",) and m.score == 2.0
+
+
 def test_min_score() -> None:
     assert run("missile OR launch", "missile launch", min_score=4)
     assert not run("missile OR launch", "missile", "launch", min_score=4)
