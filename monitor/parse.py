@@ -346,14 +346,13 @@ def _parse_json_feed(body: bytes, url: str) -> ParsedFeed:
     version = doc.get("version")
     if not (isinstance(version, str) and version.startswith(_JSON_FEED_PREFIX)):
         warnings.append(f"unknown JSON Feed version {version!r}")
-    base = doc.get("feed_url") if isinstance(doc.get("feed_url"), str) else url
     entries: list[ParsedEntry] = []
     skipped = 0
     for item in doc["items"]:
-        if not isinstance(item, dict):
+        if isinstance(item, dict):
+            entries.append(_json_entry(item, url))  # relative links: against where we fetched it
+        else:
             skipped += 1
-            continue
-        entries.append(_json_entry(item, url if not base else urljoin(url, base)))
     if skipped:
         warnings.append(f"{skipped} items are not JSON objects and were skipped")
     title = doc.get("title")
