@@ -51,6 +51,7 @@ _YMD = re.compile(
     r"\s*(?P<tz>z|utc|gmt|[+-]\d{2}:?\d{2}|kst|jst)?)?",
     re.I,
 )
+_RFC822_START = re.compile(r"(?:[A-Za-z]{3},\s*)?\d{1,2}\s+[A-Za-z]{3}[a-z]*\s+\d{2,4}\s")
 _ZONES = {"utc": 0, "gmt": 0, "z": 0, "kst": 9 * 60, "jst": 9 * 60, "est": -5 * 60, "edt": -4 * 60}
 
 
@@ -107,7 +108,7 @@ def _iso(value: str) -> datetime | None:
 
 
 def _rfc822(value: str) -> datetime | None:
-    if not any(ch.isalpha() for ch in value[:4]) and "," not in value:
+    if _RFC822_START.match(value) is None:
         return None
     try:
         parsed = parsedate_to_datetime(value)
