@@ -51,7 +51,7 @@ _COMMON_WORDS = """a an the of in on at to and or for by with from as is are was
 _COMMON = frozenset(_COMMON_WORDS.split())
 
 Fields = frozenset[int]
-Hit = tuple[str, int, int, int]  # (term label, field, start char, end char) in the original field
+Hit = tuple[str, int, int, int]  # (term label, field, first word, last word) within the field
 Spans = list[tuple[int, int]]  # [first word position, last word position]
 Clauses = list[frozenset[str]]  # AND of ORs of prefilter keys; [] means "no requirement"
 
@@ -60,13 +60,23 @@ Clauses = list[frozenset[str]]  # AND of ORs of prefilter keys; [] means "no req
 
 
 class Doc:
-    """One article's words, indexed once and shared by every watchlist evaluated on it.
+    """One article's words, shared by every watchlist evaluated on it.
 
-    Word positions of field f start at f * STRIDE. Character offsets of the words (for
-    highlights and regex positions) are computed only when a field's hits are reported.
+    Word positions of field f start at f * STRIDE. Nothing is indexed up front: a word's
+    positions are found (by a C-speed list scan, after a set lookup) the first time a query asks,
+    and character offsets (for highlights and regex positions) only when hits are reported.
     """
 
-    __slots__ = ("_bounds", "_folded", "_iters", "cache", "index", "texts")
+    __slots__ = (
+        "_bounds",
+        "_folded",
+        "_iters",
+        "_positions",
+        "_tokens",
+        "_vocab",
+        "cache",
+        "texts",
+    )
 
     def __init__(self, article: Article, fields: Sequence[list[str]] | None = None) -> None:
         self.texts = (article.title, article.text, article.source_id, article.url)
@@ -74,19 +84,41 @@ class Doc:
         self._folded: list[Folded | None] = [None, None, None, None]
         self._bounds: list[list[tuple[int, int]] | None] = [None, None, None, None]
         self._iters: list[Iterator[re.Match[str]] | None] = [None, None, None, None]
-        known = list(fields or ())
-        index: dict[str, list[int]] = {}
-        for field, text in enumerate(self.texts):
-            tokens = known[field] if field < len(known) else fold_words(text)
-            if len(tokens) >= STRIDE:
-                del tokens[STRIDE - 1 :]
-            for position, word in enumerate(tokens, field * STRIDE):
-                positions = index.get(word)
-                if positions is None:
-                    index[word] = [position]
-                else:
-                    positions.append(position)
-        self.index = index
+        self._tokens: list[list[str] | None] = [None, None, None, None]
+        self._vocab: list[set[str] | None] = [None, None, None, None]
+        self._positions: dict[tuple[str, int], list[int]] = {}
+        for field, tokens in enumerate(fields or ()):
+            self._tokens[field] = tokens
+
+    def tokens(self, field: int) -> list[str]:
+        found = self._tokens[field]
+        if found is None:
+            found = self._tokens[field] = fold_words(self.texts[field])[: STRIDE - 1]
+        return found
+
+    def vocab(self, field: int) -> set[str]:
+        found = self._vocab[field]
+        if found is None:
+            found = self._vocab[field] = set(self.tokens(field))
+        return found
+
+    def positions(self, word: str, field: int) -> list[int]:
+        """Positions of an exact folded word in one field."""
+        key = (word, field)
+        found = self._positions.get(key)
+        if found is None:
+            found = self._positions[key] = []
+            if word in self.vocab(field):
+                tokens = self.tokens(field)
+                base = field * STRIDE
+                index = -1
+                try:
+                    while True:
+                        index = tokens.index(word, index + 1)
+                        found.append(base + index)
+                except ValueError:
+                    pass
+        return found
 
     def bounds(self, field: int, upto: int | None = None) -> list[tuple[int, int]]:
         """[start, end) of the field's words in the original text, at least up to word `upto`.
@@ -112,11 +144,6 @@ class Doc:
             else:
                 self._iters[field] = None
         return found
-
-    def char_span(self, first: int, last: int) -> tuple[int, int, int]:
-        field = first // STRIDE
-        bounds = self.bounds(field, last - field * STRIDE)
-        return field, bounds[first - field * STRIDE][0], bounds[last - field * STRIDE][1]
 
 
 # ------------------------------------------------------------------------ compiled nodes
@@ -145,7 +172,8 @@ def _record(doc: Doc, label: str, spans: Spans, hits: list[Hit]) -> None:
         field = first // STRIDE
         if counts[field] < MAX_SPANS_PER_FIELD:
             counts[field] += 1
-            hits.append((label, *doc.char_span(first, last)))
+            base = field * STRIDE
+            hits.append((label, field, first - base, last - base))
 
 
 class CWords:
@@ -162,15 +190,18 @@ class CWords:
 
     def _word_positions(self, doc: Doc, i: int, fields: Fields) -> list[int]:
         word = self.words[i]
-        if not self.scan[i]:
-            found = doc.index.get(word, ())
-        elif _hangul(word):
-            found = sorted(p for token, ps in doc.index.items() if word in token for p in ps)
-        else:
-            found = sorted(
-                p for token, ps in doc.index.items() if token.startswith(word) for p in ps
-            )
-        return [p for p in found if p // STRIDE in fields]
+        found: list[int] = []
+        for field in sorted(fields):
+            if not self.scan[i]:
+                found.extend(doc.positions(word, field))
+                continue
+            hangul = _hangul(word)
+            for token in doc.vocab(field):
+                if (word in token) if hangul else token.startswith(word):
+                    found.extend(doc.positions(token, field))
+        if len(fields) > 1 or self.scan[i]:
+            found.sort()
+        return found
 
     def positions(self, doc: Doc, fields: Fields) -> Spans:
         key = (id(self), fields)
@@ -287,17 +318,10 @@ class CRegex:
         self.label = "/" + pattern + "/"
 
     def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
-        matched = False
-        for field in sorted(fields):
-            text = doc.texts[field]
-            if not text:
-                continue
-            for found in self.regex.finditer(text):
-                start, end = found.span()
-                if end > start:
-                    hits.append((self.label, field, start, end))
-                matched = True
-        return matched
+        """A match counts when it overlaps a word (so it can be scored and highlighted)."""
+        spans = self.positions(doc, fields)
+        _record(doc, self.label, spans, hits)
+        return bool(spans)
 
     def positions(self, doc: Doc, fields: Fields) -> Spans:
         """Word positions the pattern's matches overlap, so a regex can take part in NEAR."""
@@ -443,7 +467,9 @@ class CNear:
         if not pairs:
             return False
         # Report the leaf terms (not the whole sub-query) that lie inside a matching pair.
-        ranges = [doc.char_span(min(a[0], b[0]), max(a[1], b[1])) for a, b in pairs]
+        ranges = [
+            (a[0] // STRIDE, min(a[0], b[0]) % STRIDE, max(a[1], b[1]) % STRIDE) for a, b in pairs
+        ]
         leaves: list[Hit] = []
         self.left.evaluate(doc, fields, leaves)
         self.right.evaluate(doc, fields, leaves)
@@ -582,11 +608,15 @@ def _score(hits: list[Hit]) -> tuple[float, tuple[str, ...]]:
 
 
 def _snippet(doc: Doc, hits: list[Hit]) -> tuple[str, tuple[Span, ...]]:
-    """A window of the summary around its first hit (else the title), with highlight spans."""
-    body = [h for h in hits if h[1] == SUMMARY]
+    """A window of the summary around its first hit (else the title), with highlight spans.
+
+    Word positions become character offsets here, and only as far into the text as needed.
+    """
+    body = sorted((h for h in hits if h[1] == SUMMARY), key=lambda h: h[2])
+    chosen: list[tuple[int, int]] = []
     if body:
         text = doc.texts[SUMMARY]
-        anchor = min(h[2] for h in body)
+        anchor = doc.bounds(SUMMARY, body[0][2])[body[0][2]][0]
         start = max(0, anchor - 60)
         if start > 0:
             space = text.rfind(" ", 0, start)
@@ -598,16 +628,22 @@ def _snippet(doc: Doc, hits: list[Hit]) -> tuple[str, tuple[Span, ...]]:
         lead = "…" if start > 0 else ""
         snippet = lead + text[start:end] + ("…" if end < len(text) else "")
         shift = len(lead) - start
-        chosen = [(s + shift, e + shift) for _, _, s, e in body if s >= start and e <= end]
+        for _, _, first, last in body:
+            bounds = doc.bounds(SUMMARY, last)
+            s, e = bounds[first][0], bounds[last][1]
+            if s >= end:
+                break
+            if s >= start and e <= end:
+                chosen.append((s + shift, e + shift))
     else:
         title = [h for h in hits if h[1] == TITLE]
         if title:
             snippet = doc.texts[TITLE]
-            chosen = [(s, e) for _, _, s, e in title]
+            bounds = doc.bounds(TITLE)
+            chosen = [(bounds[first][0], bounds[last][1]) for _, _, first, last in title]
         else:
             text = doc.texts[SUMMARY] or doc.texts[TITLE]
             snippet = text[:SNIPPET_CHARS] + ("…" if len(text) > SNIPPET_CHARS else "")
-            chosen = []
     merged: list[list[int]] = []
     for s, e in sorted(chosen):
         if merged and s <= merged[-1][1]:
