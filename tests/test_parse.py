@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import codecs
 import time
 from datetime import UTC, datetime
@@ -378,3 +379,23 @@ def test_mangled_documents_raise_nothing_but_parse_error(
         return
     for entry in parsed.entries:
         normalize_entry(entry, "fuzz")
+
+
+# --------------------------------------------------------------------------- purity
+
+_FORBIDDEN = {"httpx", "sqlmodel", "sqlalchemy", "slack_sdk", "smtplib", "aiosmtplib", "requests"}
+
+
+@pytest.mark.parametrize("module", ["parse.py", "normalize.py", "dates.py"])
+def test_pure_stages_import_no_io(module: str) -> None:
+    """Architecture rule: parse and normalize take plain values and do no I/O of their own."""
+    source = (Path(__file__).resolve().parents[1] / "monitor" / module).read_text()
+    tree = ast.parse(source)
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert not imported & _FORBIDDEN
+    assert "os" not in imported and "environ" not in source
