@@ -125,21 +125,65 @@ def _candidates(
 ) -> list[dedup.Candidate]:
     if not keys:
         return []
-    params = {"keys": list(keys), "lo": when - window, "hi": when + window, "self_id": exclude}
     conn = session.connection()
-    rows = conn.execute(_FIND, params).all()
-    if not rows:
-        return []
-    texts = {int(r.id): r for r in conn.execute(_TEXTS, {"ids": [int(r[0]) for r in rows]})}
+    if conn.dialect.paramstyle == "qmark":
+        rows, texts = _sqlite_candidates(conn, keys, when - window, when + window, exclude)
+    else:
+        params = {"keys": list(keys), "lo": when - window, "hi": when + window, "self_id": exclude}
+        rows = [(int(a), int(s), int(c)) for a, s, c in conn.execute(_FIND, params)]
+        ids = [r[0] for r in rows]
+        texts = {
+            int(r[0]): (str(r[1] or ""), str(r[2] or ""), r[3], r[4])
+            for r in (conn.execute(_TEXTS, {"ids": ids}) if ids else ())
+        }
     found: list[dedup.Candidate] = []
     for article_id, story_id, count in rows:
-        row = texts.get(int(article_id))
-        if row is None:
+        text = texts.get(article_id)
+        if text is None:
             continue
-        at = article_time(row.published, row.first_seen)
-        fp = _cache.get(int(article_id), row.title or "", row.summary or "", at)
-        found.append(dedup.Candidate(int(article_id), int(story_id), int(count), fp))
+        title, summary, published, first_seen = text
+        at = article_time(published, first_seen)
+        fp = _cache.get(article_id, title or "", summary or "", at)
+        found.append(dedup.Candidate(article_id, story_id, count, fp))
     return found
+
+
+_Texts = dict[int, tuple[str, str, datetime | None, datetime]]
+
+
+def _sqlite_candidates(
+    conn: Connection, keys: Sequence[int], lo: datetime, hi: datetime, exclude: int
+) -> tuple[list[tuple[int, int, int]], _Texts]:
+    """`_FIND` and `_TEXTS` through the driver: on SQLite, SQLAlchemy's per-statement work
+    (expanding IN, parameter processing) cost more than the queries. Times go through the
+    columns' own type processors, so values are exactly those of the ORM path."""
+    dialect = conn.dialect
+    to_db = _BAND.c.created_at.type._cached_bind_processor(dialect)
+    marks = ",".join("?" * len(keys))
+    sql = (
+        "SELECT article_id, story_id, count(*) AS shared FROM story_band"
+        f" WHERE band IN ({marks}) AND created_at >= ? AND created_at <= ? AND article_id != ?"
+        " GROUP BY article_id, story_id HAVING count(*) >= ?"
+        " ORDER BY shared DESC, article_id LIMIT ?"
+    )
+    bounds = (to_db(lo), to_db(hi)) if to_db is not None else (lo, hi)
+    params = (*keys, *bounds, exclude, dedup.MIN_SHARED, dedup.MAX_CANDIDATES)
+    rows = [(int(a), int(s), int(c)) for a, s, c in conn.exec_driver_sql(sql, params)]
+    if not rows:
+        return rows, {}
+    from_pub = _ARTICLE.c.published.type._cached_result_processor(dialect, None)
+    from_seen = _ARTICLE.c.first_seen.type._cached_result_processor(dialect, None)
+    ids = tuple(r[0] for r in rows)
+    sql = (
+        "SELECT id, title, summary, published, first_seen FROM article"
+        f" WHERE id IN ({','.join('?' * len(ids))})"
+    )
+    texts: _Texts = {}
+    for aid, title, summary, published, seen in conn.exec_driver_sql(sql, ids):
+        pub: datetime | None = from_pub(published) if from_pub is not None else published
+        first = cast(datetime, from_seen(seen) if from_seen is not None else seen)
+        texts[int(aid)] = (str(title or ""), str(summary or ""), pub, first)
+    return rows, texts
 
 
 def _merge(session: Session, keep: int, others: Sequence[int], now: datetime) -> None:
