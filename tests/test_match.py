@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from monitor.match import compile_matcher
 from monitor.model import Article, Match
 from monitor.query import QueryError
+from monitor.textnorm import words
 from monitor.watchlists import AlertSpec, Watchlist
 
 ALIASES = {
@@ -304,3 +305,18 @@ def test_matching_modules_are_pure() -> None:
                 assert module.split(".")[0] not in forbidden, (name, module)
             if isinstance(node, ast.Attribute) and node.attr == "environ":
                 raise AssertionError(f"{name} reads os.environ")
+
+
+_PIECES = ["Kim Jong-un", "KIM JONG UN'S", "Kim Jong Un’s", "Straße", "ﬁre", "Łódź", "북한이", " ", ", "]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([*_PIECES, "word", "x"]), max_size=40).map(" ".join))
+def test_highlights_always_cover_the_matched_words(text: str) -> None:
+    found = run('"kim jong un" OR 북한', "title", text)
+    expected = "kim jong un" in " ".join(words(text)) or "북한" in text
+    assert bool(found) is expected
+    for m in found:
+        for span in m.highlights:
+            marked = words(m.snippet[span.start : span.end])
+            assert marked in (["kim", "jong", "un"], ["북한이"]), (m.snippet, span)
