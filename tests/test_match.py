@@ -307,7 +307,17 @@ def test_matching_modules_are_pure() -> None:
                 raise AssertionError(f"{name} reads os.environ")
 
 
-_PIECES = ["Kim Jong-un", "KIM JONG UN'S", "Kim Jong Un’s", "Straße", "ﬁre", "Łódź", "북한이", " ", ", "]
+_PIECES = [
+    "Kim Jong-un",
+    "KIM JONG UN'S",
+    "Kim Jong Un’s",
+    "Straße",
+    "ﬁre",
+    "Łódź",
+    "북한이",
+    " ",
+    ", ",
+]
 
 
 @settings(max_examples=200, deadline=None)
