@@ -58,6 +58,8 @@ class SlackStandIn:
             return web.json_response(self._post(params))
         if method == "conversations.history":
             return web.json_response(self._history(params))
+        if method == "conversations.replies":
+            return web.json_response(self._history(params, thread=str(params.get("ts", ""))))
         if method == "conversations.join":
             return web.json_response({"ok": True, "channel": {"id": params.get("channel")}})
         return web.json_response({"ok": False, "error": "unknown_method"})
@@ -87,7 +89,7 @@ class SlackStandIn:
             self._messages.append(message)
         return {"ok": True, "channel": channel, "ts": ts, "message": {"text": message["text"]}}
 
-    def _history(self, params: dict[str, Any]) -> dict[str, Any]:
+    def _history(self, params: dict[str, Any], thread: str | None = None) -> dict[str, Any]:
         channel = str(params.get("channel", ""))
         oldest = float(params.get("oldest", 0) or 0)
         with self._lock:
@@ -99,7 +101,9 @@ class SlackStandIn:
                     **({"metadata": m["metadata"]} if m["metadata"] else {}),
                 }
                 for m in reversed(self._messages)
-                if m["channel"] == channel and float(m["ts"]) >= oldest
+                if m["channel"] == channel
+                and float(m["ts"]) >= oldest
+                and (thread is None or thread in (m["ts"], m["thread_ts"]))
             ]
         return {"ok": True, "messages": found, "has_more": False}
 
