@@ -560,7 +560,7 @@ class CompiledWatchlist:
     query: CNode
     exclude: CNode | None
     requires: tuple[frozenset[str], ...]  # prefilter: a key of each set must occur; () = always
-    clauses: tuple[tuple[str, CNode], ...]  # top-level AND clauses, to say which one failed
+    ast: q.Node  # the parsed query, to say which part found nothing
 
 
 def compile_watchlist(
@@ -572,13 +572,7 @@ def compile_watchlist(
     node = compiler.compile(ast)
     exclude = compiler.compile(q.parse(watchlist.exclude)) if watchlist.exclude else None
     requires = tuple(dict.fromkeys(node.clauses()))
-    if isinstance(ast, q.And) and isinstance(node, CAnd):
-        clauses = tuple(
-            (q.to_string(a), c) for a, c in zip(ast.children, node.children, strict=True)
-        )
-    else:
-        clauses = ((q.to_string(ast), node),)
-    return CompiledWatchlist(watchlist, node, exclude, requires, clauses)
+    return CompiledWatchlist(watchlist, node, exclude, requires, ast)
 
 
 def _score(hits: list[Hit]) -> tuple[float, tuple[str, ...]]:
@@ -768,25 +762,71 @@ class Matcher:
         doc = Doc(article)
         result = self._run(item, article, doc)
         if isinstance(result, Match):
-            reason = f"score {result.score:g} ≥ min_score {item.watchlist.min_score:g}"
+            reason = (
+                f"score {result.score:g} ≥ min_score {item.watchlist.min_score:g}; "
+                f"terms: {', '.join(result.terms)}"
+            )
             return Explanation(watchlist_id, True, reason, result.score, result.terms, result)
         hits: list[Hit] = []
         item.query.evaluate(doc, DEFAULT_FIELDS, hits)
         score, terms = _score(hits)
         if result == "no match":
-            missing = [
-                text for text, node in item.clauses if not node.evaluate(doc, DEFAULT_FIELDS, [])
-            ]
-            found: list[str] = []
-            for _text, node in item.clauses:
-                clause_hits: list[Hit] = []
-                if node.evaluate(doc, DEFAULT_FIELDS, clause_hits):
-                    found.extend(h[0] for h in clause_hits)
-            result = "nothing for: " + " AND ".join(missing)
+            result = _why_not(item.ast, item.query, doc, DEFAULT_FIELDS)
+            found = _found_terms(item.query, doc, DEFAULT_FIELDS)
             if found:
-                result += "; found: " + ", ".join(dict.fromkeys(found))
-                terms = tuple(dict.fromkeys(found))
+                result += "; found: " + ", ".join(found)
+                terms = tuple(found)
         return Explanation(watchlist_id, False, result, score, terms, None)
+
+
+def _short(node: q.Node, limit: int = 80) -> str:
+    text = q.to_string(node)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _why_not(ast: q.Node, node: CNode, doc: Doc, fields: Fields) -> str:
+    """The smallest part of a query that explains a miss, e.g. 'no @un_activity OR …'."""
+    if isinstance(node, CAnd) and isinstance(ast, q.And):
+        return "; ".join(
+            _why_not(a, c, doc, fields)
+            for a, c in zip(ast.children, node.children, strict=True)
+            if not c.evaluate(doc, fields, [])
+        )
+    if isinstance(node, CField) and isinstance(ast, q.Field):
+        return _why_not(ast.child, node.child, doc, node.fields)
+    if isinstance(node, CNear) and isinstance(ast, q.Near):
+        if not node.left.positions(doc, fields):
+            return _why_not(ast.left, node.left, doc, fields)
+        if not node.right.positions(doc, fields):
+            return _why_not(ast.right, node.right, doc, fields)
+        return (
+            f"{_short(ast.left, 40)} and {_short(ast.right, 40)} both found, "
+            f"but not within {node.distance} words"
+        )
+    if isinstance(node, CNot):
+        hits: list[Hit] = []
+        node.child.evaluate(doc, fields, hits)
+        return "excluded by NOT: " + ", ".join(dict.fromkeys(h[0] for h in hits))
+    return "no " + _short(ast)
+
+
+def _found_terms(node: CNode, doc: Doc, fields: Fields) -> list[str]:
+    """Positive terms present anywhere in the article, whether or not the query matched."""
+    if isinstance(node, CWords | CRegex):
+        return [node.label] if node.positions(doc, fields) else []
+    children: Sequence[CNode] = ()
+    if isinstance(node, CAlias):
+        children = node.members
+    elif isinstance(node, CAnd | COr):
+        children = node.children
+    elif isinstance(node, CNear):
+        children = (node.left, node.right)
+    elif isinstance(node, CField):
+        return _found_terms(node.child, doc, node.fields)
+    out: list[str] = []
+    for child in children:
+        out.extend(t for t in _found_terms(child, doc, fields) if t not in out)
+    return out
 
 
 def _split_clause(clause: frozenset[str]) -> tuple[frozenset[str], tuple[str, ...]]:

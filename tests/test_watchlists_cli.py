@@ -189,7 +189,8 @@ def test_eval_table_and_explanations(capsys: pytest.CaptureFixture[str]) -> None
     assert out[2].split() == ["missiles", "2", "0", "1", "1.000", "0.667", "0.800"]
     assert "  a3  Weather in Seoul" in out
     assert "    source 'bbc' is not in sources: kcna, yonhap" in out
-    assert any(line.startswith("    nothing for: @kim NEAR/20") for line in out)
+    assert "    no @kim; found: letter" not in out  # a4 has no letter either
+    assert "    no @kim" in out
 
 
 def test_eval_unknown_watchlist(capsys: pytest.CaptureFixture[str]) -> None:

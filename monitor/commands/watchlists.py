@@ -421,6 +421,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 for item, why in rows:
                     print(f"  {item.id}  {item.article.title[:100]}")
                     print(f"    {why.reason}")
+                    if why.match is not None:
+                        print(f"    {highlight(why.match)[:300]}")
     return 0
 
 
