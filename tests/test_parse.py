@@ -340,6 +340,19 @@ def test_broken_json_feeds(body: bytes, needle: str) -> None:
     assert needle in str(info.value)
 
 
+def test_nul_and_lone_surrogates_never_reach_the_database() -> None:
+    # PostgreSQL refuses NUL in text and lone surrogates cannot be encoded as UTF-8.
+    body = (
+        b'{"version": "https://jsonfeed.org/version/1.1", "items": [{"id": "a\\u0000b",'
+        b' "title": "x\\ud800y \\ud83d\\ude00", "content_text": "n\\u0000ul"}]}'
+    )
+    (entry,) = parse_feed(body, {}, URL).entries
+    art = normalize_entry(entry, "j")
+    assert (art.entry_key, art.title, art.text) == ("guid:ab", "x?y \U0001f600", "nul")
+    (entry,) = parse_feed(rss(item(title="a\x00b", guid="g\x00")), RSS, URL).entries
+    assert "\x00" not in entry.title + (entry.guid or "")
+
+
 def test_unknown_json_feed_version_is_a_warning() -> None:
     parsed = parse_feed(b'{"items": [{"id": "1", "title": "t"}]}', {}, URL)
     assert len(parsed.entries) == 1
@@ -386,7 +399,11 @@ def test_mangled_documents_raise_nothing_but_parse_error(
 _FORBIDDEN = {"httpx", "sqlmodel", "sqlalchemy", "slack_sdk", "smtplib", "aiosmtplib", "requests"}
 
 
-@pytest.mark.parametrize("module", ["parse.py", "normalize.py", "dates.py"])
+@pytest.mark.parametrize(
+    "module",
+    ["parse.py", "parse_common.py", "parse_entities.py", "parse_json.py", "parse_html.py",
+     "normalize.py", "dates.py"],
+)  # fmt: skip
 def test_pure_stages_import_no_io(module: str) -> None:
     """Architecture rule: parse and normalize take plain values and do no I/O of their own."""
     source = (Path(__file__).resolve().parents[1] / "monitor" / module).read_text()

@@ -1,0 +1,154 @@
+"""Section pages without a feed → ParsedFeed, through the CSS selectors of sources.yaml."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from urllib.parse import urljoin
+
+from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
+
+from monitor.dates import parse_date
+from monitor.model import HtmlSelectors, ParsedEntry, ParsedFeed
+from monitor.parse_common import (
+    LINK_CAP,
+    SUMMARY_CAP,
+    TITLE_CAP,
+    ParseError,
+    cap,
+    describe,
+    plain_to_html,
+)
+
+_CHARSET = re.compile(r"charset\s*=\s*[\"']?([\w.:-]+)", re.IGNORECASE)
+
+
+def validate_selectors(selectors: HtmlSelectors) -> list[str]:
+    """Problems with the CSS selectors, phrased for `monitor sources check` (empty when fine)."""
+    problems = []
+    probe = LexborHTMLParser("<p></p>")
+    for name in ("item", "title", "link", "summary", "date"):
+        css = getattr(selectors, name)
+        if css is None:
+            continue
+        if not css.strip():
+            problems.append(f"selectors.{name} is empty")
+            continue
+        try:
+            probe.css(css)
+        except (SelectolaxError, ValueError) as exc:
+            problems.append(f"selectors.{name} {css!r} is not a valid CSS selector ({exc})")
+    return problems
+
+
+def _html_tree(body: bytes, headers: Mapping[str, str]) -> LexborHTMLParser:
+    match = _CHARSET.search(headers.get("content-type", ""))
+    if match:
+        try:
+            return LexborHTMLParser(body.decode(match.group(1), "replace"))
+        except LookupError:
+            pass  # unknown label: let the parser look for <meta charset>
+    return LexborHTMLParser(body, encoding=True)
+
+
+def _node_text(node: LexborNode | None) -> str:
+    if node is None:
+        return ""
+    return " ".join(node.text(deep=True, separator=" ").split())
+
+
+def _first(item: LexborNode, css: str | None) -> LexborNode | None:
+    return item.css_first(css) if css else None
+
+
+def _href(node: LexborNode | None) -> str | None:
+    if node is None:
+        return None
+    href = node.attributes.get("href")
+    if href is None and node.tag != "a":
+        inner = node.css_first("a[href]")
+        href = inner.attributes.get("href") if inner is not None else None
+    return href.strip() if href and href.strip() else None
+
+
+def _date_of(node: LexborNode | None) -> datetime | None:
+    if node is None:
+        return None
+    if node.tag != "time" and (inner := node.css_first("time[datetime]")) is not None:
+        node = inner
+    for attr in ("datetime", "content", "title"):
+        value = node.attributes.get(attr)
+        if value and (parsed := parse_date(value)) is not None:
+            return parsed
+    return parse_date(_node_text(node))
+
+
+def parse_html_page(
+    body: bytes, headers: Mapping[str, str], url: str, selectors: HtmlSelectors
+) -> ParsedFeed:
+    """A section page without a feed, read through CSS selectors; raises only ParseError."""
+    try:
+        return _parse_html_page(bytes(body), headers, url, selectors)
+    except ParseError:
+        raise
+    except Exception as exc:  # the contract: nothing but ParseError escapes
+        raise ParseError(
+            "parse_error", f"{url}: could not read the page ({describe(exc)})"
+        ) from exc
+
+
+def _parse_html_page(
+    body: bytes, headers: Mapping[str, str], url: str, selectors: HtmlSelectors
+) -> ParsedFeed:
+    problems = validate_selectors(selectors)
+    if problems:
+        raise ParseError("parse_error", f"{url}: " + "; ".join(problems) + " (fix sources.yaml)")
+    tree = _html_tree(body, headers)
+    base = url
+    base_node = tree.css_first("base[href]")
+    if base_node is not None and (href := base_node.attributes.get("href")):
+        base = urljoin(url, href.strip())
+    items = tree.css(selectors.item)
+    if not items:
+        raise ParseError(
+            "parse_error",
+            f"{url}: no element matches the item selector {selectors.item!r}; the page layout "
+            "may have changed: update the selectors in sources.yaml",
+        )
+    entries: list[ParsedEntry] = []
+    seen_links: set[str] = set()
+    for item in items:
+        link_node = _first(item, selectors.link)
+        href = _href(link_node)
+        link = cap(urljoin(base, href), LINK_CAP) if href else None
+        title = _node_text(_first(item, selectors.title)) or _node_text(link_node)
+        if not title and not link:
+            continue
+        if link is not None:
+            if link in seen_links:
+                continue
+            seen_links.add(link)
+        entries.append(
+            ParsedEntry(
+                guid=None,
+                link=link,
+                title=cap(plain_to_html(title), TITLE_CAP),
+                summary=cap(
+                    plain_to_html(_node_text(_first(item, selectors.summary))), SUMMARY_CAP
+                ),
+                published=_date_of(_first(item, selectors.date)),
+            )
+        )
+    if not entries:
+        raise ParseError(
+            "parse_error",
+            f"{url}: {len(items)} items match {selectors.item!r} but none has a title or link; "
+            "check the title and link selectors in sources.yaml",
+        )
+    title_node = tree.css_first("title")
+    page_title = _node_text(title_node) or None
+    return ParsedFeed(
+        entries=tuple(entries),
+        title=cap(page_title, TITLE_CAP) if page_title else None,
+    )
