@@ -68,10 +68,11 @@ def _feedparser_headers(headers: Mapping[str, str], url: str) -> dict[str, str]:
 
 
 def _is_json(body: bytes, headers: Mapping[str, str]) -> bool:
-    ctype = headers.get("content-type", "").lower()
-    if "json" in ctype:
+    """The first byte decides; the content-type only when the body starts like neither."""
+    first = body[:1024].lstrip(b" \t\r\n\xef\xbb\xbf")[:1]
+    if first in (b"{", b"["):
         return True
-    return body[:1024].lstrip(b" \t\r\n\xef\xbb\xbf")[:1] == b"{"
+    return first != b"<" and "json" in headers.get("content-type", "").lower()
 
 
 def parse_feed(body: bytes, headers: Mapping[str, str], url: str) -> ParsedFeed:
@@ -80,6 +81,7 @@ def parse_feed(body: bytes, headers: Mapping[str, str], url: str) -> ParsedFeed:
         if not isinstance(body, bytes | bytearray | memoryview):
             raise ParseError("parse_error", f"{url}: body must be bytes, not {type(body).__name__}")
         body = bytes(body)
+        headers = {name.lower(): value for name, value in headers.items()}
         if not body.strip():
             raise ParseError("parse_error", f"{url}: empty document")
         if _is_json(body, headers):

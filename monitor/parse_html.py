@@ -89,7 +89,8 @@ def parse_html_page(
 ) -> ParsedFeed:
     """A section page without a feed, read through CSS selectors; raises only ParseError."""
     try:
-        return _parse_html_page(bytes(body), headers, url, selectors)
+        lowered = {name.lower(): value for name, value in headers.items()}
+        return _parse_html_page(bytes(body), lowered, url, selectors)
     except ParseError:
         raise
     except Exception as exc:  # the contract: nothing but ParseError escapes

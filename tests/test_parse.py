@@ -416,3 +416,12 @@ def test_pure_stages_import_no_io(module: str) -> None:
             imported.add(node.module.split(".")[0])
     assert not imported & _FORBIDDEN
     assert "os" not in imported and "environ" not in source
+
+
+def test_format_is_decided_by_the_body_first() -> None:
+    # An RSS feed mislabelled as JSON is still read as RSS, and header names may be any case.
+    parsed = parse_feed(rss(item()), {"Content-Type": "application/json"}, URL)
+    assert len(parsed.entries) == 1
+    with pytest.raises(ParseError) as info:
+        parse_feed(b"not json, not xml", {"content-type": "application/feed+json"}, URL)
+    assert "invalid JSON" in str(info.value)
