@@ -97,6 +97,14 @@ class Settings(BaseSettings):
     )
     smtp_timeout: float = Field(20.0, description="Seconds for one SMTP exchange.")
     deliver_tick_seconds: float = Field(1.0, description="How often the dispatcher runs.")
+    slack_timeout: float = Field(10.0, description="Seconds for one Slack API call.")
+    slack_channel_interval: float = Field(
+        1.0, description="Seconds between two messages to one Slack channel (all replicas)."
+    )
+    deliver_batch: int = Field(50, description="Most alerts one dispatcher tick sends.")
+    deliver_retry_base_seconds: float = Field(
+        2.0, description="First retry delay; doubles per attempt, with full jitter (cap 1 h)."
+    )
     deliver_max_attempts: int = Field(8, description="Attempts before an alert is dead.")
     flood_threshold: int = Field(
         10, description="More new alerts than this from one source in one poll become a summary."

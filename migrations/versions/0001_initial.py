@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 08:04:03.934603
+Create Date: 2026-11-22 08:12:42.356581
 """
 from collections.abc import Sequence
 
@@ -51,6 +51,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_alert_article_id'), ['article_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_alert_next_attempt_at'), ['next_attempt_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_alert_status'), ['status'], unique=False)
+        batch_op.create_index(batch_op.f('ix_alert_story_id'), ['story_id'], unique=False)
 
     op.create_table('article',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -105,6 +106,7 @@ def upgrade() -> None:
     op.create_table('destination',
     sa.Column('key', sqlmodel.sql.sqltypes.AutoString(length=400), nullable=False),
     sa.Column('not_before', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('channel_ref', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True),
     sa.Column('updated_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('key', name=op.f('pk_destination'))
     )
@@ -210,6 +212,7 @@ def downgrade() -> None:
 
     op.drop_table('article')
     with op.batch_alter_table('alert', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_alert_story_id'))
         batch_op.drop_index(batch_op.f('ix_alert_status'))
         batch_op.drop_index(batch_op.f('ix_alert_next_attempt_at'))
         batch_op.drop_index(batch_op.f('ix_alert_article_id'))

@@ -137,9 +137,7 @@ class StoryBand(SQLModel, table=True):
     """
 
     __tablename__ = "story_band"
-    __table_args__ = (
-        Index("ix_story_band_band", "band", "created_at", "article_id", "story_id"),
-    )
+    __table_args__ = (Index("ix_story_band_band", "band", "created_at", "article_id", "story_id"),)
 
     id: int | None = Field(default=None, primary_key=True)
     band: int = Field(sa_column=Column(BigInteger, nullable=False))
@@ -157,7 +155,7 @@ class AlertRow(SQLModel, table=True):
     dedup_key: str = Field(max_length=400, unique=True)
     kind: str = Field(default="alert", max_length=20)  # alert | followup | summary | digest
     article_id: int | None = Field(default=None, index=True)
-    story_id: int | None = None
+    story_id: int | None = Field(default=None, index=True)
     source_id: str | None = Field(default=None, max_length=100)
     watchlist_id: str = Field(max_length=200)
     channel: str = Field(max_length=20)  # slack | email | console
@@ -186,6 +184,7 @@ class DestinationRow(SQLModel, table=True):
 
     key: str = Field(primary_key=True, max_length=400)  # "slack:#channel"
     not_before: datetime = Field(default_factory=utcnow)
+    channel_ref: str | None = Field(default=None, max_length=100)  # Slack channel id, once known
     updated_at: datetime = Field(default_factory=utcnow)
 
 

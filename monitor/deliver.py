@@ -1,0 +1,448 @@
+"""The dispatcher: claims due outbox rows, sends them outside any transaction, completes fenced.
+
+One `tick()`: build the digests whose period ended, claim due rows (short transaction), send
+them concurrently, then record each outcome in its own short transaction, fenced by the lease
+epoch. A row whose earlier attempt may have landed (crash or timeout mid-send) is first looked
+up at the provider (Slack: message metadata via conversations.history/replies) and only posted
+again when it is not there. Retry-After is persisted (`next_attempt_at`, and the channel's
+`not_before`), never slept on, so shutdown is never blocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import sys
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import TextIO
+
+from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session
+from sqlmodel import col
+
+from monitor.logs import get_logger
+from monitor.notify import DeliveryError, Notifier, Outgoing
+from monitor.notify.console import ConsoleNotifier
+from monitor.render import MAX_LIST, AlertContent, render_console
+from monitor.settings import Settings
+from monitor.store import outbox
+from monitor.store.outbox import ClaimedAlert
+from monitor.store.tables import AlertRow, DestinationRow, utcnow
+
+log = get_logger(__name__)
+
+RETRY_CAP_SECONDS = 3600.0
+RECONCILE_MARGIN_SECONDS = 60.0
+EMAIL_CONCURRENCY = 5
+
+
+def build_notifiers(settings: Settings, console: TextIO | None = None) -> dict[str, Notifier]:
+    """The senders this configuration allows (console always)."""
+    notifiers: dict[str, Notifier] = {"console": ConsoleNotifier(console)}
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
+    webhook = settings.slack_webhook_url.get_secret_value() if settings.slack_webhook_url else ""
+    if token:
+        from monitor.notify.slack import SlackNotifier
+
+        notifiers["slack"] = SlackNotifier(
+            token, base_url=settings.slack_api_url, timeout=settings.slack_timeout
+        )
+    elif webhook:
+        from monitor.notify.slack import WebhookNotifier
+
+        notifiers["slack"] = WebhookNotifier(webhook, timeout=settings.slack_timeout)
+    if settings.smtp_host:
+        from monitor.notify.email import EmailNotifier
+
+        notifiers["email"] = EmailNotifier(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            security=settings.smtp_security,
+            sender=settings.smtp_from,
+            username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            timeout=settings.smtp_timeout,
+        )
+    return notifiers
+
+
+def backoff(attempts: int, base: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with full jitter (AWS), never below one second."""
+    ceiling = min(RETRY_CAP_SECONDS, base * 2 ** max(0, attempts - 1))
+    return max(1.0, (rng or random).uniform(0, ceiling))
+
+
+class Dispatcher:
+    """Delivers the outbox; one per process, driven by the scheduler or `deliver --once`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        *,
+        owner: str,
+        dry_run: bool = False,
+        notifiers: Mapping[str, Notifier] | None = None,
+        console: TextIO | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.owner = owner
+        self.dry_run = dry_run
+        self.console = console
+        self.notifiers: dict[str, Notifier] = dict(
+            notifiers if notifiers is not None else build_notifiers(settings, console)
+        )
+        # A row must stay ours longer than one send can take, or another replica could
+        # reconcile it while our call is still in flight.
+        self.lease_seconds = max(
+            settings.lease_seconds, max(settings.slack_timeout, settings.smtp_timeout) + 5
+        )
+        self.draining = False
+        self._inflight: dict[int, asyncio.Task[str]] = {}
+        self._email_gate = asyncio.Semaphore(EMAIL_CONCURRENCY)
+        self.sent_total = 0
+        self.failed_total = 0
+
+    # --- tick ---------------------------------------------------------------------------------
+
+    async def tick(self, now: datetime | None = None) -> int:
+        """Build due digests, claim due rows, send them; returns how many were delivered."""
+        if self.draining:
+            return 0
+        if self.dry_run:
+            return await asyncio.to_thread(self._dry_run, now or utcnow())
+        await asyncio.to_thread(self._build_digests, now or utcnow())
+        claims = await asyncio.to_thread(self._claim, now or utcnow())
+        if not claims:
+            return 0
+        tasks = {claim.id: asyncio.create_task(self._deliver(claim)) for claim in claims}
+        self._inflight.update(tasks)
+        try:
+            results = await asyncio.gather(*tasks.values(), return_exceptions=True)
+        finally:
+            for alert_id in tasks:
+                self._inflight.pop(alert_id, None)
+        return sum(1 for r in results if r == "sent")
+
+    def _claim(self, now: datetime) -> list[ClaimedAlert]:
+        with Session(self.engine) as session, session.begin():
+            claims = outbox.claim(
+                session,
+                owner=self.owner,
+                now=now,
+                lease_seconds=self.lease_seconds,
+                limit=self.settings.deliver_batch,
+                slack_interval=self.settings.slack_channel_interval,
+                exclude=set(self._inflight),
+            )
+        return claims
+
+    # --- one row --------------------------------------------------------------------------------
+
+    async def _deliver(self, claim: ClaimedAlert) -> str:
+        notifier = self.notifiers.get(claim.channel)
+        if notifier is None:
+            error = (
+                f"{claim.channel} is not configured in this process: set "
+                f"{_config_hint(claim.channel)}, then `monitor alerts retry {claim.id}`"
+            )
+            await asyncio.to_thread(self._finish_dead, claim, error)
+            return "dead"
+        try:
+            content = AlertContent.from_json(claim.payload_json)
+        except (ValueError, KeyError, TypeError) as exc:
+            await asyncio.to_thread(self._finish_dead, claim, f"unreadable payload: {exc}")
+            return "dead"
+        message = Outgoing(
+            alert_id=claim.id,
+            dedup_key=claim.dedup_key,
+            destination=claim.destination,
+            content=content,
+            thread_ref=_thread_ref(claim),
+        )
+        try:
+            if claim.reconcile_since is not None:
+                lookup = await self._lookup_target(claim, message)
+                since = claim.reconcile_since.timestamp() - RECONCILE_MARGIN_SECONDS
+                found = await notifier.find_sent(lookup, since)
+                if found:
+                    log.info(
+                        "alert reconciled: found at the provider, not sent again",
+                        alert=claim.id,
+                        channel=claim.channel,
+                    )
+                    await asyncio.to_thread(self._finish_sent, claim, found)
+                    return "sent"
+            if claim.channel == "email":
+                async with self._email_gate:
+                    ref = await notifier.send(message)
+            else:
+                ref = await notifier.send(message)
+        except DeliveryError as exc:
+            await asyncio.to_thread(self._finish_error, claim, exc)
+            return "failed"
+        except asyncio.CancelledError:
+            # Shutdown: the call may or may not have landed; keep the row marked for lookup.
+            await asyncio.shield(asyncio.to_thread(self._release, claim))
+            raise
+        except Exception as exc:  # a bug or an unexpected library error: never lose the row
+            log.error("alert delivery crashed", alert=claim.id, error=repr(exc)[:300])
+            err = DeliveryError(
+                "dropped", f"unexpected {type(exc).__name__}", transient=True, ambiguous=True
+            )
+            await asyncio.to_thread(self._finish_error, claim, err)
+            return "failed"
+        await asyncio.to_thread(self._finish_sent, claim, ref)
+        return "sent"
+
+    async def _lookup_target(self, claim: ClaimedAlert, message: Outgoing) -> Outgoing:
+        """Slack reads need the channel id; use the one learned from earlier posts."""
+        if claim.channel != "slack":
+            return message
+        ref = await asyncio.to_thread(self._channel_ref, claim.destination)
+        if ref and ref != message.destination:
+            return Outgoing(
+                message.alert_id, message.dedup_key, ref, message.content, message.thread_ref
+            )
+        return message
+
+    def _channel_ref(self, destination: str) -> str | None:
+        key = outbox.destination_key("slack", destination)
+        with Session(self.engine) as session:
+            return session.scalar(
+                select(col(DestinationRow.channel_ref)).where(col(DestinationRow.key) == key)
+            )
+
+    # --- outcomes (each its own short transaction, fenced) ------------------------------------
+
+    def _finish_sent(self, claim: ClaimedAlert, ref: str) -> None:
+        now = utcnow()
+        with Session(self.engine) as session, session.begin():
+            ok = outbox.complete_sent(session, claim, owner=self.owner, provider_ref=ref, now=now)
+            if ok and claim.channel == "slack" and " " in ref:
+                channel_id = ref.split(" ", 1)[0]
+                session.execute(
+                    update(DestinationRow)
+                    .where(
+                        col(DestinationRow.key)
+                        == outbox.destination_key("slack", claim.destination),
+                        col(DestinationRow.channel_ref).is_(None),
+                    )
+                    .values(channel_ref=channel_id[:100])
+                    .execution_options(synchronize_session=False)
+                )
+        if ok:
+            self.sent_total += 1
+            log.info(
+                "alert sent",
+                alert=claim.id,
+                kind=claim.kind,
+                channel=claim.channel,
+                attempt=claim.attempts,
+            )
+        else:
+            log.warning(
+                "alert lease lost before completion; another replica owns it", alert=claim.id
+            )
+
+    def _finish_error(self, claim: ClaimedAlert, exc: DeliveryError) -> None:
+        now = utcnow()
+        self.failed_total += 1
+        with Session(self.engine) as session, session.begin():
+            if exc.kind == "rate_limited":
+                wait = exc.retry_after if exc.retry_after is not None else 1.0
+                until = now + timedelta(seconds=wait)
+                if claim.channel == "slack":
+                    outbox.hold_destination(session, claim.channel, claim.destination, until)
+                outbox.complete_retry(
+                    session,
+                    claim,
+                    owner=self.owner,
+                    at=until,
+                    error=exc.reason,
+                    maybe_sent=claim.reconcile_since is not None and exc.ambiguous,
+                    count_attempt=False,
+                )
+                log.warning(
+                    "alert rate limited; retry persisted",
+                    alert=claim.id,
+                    retry_after=wait,
+                    channel=claim.channel,
+                )
+                return
+            if not exc.transient:
+                outbox.complete_dead(session, claim, owner=self.owner, error=exc.reason, now=now)
+                log.error(
+                    "alert dead: permanent failure",
+                    alert=claim.id,
+                    channel=claim.channel,
+                    reason=exc.reason,
+                )
+                return
+            if claim.attempts >= self.settings.deliver_max_attempts:
+                reason = f"gave up after {claim.attempts} attempts: {exc.reason}"
+                outbox.complete_dead(session, claim, owner=self.owner, error=reason, now=now)
+                log.error(
+                    "alert dead: too many attempts",
+                    alert=claim.id,
+                    channel=claim.channel,
+                    reason=exc.reason,
+                )
+                return
+            delay = backoff(claim.attempts, self.settings.deliver_retry_base_seconds)
+            if exc.retry_after:
+                delay = max(delay, exc.retry_after)
+            maybe_sent = exc.ambiguous or (
+                claim.reconcile_since is not None and exc.reason.startswith("reconciling")
+            )
+            outbox.complete_retry(
+                session,
+                claim,
+                owner=self.owner,
+                at=now + timedelta(seconds=delay),
+                error=exc.reason,
+                maybe_sent=maybe_sent,
+            )
+        log.warning(
+            "alert delivery failed; will retry",
+            alert=claim.id,
+            channel=claim.channel,
+            kind=exc.kind,
+            reason=exc.reason,
+            retry_in=round(delay, 1),
+            maybe_sent=maybe_sent,
+        )
+
+    def _finish_dead(self, claim: ClaimedAlert, error: str) -> None:
+        with Session(self.engine) as session, session.begin():
+            outbox.complete_dead(session, claim, owner=self.owner, error=error, now=utcnow())
+        log.error("alert dead", alert=claim.id, reason=error)
+
+    def _release(self, claim: ClaimedAlert) -> None:
+        with Session(self.engine) as session, session.begin():
+            outbox.release(session, self.owner, [claim.id], now=utcnow())
+
+    # --- digests ------------------------------------------------------------------------------
+
+    def _build_digests(self, now: datetime) -> int:
+        """Fold the held entries of every ended period into one digest row per destination."""
+        built = 0
+        with Session(self.engine) as session, session.begin():
+            items = outbox.due_digest_items(session, now)
+            groups: dict[tuple[str, str, str, datetime], list[outbox.HeldItem]] = {}
+            for item in items:
+                groups.setdefault(
+                    (item.watchlist_id, item.channel, item.destination, item.digest_at), []
+                ).append(item)
+            for (watchlist_id, channel, destination, at), members in groups.items():
+                contents = [AlertContent.from_json(m.payload_json) for m in members]
+                first = contents[0]
+                spec = first.extra.get("digest", "")
+                digest = AlertContent(
+                    kind="digest",
+                    watchlist_id=watchlist_id,
+                    watchlist_name=first.watchlist_name,
+                    items=tuple(contents[: MAX_LIST * 3]),
+                    total=len(contents),
+                    period=f"{spec}, until {at:%Y-%m-%d %H:%M} UTC"
+                    if spec
+                    else f"until {at:%Y-%m-%d %H:%M} UTC",
+                )
+                key = f"d:{watchlist_id}:{channel}:{destination}:{at:%Y%m%dT%H%M}:{members[0].id}"
+                digest_id = outbox.enqueue(
+                    session,
+                    outbox.NewAlert(
+                        dedup_key=key if len(key) <= 400 else key[:300] + outbox.short_hash(key),
+                        kind="digest",
+                        watchlist_id=watchlist_id,
+                        channel=channel,
+                        destination=destination,
+                        payload_json=digest.to_json(),
+                    ),
+                    now=now,
+                )
+                if digest_id is not None:
+                    outbox.mark_digested(session, [m.id for m in members], digest_id)
+                    built += 1
+        if built:
+            log.info("digests built", digests=built)
+        return built
+
+    # --- dry run ------------------------------------------------------------------------------
+
+    def _dry_run(self, now: datetime) -> int:
+        """Render what is due without claiming or sending anything."""
+        out = self.console or sys.stdout
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(
+                    col(AlertRow.id),
+                    col(AlertRow.channel),
+                    col(AlertRow.destination),
+                    col(AlertRow.payload_json),
+                )
+                .where(
+                    col(AlertRow.status).in_(outbox.WAITING),
+                    col(AlertRow.next_attempt_at) <= now,
+                )
+                .order_by(col(AlertRow.id))
+                .limit(self.settings.deliver_batch)
+            ).all()
+        for alert_id, channel, destination, payload in rows:
+            content = AlertContent.from_json(payload)
+            out.write(f"[dry run] alert {alert_id} would go to {channel} {destination}\n")
+            out.write(render_console(content, f"{channel}:{destination}"))
+        out.flush()
+        return len(rows)
+
+    # --- shutdown -----------------------------------------------------------------------------
+
+    async def drain(self, grace: float = 3.0) -> None:
+        """Stop claiming; give in-flight sends `grace` seconds, then cancel and release them."""
+        self.draining = True
+        pending = set(self._inflight.values())
+        if pending:
+            _done, still = await asyncio.wait(pending, timeout=grace)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=2)
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self._release_all)
+
+    def _release_all(self) -> None:
+        with Session(self.engine) as session, session.begin():
+            released = outbox.release(session, self.owner, now=utcnow())
+        if released:
+            log.info("alerts released for another replica", alerts=released)
+
+    async def aclose(self) -> None:
+        for notifier in self.notifiers.values():
+            with contextlib.suppress(Exception):
+                await notifier.aclose()
+
+
+def _thread_ref(claim: ClaimedAlert) -> str | None:
+    """The parent's reference in this channel's terms (webhook/console have no threads)."""
+    ref = claim.parent_ref
+    if not ref:
+        return None
+    if claim.channel == "slack" and " " in ref:
+        return ref
+    if claim.channel == "email" and ref.startswith("<"):
+        return ref
+    return None
+
+
+def _config_hint(channel: str) -> str:
+    if channel == "slack":
+        return "MONITOR_SLACK_BOT_TOKEN (or MONITOR_SLACK_WEBHOOK_URL)"
+    if channel == "email":
+        return "MONITOR_SMTP_HOST"
+    return "nothing (console is always available)"
+
+
+__all__ = ["Dispatcher", "backoff", "build_notifiers"]

@@ -1,0 +1,281 @@
+"""Slack: bot token + chat.postMessage (threads, metadata reconciliation), or incoming webhooks.
+
+No SDK retries on chat.postMessage (`retry_handlers=[]`): a reset after Slack accepted the
+message would be re-posted blindly. The outbox retries instead, and a row whose earlier attempt
+may have landed is first looked up by the alert id carried in the message metadata.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from monitor.notify import DeliveryError, Outgoing
+from monitor.render import render_slack
+
+EVENT_TYPE = "monitor_alert"
+# ok:false errors that no retry can fix: dead at once, with the reason.
+PERMANENT = frozenset(
+    {
+        "channel_not_found",
+        "not_in_channel",
+        "is_archived",
+        "msg_too_long",
+        "invalid_blocks",
+        "invalid_metadata_format",
+        "invalid_metadata_schema",
+        "no_text",
+        "too_many_attachments",
+        "restricted_action",
+        "cannot_reply_to_message",
+    }
+)
+CONFIG = frozenset(
+    {
+        "invalid_auth",
+        "not_authed",
+        "account_inactive",
+        "token_revoked",
+        "token_expired",
+        "no_permission",
+        "missing_scope",
+        "not_allowed_token_type",
+        "team_access_not_granted",
+    }
+)
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """A stored Slack reference "CHANNEL TS" → (channel, ts)."""
+    channel, _, ts = ref.partition(" ")
+    return channel, ts
+
+
+def _retry_after(headers: Any, default: float = 1.0) -> float:
+    try:
+        value = headers.get("Retry-After") or headers.get("retry-after")
+        return max(0.0, float(value)) if value is not None else default
+    except (TypeError, ValueError, AttributeError):
+        return default
+
+
+def classify_api_error(exc: SlackApiError) -> DeliveryError:
+    """SlackApiError (ok:false or an HTTP error status) → DeliveryError."""
+    response = exc.response
+    status = int(getattr(response, "status_code", 0) or 0)
+    data = getattr(response, "data", None)
+    error = str(data.get("error", "")) if isinstance(data, dict) else ""
+    if status == 429 or error == "ratelimited":
+        retry = _retry_after(getattr(response, "headers", {}) or {})
+        return DeliveryError(
+            "rate_limited", "Slack rate limit (429)", transient=True, retry_after=retry
+        )
+    if status >= 500:
+        wait = _retry_after(getattr(response, "headers", {}) or {}, default=0.0) or None
+        # Slack may have stored the message before failing: reconcile before posting again.
+        return DeliveryError(
+            "server_error",
+            f"Slack HTTP {status}",
+            transient=True,
+            retry_after=wait,
+            ambiguous=True,
+        )
+    if error in CONFIG:
+        return DeliveryError(
+            "config",
+            f"Slack error {error}: check MONITOR_SLACK_BOT_TOKEN and the app's scopes",
+            transient=False,
+        )
+    if error in PERMANENT:
+        return DeliveryError("rejected", f"Slack error {error}", transient=False)
+    if error:
+        return DeliveryError("rejected", f"Slack error {error}", transient=True)
+    return DeliveryError(
+        "server_error", f"Slack HTTP {status} without an answer", transient=True, ambiguous=True
+    )
+
+
+def classify_transport_error(exc: BaseException) -> DeliveryError:
+    """Network failures: before the request went out (safe) or after (maybe delivered)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return DeliveryError(
+            "connection", f"cannot connect to Slack ({type(exc).__name__})", transient=True
+        )
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return DeliveryError(
+            "timeout", "no answer from Slack in time", transient=True, ambiguous=True
+        )
+    return DeliveryError(
+        "dropped",
+        f"connection to Slack lost ({type(exc).__name__})",
+        transient=True,
+        ambiguous=True,
+    )
+
+
+class SlackNotifier:
+    """Bot-token mode: threads, metadata, reconciliation through conversations.history."""
+
+    channel = "slack"
+
+    def __init__(self, token: str, *, base_url: str, timeout: float = 10.0) -> None:
+        base = base_url if base_url.endswith("/") else base_url + "/"
+        self._post = AsyncWebClient(
+            token=token, base_url=base, timeout=int(max(1, timeout)), retry_handlers=[]
+        )
+        self._read = AsyncWebClient(
+            token=token,
+            base_url=base,
+            timeout=int(max(1, timeout)),
+            retry_handlers=[
+                AsyncConnectionErrorRetryHandler(),
+                AsyncRateLimitErrorRetryHandler(max_retry_count=1),
+            ],
+        )
+        self.timeout = timeout
+
+    async def send(self, message: Outgoing) -> str:
+        rendered = render_slack(message.content)
+        thread_ts = None
+        if message.thread_ref:
+            _channel, thread_ts = split_ref(message.thread_ref)
+        kwargs: dict[str, Any] = {
+            "channel": message.destination,
+            "text": rendered.text,
+            "blocks": rendered.blocks,
+            "unfurl_links": False,
+            "unfurl_media": False,
+            "link_names": False,
+            "parse": "none",
+            "metadata": {
+                "event_type": EVENT_TYPE,
+                "event_payload": {
+                    "alert_id": str(message.alert_id),
+                    "key": message.dedup_key[:200],
+                },
+            },
+        }
+        if thread_ts:
+            kwargs["thread_ts"] = thread_ts
+        try:
+            async with asyncio.timeout(self.timeout + 2):
+                response = await self._post.chat_postMessage(**kwargs)
+        except SlackApiError as exc:
+            raise classify_api_error(exc) from None
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise classify_transport_error(exc) from None
+        channel = str(response.get("channel") or message.destination)
+        return f"{channel} {response.get('ts')}"
+
+    async def find_sent(self, message: Outgoing, since_epoch: float) -> str | None:
+        """Look for this alert id in the channel (or the thread) since the earlier attempt."""
+        wanted = str(message.alert_id)
+        cursor: str | None = None
+        try:
+            async with asyncio.timeout(self.timeout * 3):
+                for _page in range(10):
+                    args: dict[str, Any] = {
+                        "channel": message.destination,
+                        "oldest": f"{since_epoch:.6f}",
+                        "include_all_metadata": True,
+                        "limit": 200,
+                    }
+                    if cursor:
+                        args["cursor"] = cursor
+                    if message.thread_ref:
+                        args["ts"] = split_ref(message.thread_ref)[1]
+                        response = await self._read.conversations_replies(**args)
+                    else:
+                        response = await self._read.conversations_history(**args)
+                    for item in response.get("messages") or []:
+                        meta = item.get("metadata") or {}
+                        payload = meta.get("event_payload") or {}
+                        if (
+                            meta.get("event_type") == EVENT_TYPE
+                            and str(payload.get("alert_id")) == wanted
+                        ):
+                            return f"{response.get('channel') or message.destination} {item['ts']}"
+                    meta = response.get("response_metadata") or {}
+                    cursor = meta.get("next_cursor") or None
+                    if not cursor:
+                        return None
+        except SlackApiError as exc:
+            raise classify_api_error(exc) from None
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            error = classify_transport_error(exc)
+            # A failed look-up proves nothing was sent twice yet: retry the look-up later.
+            raise DeliveryError(
+                error.kind, f"reconciling: {error.reason}", transient=True, ambiguous=True
+            ) from None
+        return None
+
+    async def aclose(self) -> None:
+        for client in (self._post, self._read):
+            session = getattr(client, "session", None)
+            if session is not None:
+                with contextlib.suppress(Exception):
+                    await session.close()
+
+
+class WebhookNotifier:
+    """Incoming-webhook mode: one fixed channel, no threads, no metadata, no reconciliation."""
+
+    channel = "slack"
+
+    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+        self._client = AsyncWebhookClient(url, timeout=int(max(1, timeout)), retry_handlers=[])
+        self.timeout = timeout
+
+    async def send(self, message: Outgoing) -> str:
+        rendered = render_slack(message.content)
+        try:
+            async with asyncio.timeout(self.timeout + 2):
+                response = await self._client.send(
+                    text=rendered.text,
+                    blocks=rendered.blocks,
+                    unfurl_links=False,
+                    unfurl_media=False,
+                )
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise classify_transport_error(exc) from None
+        status = int(response.status_code)
+        body = str(response.body or "")
+        if status == 200:
+            return "webhook"
+        if status == 429:
+            raise DeliveryError(
+                "rate_limited",
+                "Slack webhook rate limit (429)",
+                transient=True,
+                retry_after=_retry_after(response.headers or {}),
+            )
+        if status >= 500:
+            raise DeliveryError(
+                "server_error", f"Slack webhook HTTP {status}", transient=True, ambiguous=True
+            )
+        if status in (403, 404, 410) or body in ("no_service", "invalid_token", "no_team"):
+            raise DeliveryError(
+                "config",
+                f"Slack webhook refused ({status} {body[:60]}): check MONITOR_SLACK_WEBHOOK_URL",
+                transient=False,
+            )
+        raise DeliveryError("rejected", f"Slack webhook HTTP {status} {body[:60]}", transient=False)
+
+    async def find_sent(self, message: Outgoing, since_epoch: float) -> str | None:
+        return None  # webhooks return no message reference: at-least-once only
+
+    async def aclose(self) -> None:
+        session = getattr(self._client, "session", None)
+        if session is not None:
+            with contextlib.suppress(Exception):
+                await session.close()

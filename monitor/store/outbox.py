@@ -1,0 +1,560 @@
+"""The alert outbox: enqueue in the ingest transaction, claim with leases, complete fenced.
+
+States: `pending → sending → sent | retry (at next_attempt_at) | dead`; digest entries wait as
+`held` until their period ends and then become `digested` (listed in one `digest` row).
+
+A row whose earlier attempt may have reached the provider keeps `attempt_started_at`; the next
+claim hands that time to the dispatcher, which reconciles before sending again. A definite
+failure clears it. Slack pacing is a `destination` row per channel whose `not_before` is
+claimed with `FOR UPDATE SKIP LOCKED`, so all replicas together send about one message per
+second per channel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+from sqlmodel import col
+
+from monitor.store.tables import AlertRow, DestinationRow
+
+WAITING = ("pending", "retry")
+STATES = ("held", "pending", "sending", "retry", "sent", "dead", "digested")
+
+
+@dataclass(frozen=True, slots=True)
+class NewAlert:
+    """An outbox row to write (insert ON CONFLICT (dedup_key) DO NOTHING)."""
+
+    dedup_key: str
+    kind: str
+    watchlist_id: str
+    channel: str
+    destination: str
+    payload_json: str
+    article_id: int | None = None
+    story_id: int | None = None
+    source_id: str | None = None
+    parent_alert_id: int | None = None
+    status: str = "pending"
+    digest_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedAlert:
+    """A row this replica leased for sending; `reconcile_since` set means: look first."""
+
+    id: int
+    dedup_key: str
+    kind: str
+    channel: str
+    destination: str
+    payload_json: str
+    attempts: int
+    lease_epoch: int
+    reconcile_since: datetime | None
+    parent_ref: str | None  # provider_ref of the parent (thread), if it was sent
+
+
+@dataclass(frozen=True, slots=True)
+class AlertView:
+    id: int
+    kind: str
+    watchlist_id: str
+    channel: str
+    destination: str
+    status: str
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime
+    sent_at: datetime | None
+    last_error: str | None
+    title: str
+    parent_alert_id: int | None
+
+
+def short_hash(*parts: object) -> str:
+    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:24]
+
+
+def destination_key(channel: str, destination: str) -> str:
+    return f"{channel}:{destination}"[:400]
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _insert(session: Session, table: type, values: dict[str, object], returning: bool) -> object:
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    stmt = module.insert(table).values(**values).on_conflict_do_nothing()
+    if returning:
+        return session.execute(stmt.returning(table.id)).scalar_one_or_none()  # type: ignore[attr-defined]
+    session.execute(stmt)
+    return None
+
+
+# --------------------------------------------------------------------------- enqueue
+
+
+def enqueue(session: Session, alert: NewAlert, *, now: datetime) -> int | None:
+    """Write one row; None when its dedup_key exists already (a re-run never doubles)."""
+    values: dict[str, object] = {
+        "dedup_key": alert.dedup_key[:400],
+        "kind": alert.kind,
+        "article_id": alert.article_id,
+        "story_id": alert.story_id,
+        "source_id": alert.source_id,
+        "watchlist_id": alert.watchlist_id[:200],
+        "channel": alert.channel,
+        "destination": alert.destination[:400],
+        "status": alert.status,
+        "payload_json": alert.payload_json,
+        "parent_alert_id": alert.parent_alert_id,
+        "digest_at": alert.digest_at,
+        "attempts": 0,
+        "next_attempt_at": alert.digest_at or now,
+        "lease_epoch": 0,
+        "created_at": now,
+    }
+    row_id = _insert(session, AlertRow, values, returning=True)
+    if alert.channel == "slack":
+        ensure_destination(session, destination_key(alert.channel, alert.destination), now)
+    return int(row_id) if isinstance(row_id, int) else None
+
+
+def ensure_destination(session: Session, key: str, now: datetime) -> None:
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    session.execute(
+        module.insert(DestinationRow)
+        .values(key=key, not_before=now, updated_at=now)
+        .on_conflict_do_nothing()
+    )
+
+
+def find_first_alert(
+    session: Session,
+    *,
+    watchlist_id: str,
+    channel: str,
+    destination: str,
+    article_id: int | None = None,
+    story_id: int | None = None,
+) -> int | None:
+    """The top-level alert a follow-up belongs under (by article, else by story)."""
+    if article_id is None and story_id is None:
+        return None
+    where = [
+        col(AlertRow.watchlist_id) == watchlist_id,
+        col(AlertRow.channel) == channel,
+        col(AlertRow.destination) == destination,
+        col(AlertRow.kind) == "alert",
+    ]
+    if article_id is not None:
+        where.append(col(AlertRow.article_id) == article_id)
+    else:
+        where.append(col(AlertRow.story_id) == story_id)
+    found = session.scalar(select(col(AlertRow.id)).where(*where).order_by(col(AlertRow.id)))
+    return int(found) if found is not None else None
+
+
+def story_alerted(session: Session, *, watchlist_id: str, story_id: int) -> bool:
+    """Did this story already alert (or enter a digest) for this watchlist, anywhere?"""
+    found = session.scalar(
+        select(col(AlertRow.id))
+        .where(
+            col(AlertRow.watchlist_id) == watchlist_id,
+            col(AlertRow.story_id) == story_id,
+            col(AlertRow.kind).in_(("alert", "summary_item")),
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
+# --------------------------------------------------------------------------- claim / complete
+
+
+def claim(
+    session: Session,
+    *,
+    owner: str,
+    now: datetime,
+    lease_seconds: float,
+    limit: int,
+    slack_interval: float = 1.0,
+    exclude: Iterable[int] = (),
+) -> list[ClaimedAlert]:
+    """Lease due rows: waiting ones whose time came, and `sending` ones whose lease expired.
+
+    At most one Slack row per channel per `slack_interval` (the channel's `not_before` row is
+    taken with SKIP LOCKED, so replicas share the budget); follow-ups wait for their parent.
+    """
+    due = or_(
+        and_(col(AlertRow.status).in_(WAITING), col(AlertRow.next_attempt_at) <= now),
+        and_(col(AlertRow.status) == "sending", col(AlertRow.lease_until) < now),
+    )
+    rows = session.execute(
+        select(
+            col(AlertRow.id),
+            col(AlertRow.channel),
+            col(AlertRow.destination),
+            col(AlertRow.parent_alert_id),
+            col(AlertRow.attempt_started_at),
+        )
+        .where(due)
+        .order_by(col(AlertRow.id))
+        .limit(limit * 4)
+        .with_for_update(skip_locked=True)
+    ).all()
+    skip = set(exclude)  # still in flight in this process (its lease may have run out)
+    rows = [r for r in rows if int(r[0] or 0) not in skip]
+    if not rows:
+        return []
+    parents = {int(r[3]) for r in rows if r[3] is not None}
+    parent_state: dict[int, tuple[str, str | None]] = {}
+    if parents:
+        for pid, status, ref in session.execute(
+            select(col(AlertRow.id), col(AlertRow.status), col(AlertRow.provider_ref)).where(
+                col(AlertRow.id).in_(parents)
+            )
+        ):
+            parent_state[int(pid or 0)] = (str(status), ref)
+    chosen: list[tuple[int, datetime | None, str | None]] = []
+    slack_wanted: dict[str, int] = {}
+    for row_id, channel, destination, parent_id, started in rows:
+        ref = None
+        if parent_id is not None:
+            status, ref = parent_state.get(int(parent_id), ("dead", None))
+            if status not in ("sent", "dead", "digested"):
+                continue  # the thread does not exist yet
+        if channel == "slack":
+            key = destination_key(channel, destination)
+            if key in slack_wanted:
+                continue
+            slack_wanted[key] = int(row_id or 0)
+        chosen.append((int(row_id or 0), _aware(started), ref))
+        if len(chosen) >= limit:
+            break
+    if slack_wanted:
+        granted = set(
+            session.scalars(
+                select(col(DestinationRow.key))
+                .where(
+                    col(DestinationRow.key).in_(list(slack_wanted)),
+                    col(DestinationRow.not_before) <= now,
+                )
+                .with_for_update(skip_locked=True)
+            )
+        )
+        missing = set(slack_wanted) - granted - _existing_destinations(session, slack_wanted)
+        for key in missing:  # rows written before pacing rows existed: create and take them
+            ensure_destination(session, key, now)
+            granted.add(key)
+        if granted:
+            session.execute(
+                update(DestinationRow)
+                .where(col(DestinationRow.key).in_(list(granted)))
+                .values(not_before=now + timedelta(seconds=slack_interval), updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        refused = {row_id for key, row_id in slack_wanted.items() if key not in granted}
+        chosen = [c for c in chosen if c[0] not in refused]
+    if not chosen:
+        return []
+    ids = [c[0] for c in chosen]
+    claimed = session.execute(
+        update(AlertRow)
+        .where(col(AlertRow.id).in_(ids))
+        .values(
+            status="sending",
+            attempts=col(AlertRow.attempts) + 1,
+            attempt_started_at=now,
+            lease_owner=owner,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            lease_epoch=col(AlertRow.lease_epoch) + 1,
+        )
+        .returning(
+            col(AlertRow.id),
+            col(AlertRow.dedup_key),
+            col(AlertRow.kind),
+            col(AlertRow.channel),
+            col(AlertRow.destination),
+            col(AlertRow.payload_json),
+            col(AlertRow.attempts),
+            col(AlertRow.lease_epoch),
+        )
+        .execution_options(synchronize_session=False)
+    ).all()
+    extra = {c[0]: c for c in chosen}
+    out = [
+        ClaimedAlert(
+            id=int(r[0] or 0),
+            dedup_key=str(r[1]),
+            kind=str(r[2]),
+            channel=str(r[3]),
+            destination=str(r[4]),
+            payload_json=str(r[5]),
+            attempts=int(r[6]),
+            lease_epoch=int(r[7]),
+            reconcile_since=extra[int(r[0] or 0)][1],
+            parent_ref=extra[int(r[0] or 0)][2],
+        )
+        for r in claimed
+    ]
+    return sorted(out, key=lambda c: c.id)
+
+
+def _existing_destinations(session: Session, wanted: Iterable[str]) -> set[str]:
+    return set(
+        session.scalars(select(col(DestinationRow.key)).where(col(DestinationRow.key).in_(wanted)))
+    )
+
+
+def _fenced(alert: ClaimedAlert, owner: str) -> list[object]:
+    return [
+        col(AlertRow.id) == alert.id,
+        col(AlertRow.lease_owner) == owner,
+        col(AlertRow.lease_epoch) == alert.lease_epoch,
+        col(AlertRow.status) == "sending",
+    ]
+
+
+def complete_sent(
+    session: Session, alert: ClaimedAlert, *, owner: str, provider_ref: str, now: datetime
+) -> bool:
+    """Mark sent if our lease still holds; False means another replica owns the row now."""
+    result = session.execute(
+        update(AlertRow)
+        .where(*_fenced(alert, owner))  # type: ignore[arg-type]
+        .values(
+            status="sent",
+            provider_ref=provider_ref[:400],
+            thread_ref=alert.parent_ref,
+            sent_at=now,
+            lease_owner=None,
+            lease_until=None,
+            attempt_started_at=None,
+            last_error=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined, no-any-return]
+
+
+def complete_retry(
+    session: Session,
+    alert: ClaimedAlert,
+    *,
+    owner: str,
+    at: datetime,
+    error: str,
+    maybe_sent: bool,
+    count_attempt: bool = True,
+) -> bool:
+    """Put the row back for a later attempt; `maybe_sent` keeps it marked for reconciliation."""
+    values: dict[str, object] = {
+        "status": "retry",
+        "next_attempt_at": at,
+        "last_error": error[:2000],
+        "lease_owner": None,
+        "lease_until": None,
+    }
+    if not maybe_sent:
+        values["attempt_started_at"] = None
+    if not count_attempt:
+        values["attempts"] = col(AlertRow.attempts) - 1
+    result = session.execute(
+        update(AlertRow)
+        .where(*_fenced(alert, owner))  # type: ignore[arg-type]
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined, no-any-return]
+
+
+def complete_dead(
+    session: Session, alert: ClaimedAlert, *, owner: str, error: str, now: datetime
+) -> bool:
+    result = session.execute(
+        update(AlertRow)
+        .where(*_fenced(alert, owner))  # type: ignore[arg-type]
+        .values(
+            status="dead",
+            last_error=error[:2000],
+            lease_owner=None,
+            lease_until=None,
+            attempt_started_at=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined, no-any-return]
+
+
+def hold_destination(session: Session, channel: str, destination: str, until: datetime) -> None:
+    """Persist a provider's Retry-After for the whole channel (shared by replicas)."""
+    key = destination_key(channel, destination)
+    ensure_destination(session, key, until)
+    session.execute(
+        update(DestinationRow)
+        .where(col(DestinationRow.key) == key, col(DestinationRow.not_before) < until)
+        .values(not_before=until, updated_at=until)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def release(
+    session: Session, owner: str, ids: Iterable[int] | None = None, *, now: datetime
+) -> int:
+    """Give rows back at shutdown; `attempt_started_at` stays, so they are reconciled first."""
+    stmt = update(AlertRow).where(
+        col(AlertRow.lease_owner) == owner, col(AlertRow.status) == "sending"
+    )
+    id_list = list(ids or [])
+    if id_list:
+        stmt = stmt.where(col(AlertRow.id).in_(id_list))
+    result = session.execute(
+        stmt.values(
+            status="retry", next_attempt_at=now, lease_owner=None, lease_until=None
+        ).execution_options(synchronize_session=False)
+    )
+    return result.rowcount  # type: ignore[attr-defined, no-any-return]
+
+
+# --------------------------------------------------------------------------- digests
+
+
+@dataclass(frozen=True, slots=True)
+class HeldItem:
+    id: int
+    watchlist_id: str
+    channel: str
+    destination: str
+    digest_at: datetime
+    payload_json: str
+
+
+def due_digest_items(session: Session, now: datetime, limit: int = 5000) -> list[HeldItem]:
+    rows = session.execute(
+        select(
+            col(AlertRow.id),
+            col(AlertRow.watchlist_id),
+            col(AlertRow.channel),
+            col(AlertRow.destination),
+            col(AlertRow.digest_at),
+            col(AlertRow.payload_json),
+        )
+        .where(col(AlertRow.status) == "held", col(AlertRow.digest_at) <= now)
+        .order_by(col(AlertRow.id))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    return [
+        HeldItem(int(r[0] or 0), str(r[1]), str(r[2]), str(r[3]), _aware(r[4]) or now, str(r[5]))
+        for r in rows
+    ]
+
+
+def mark_digested(session: Session, ids: Sequence[int], digest_id: int) -> None:
+    session.execute(
+        update(AlertRow)
+        .where(col(AlertRow.id).in_(list(ids)), col(AlertRow.status) == "held")
+        .values(status="digested", parent_alert_id=digest_id)
+        .execution_options(synchronize_session=False)
+    )
+
+
+# --------------------------------------------------------------------------- inspection
+
+
+def list_alerts(
+    session: Session, *, statuses: Sequence[str] = (), limit: int = 50
+) -> list[AlertView]:
+    stmt = select(AlertRow).order_by(col(AlertRow.id).desc()).limit(limit)
+    if statuses:
+        stmt = stmt.where(col(AlertRow.status).in_(list(statuses)))
+    out = []
+    for row in session.scalars(stmt):
+        try:
+            title = str(json.loads(row.payload_json).get("title") or "")
+        except (ValueError, AttributeError):
+            title = ""
+        out.append(
+            AlertView(
+                id=int(row.id or 0),
+                kind=row.kind,
+                watchlist_id=row.watchlist_id,
+                channel=row.channel,
+                destination=row.destination,
+                status=row.status,
+                attempts=row.attempts,
+                created_at=_aware(row.created_at) or row.created_at,
+                next_attempt_at=_aware(row.next_attempt_at) or row.next_attempt_at,
+                sent_at=_aware(row.sent_at),
+                last_error=row.last_error,
+                title=title,
+                parent_alert_id=row.parent_alert_id,
+            )
+        )
+    return out
+
+
+def retry_alerts(
+    session: Session, *, ids: Sequence[int] = (), dead: bool = False, now: datetime
+) -> int:
+    """Send again: dead rows (all with `dead`, or the given ids whatever their final state)."""
+    stmt = update(AlertRow)
+    if dead:
+        stmt = stmt.where(col(AlertRow.status) == "dead")
+    else:
+        stmt = stmt.where(
+            col(AlertRow.id).in_(list(ids)),
+            col(AlertRow.status).in_(("dead", "sent", "retry")),
+        )
+    result = session.execute(
+        stmt.values(
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+            attempt_started_at=None,
+            last_error=None,
+            lease_owner=None,
+            lease_until=None,
+        ).execution_options(synchronize_session=False)
+    )
+    return result.rowcount  # type: ignore[attr-defined, no-any-return]
+
+
+__all__ = [
+    "AlertView",
+    "ClaimedAlert",
+    "HeldItem",
+    "NewAlert",
+    "claim",
+    "complete_dead",
+    "complete_retry",
+    "complete_sent",
+    "destination_key",
+    "due_digest_items",
+    "enqueue",
+    "ensure_destination",
+    "find_first_alert",
+    "hold_destination",
+    "list_alerts",
+    "mark_digested",
+    "release",
+    "retry_alerts",
+    "short_hash",
+    "story_alerted",
+]
