@@ -120,7 +120,9 @@ class Doc:
                     pass
         return found
 
-    def bounds(self, field: int, upto: int | None = None) -> list[tuple[int, int]]:
+    def bounds(
+        self, field: int, upto: int | None = None, until: int | None = None
+    ) -> list[tuple[int, int]]:
         """[start, end) of the field's words in the original text, at least up to word `upto`.
 
         Computed on demand and only as far as needed: long articles usually match early.
@@ -132,6 +134,8 @@ class Doc:
             self._folded[field] = folded
             self._iters[field] = WORD_RE.finditer(folded.text)
         words = self._iters[field]
+        if until is not None and found and found[-1][0] >= until:
+            return found
         if words is not None and (upto is None or upto >= len(found)):
             origin = self._folded[field].origin  # type: ignore[union-attr]
             for m in words:
@@ -140,6 +144,8 @@ class Doc:
                     (start, end) if origin is None else (origin[start], origin[end - 1] + 1)
                 )
                 if upto is not None and len(found) > upto:
+                    break
+                if until is not None and found[-1][0] >= until:
                     break
             else:
                 self._iters[field] = None
@@ -622,8 +628,10 @@ def _snippet(doc: Doc, hits: list[Hit]) -> tuple[str, tuple[Span, ...]]:
         lead = "…" if start > 0 else ""
         snippet = lead + text[start:end] + ("…" if end < len(text) else "")
         shift = len(lead) - start
+        bounds = doc.bounds(SUMMARY, until=end)  # words up to the end of the window
         for _, _, first, last in body:
-            bounds = doc.bounds(SUMMARY, last)
+            if last >= len(bounds):
+                break
             s, e = bounds[first][0], bounds[last][1]
             if s >= end:
                 break
@@ -661,7 +669,7 @@ class Matcher:
         self._always: list[int] = []
         # Whole-word keys are found by a set intersection on their rarest word, then confirmed
         # by substring search; prefix and Hangul keys go through the Aho-Corasick automaton.
-        self._by_word: dict[str, list[tuple[str, int]]] = {}
+        self._by_word: dict[str, list[tuple[str | None, int]]] = {}  # key None: the word itself
         self._by_ac: dict[str, list[int]] = {}
         self._rest: list[tuple[tuple[frozenset[str], tuple[str, ...]], ...]] = []
         for index, item in enumerate(self.compiled):
@@ -674,7 +682,8 @@ class Matcher:
             for key in best:
                 if len(key) > 2 and key[0] == " " and key[-1] == " ":
                     word = max(key.split(), key=_key_rarity)
-                    self._by_word.setdefault(word, []).append((key, index))
+                    single = key == f" {word} "
+                    self._by_word.setdefault(word, []).append((None if single else key, index))
                 else:
                     self._by_ac.setdefault(key, []).append(index)
         self._word_keys = frozenset(self._by_word)
@@ -701,7 +710,7 @@ class Matcher:
         by_word = self._by_word
         for word in self._word_keys.intersection(words):
             for key, index in by_word[word]:
-                if key == f" {word} " or key in hay:
+                if key is None or key in hay:
                     hits.append(index)
         for automaton in (self._ac_ascii, self._ac_other if not hay.isascii() else None):
             if automaton is not None:
@@ -710,14 +719,16 @@ class Matcher:
         for index in hits:
             if index in found:
                 continue
-            if rest[index]:
+            clauses = rest[index]
+            if clauses:
                 if present is None:
                     present = set(words)
-                if not all(
-                    not bare.isdisjoint(present) or any(k in hay for k in other)
-                    for bare, other in rest[index]
-                ):
-                    continue
+                for bare, other in clauses:
+                    if bare.isdisjoint(present) and not any(k in hay for k in other):
+                        break
+                else:
+                    found.add(index)
+                continue
             found.add(index)
         return sorted(found)
 
