@@ -32,6 +32,7 @@ ACCEPT = (
     "text/xml;q=0.8, application/json;q=0.8, text/html;q=0.5, */*;q=0.1"
 )
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_STEP = 1024 * 1024
 
 
 class _TooLarge(Exception):
@@ -64,7 +65,8 @@ class _Decoder:
                 self._obj = zlib.decompressobj(-zlib.MAX_WBITS)
         pending = data
         while pending:
-            out = self._obj.decompress(pending, self.cap - self.size + 1)
+            # Small steps: one call's output (and zlib's buffer growth) stays ~1 MiB.
+            out = self._obj.decompress(pending, min(self.cap - self.size + 1, _STEP))
             self._add(out)
             pending = self._obj.unconsumed_tail
             if self._obj.eof:
@@ -269,6 +271,7 @@ class Fetcher:
             try:
                 if response.status_code in _REDIRECTS and response.next_request is not None:
                     request = response.next_request
+                    await _drain(response)
                     continue
                 return await self._finish(req, response, started)
             finally:
@@ -286,12 +289,14 @@ class Fetcher:
         status = response.status_code
         headers = {k.lower(): v for k, v in response.headers.items()}
         if status == 304:
+            await _drain(response)
             return self._result(req, response, headers, None, started)
         if 200 <= status < 300:
             body = await self._read_capped(req, response, headers)
             if isinstance(body, FetchError):
                 return body
             return self._result(req, response, headers, body, started)
+        await _drain(response)
         return _status_error(req, status, headers)
 
     async def _read_capped(
@@ -366,6 +371,16 @@ class Fetcher:
             max_age_seconds=parse_max_age(cache_control) if cache_control else None,
             elapsed_seconds=time.monotonic() - started,
         )
+
+
+async def _drain(response: httpx.Response, limit: int = 64 * 1024) -> None:
+    """Read a small leftover body so the connection goes back to the pool (an unread
+    response, even an empty 304, makes httpcore close it); give up on anything bigger."""
+    seen = 0
+    async for chunk in response.aiter_raw():
+        seen += len(chunk)
+        if seen > limit:
+            return
 
 
 def _status_error(req: FetchRequest, status: int, headers: dict[str, str]) -> FetchError:
