@@ -31,6 +31,7 @@ from monitor.parse_common import (
     describe,
     optional_text,
     plain_to_html,
+    web_link,
 )
 from monitor.parse_entities import check_entities
 from monitor.parse_html import parse_html_page, validate_selectors
@@ -176,7 +177,7 @@ def _xml_entry(e: dict[str, Any]) -> ParsedEntry:
     published = struct_to_datetime(dict.get(e, "published_parsed") or dict.get(e, "updated_parsed"))
     return ParsedEntry(
         guid=optional_text(e.get("id"), GUID_CAP),
-        link=optional_text(e.get("link"), LINK_CAP),
+        link=web_link(e.get("link")),
         title=_text_field(e.get("title"), e.get("title_detail"), TITLE_CAP),
         summary=summary,
         published=published,

@@ -60,6 +60,16 @@ def optional_text(value: Any, limit: int) -> str | None:
     return cap(value, limit) if value else None
 
 
+def web_link(value: Any, limit: int = LINK_CAP) -> str | None:
+    """Only http(s) links are links: `javascript:`, `data:` or `tag:` values are dropped."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    if not value[:8].lower().startswith(("http://", "https://")):
+        return None
+    return cap(value, limit)
+
+
 def dedupe_guids(entries: list[ParsedEntry]) -> list[ParsedEntry]:
     """A GUID shared by items with different links is no identity (broken CMS): use the link.
 

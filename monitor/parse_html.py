@@ -11,14 +11,15 @@ from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
 
 from monitor.dates import parse_date
 from monitor.model import HtmlSelectors, ParsedEntry, ParsedFeed
+from monitor.normalize import html_to_text
 from monitor.parse_common import (
-    LINK_CAP,
     SUMMARY_CAP,
     TITLE_CAP,
     ParseError,
     cap,
     describe,
     plain_to_html,
+    web_link,
 )
 
 _CHARSET = re.compile(r"charset\s*=\s*[\"']?([\w.:-]+)", re.IGNORECASE)
@@ -53,9 +54,10 @@ def _html_tree(body: bytes, headers: Mapping[str, str]) -> LexborHTMLParser:
 
 
 def _node_text(node: LexborNode | None) -> str:
+    """Text as a reader sees it: inline tags join words, block tags break lines."""
     if node is None:
         return ""
-    return " ".join(node.text(deep=True, separator=" ").split())
+    return html_to_text(node.html or "")
 
 
 def _first(item: LexborNode, css: str | None) -> LexborNode | None:
@@ -121,9 +123,13 @@ def _parse_html_page(
     seen_links: set[str] = set()
     for item in items:
         link_node = _first(item, selectors.link)
+        if link_node is None and item.attributes.get("href"):
+            link_node = item  # the item is the link itself, e.g. `ul.news > li > a`
         href = _href(link_node)
-        link = cap(urljoin(base, href), LINK_CAP) if href else None
-        title = _node_text(_first(item, selectors.title)) or _node_text(link_node)
+        link = web_link(urljoin(base, href)) if href else None
+        title = " ".join(
+            (_node_text(_first(item, selectors.title)) or _node_text(link_node)).split()
+        )
         if not title and not link:
             continue
         if link is not None:
@@ -148,7 +154,7 @@ def _parse_html_page(
             "check the title and link selectors in sources.yaml",
         )
     title_node = tree.css_first("title")
-    page_title = _node_text(title_node) or None
+    page_title = " ".join(title_node.text().split()) if title_node is not None else None
     return ParsedFeed(
         entries=tuple(entries),
         title=cap(page_title, TITLE_CAP) if page_title else None,

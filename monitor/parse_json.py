@@ -14,7 +14,6 @@ from monitor.model import ParsedEntry, ParsedFeed
 from monitor.parse_common import (
     AUTHOR_CAP,
     GUID_CAP,
-    LINK_CAP,
     SUMMARY_CAP,
     TITLE_CAP,
     ParseError,
@@ -22,6 +21,7 @@ from monitor.parse_common import (
     dedupe_guids,
     describe,
     optional_text,
+    web_link,
 )
 
 _JSON_FEED_PREFIX = "https://jsonfeed.org/version/"
@@ -95,7 +95,7 @@ def _json_entry(item: Mapping[str, Any], base: str) -> ParsedEntry:
         else ""
     )
     link = item.get("url") if isinstance(item.get("url"), str) else item.get("external_url")
-    link = urljoin(base, link.strip()) if isinstance(link, str) and link.strip() else None
+    link = web_link(urljoin(base, link.strip())) if isinstance(link, str) else None
     content = item.get("content_html")
     if isinstance(content, str) and content.strip():
         summary = content
@@ -114,7 +114,7 @@ def _json_entry(item: Mapping[str, Any], base: str) -> ParsedEntry:
             break
     return ParsedEntry(
         guid=cap(guid, GUID_CAP) or None,
-        link=cap(link, LINK_CAP) if link else None,
+        link=link,
         title=cap(_json_text(item.get("title")), TITLE_CAP),
         summary=cap(summary, SUMMARY_CAP),
         published=published,

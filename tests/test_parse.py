@@ -425,3 +425,16 @@ def test_format_is_decided_by_the_body_first() -> None:
     with pytest.raises(ParseError) as info:
         parse_feed(b"not json, not xml", {"content-type": "application/feed+json"}, URL)
     assert "invalid JSON" in str(info.value)
+
+
+def test_only_web_links_are_kept() -> None:
+    body = rss(
+        item(guid="1", link="javascript:alert(document.cookie)")
+        + item(guid="2", link="data:text/html,hi")
+        + item(guid="3", link="//cdn.example.net/story")
+    )
+    links = [e.link for e in parse_feed(body, RSS, URL).entries]
+    assert links == [None, None, "https://cdn.example.net/story"]
+    json_body = b'{"items": [{"id": "1", "url": "javascript:x()"}, {"id": "2", "url": "/p"}]}'
+    links = [e.link for e in parse_feed(json_body, {}, URL).entries]
+    assert links == [None, "https://news.example.org/p"]

@@ -163,3 +163,20 @@ def test_binary_garbage_raises_only_parse_error() -> None:
     sel = HtmlSelectors(item="li", title="a", link="a")
     with pytest.raises(ParseError):
         parse_html_page(bytes(range(256)) * 50, {"content-type": "text/html"}, NK_URL, sel)
+
+
+def test_links_items_and_inline_markup() -> None:
+    body = b"""<ul class="news">
+      <li><a href="/2024/kim-s-letter">Kim<em>\xe2\x80\x99s</em> letter <b>to</b> Trump</a></li>
+      <li><a href="javascript:openPopup('x')">Popup story</a></li>
+      <li><a href="mailto:desk@example.org">Write to us</a></li>
+    </ul>"""
+    sel = HtmlSelectors(item="ul.news > li > a", title="span.none", link="span.none")
+    parsed = parse_html_page(body, HTML, "https://x.example/nk/", sel)
+    first, popup, mail = parsed.entries
+    # The item is the <a> itself; inline tags do not split words.
+    assert first.link == "https://x.example/2024/kim-s-letter"
+    assert first.title == "Kim\u2019s letter to Trump"
+    # Only http(s) links are links; the items remain, identified by their content.
+    assert (popup.link, popup.title) == (None, "Popup story")
+    assert (mail.link, normalize_entry(mail, "s").entry_key[:5]) == (None, "hash:")
