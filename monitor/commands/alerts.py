@@ -1,10 +1,145 @@
-"""`monitor` sub-commands for the alerts area."""
+"""Outbox commands: `deliver --once [--dry-run]`, `alerts list [--status …]`, `alerts retry`."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import sys
 from typing import Any
 
+from monitor.store.outbox import STATES
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
-    """Add this area's commands to the CLI (filled in as the area lands)."""
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    deliver = sub.add_parser("deliver", help="send due alerts from the outbox once and exit")
+    deliver.add_argument("--once", action="store_true", required=True, help="one tick, then exit")
+    deliver.add_argument(
+        "--dry-run", action="store_true", help="print what would be sent; send and change nothing"
+    )
+    deliver.set_defaults(func=cmd_deliver)
+
+    alerts = sub.add_parser("alerts", help="inspect and re-send alerts in the outbox")
+    asub = alerts.add_subparsers(dest="alerts_command", metavar="COMMAND", required=True)
+    alist = asub.add_parser("list", help="the newest outbox rows")
+    alist.add_argument(
+        "--status",
+        action="append",
+        choices=STATES,
+        metavar="STATUS",
+        help=f"only rows in this state (repeat); one of {', '.join(STATES)}",
+    )
+    alist.add_argument("--limit", type=int, default=50, help="how many rows (default 50)")
+    alist.set_defaults(func=cmd_alerts_list)
+
+    retry = asub.add_parser("retry", help="send alerts again (a dead one, or all dead ones)")
+    target = retry.add_mutually_exclusive_group(required=True)
+    target.add_argument("id", nargs="?", type=int, help="the alert id (see `monitor alerts list`)")
+    target.add_argument("--dead", action="store_true", help="every dead alert")
+    retry.set_defaults(func=cmd_alerts_retry)
+
+
+def _settings() -> Any:
+    from monitor import logs
+    from monitor.settings import get_settings
+
+    settings = get_settings()
+    logs.configure(settings.log_level, settings.log_format)
+    return settings
+
+
+def _open(settings: Any) -> Any:
+    from monitor.store import db
+
+    engine = db.open_engine(settings)
+    try:
+        current = db.schema_is_current(engine)
+    except Exception as exc:
+        engine.dispose()
+        raise SystemExit(f"monitor: cannot reach the database: {exc}") from None
+    if not current:
+        engine.dispose()
+        raise SystemExit(
+            "monitor: the database schema is not at the current version: run `monitor db upgrade`"
+        )
+    return engine
+
+
+def cmd_deliver(args: argparse.Namespace) -> int:
+    from monitor.deliver import Dispatcher
+    from monitor.service import default_owner
+
+    settings = _settings()
+    engine = _open(settings)
+    dispatcher = Dispatcher(settings, engine, owner=default_owner(settings), dry_run=args.dry_run)
+
+    async def go() -> int:
+        try:
+            return await dispatcher.tick()
+        finally:
+            await dispatcher.drain(grace=settings.shutdown_grace_seconds)
+            await dispatcher.aclose()
+
+    try:
+        count = asyncio.run(go())
+    finally:
+        engine.dispose()
+    if args.dry_run:
+        print(f"{count} alerts due (dry run: nothing sent, nothing changed)")
+    else:
+        failed = dispatcher.failed_total
+        print(f"{count} alerts delivered, {failed} failed (see `monitor alerts list`)")
+    return 0 if dispatcher.failed_total == 0 else 1
+
+
+def cmd_alerts_list(args: argparse.Namespace) -> int:
+    from sqlalchemy.orm import Session
+
+    from monitor.render import console_safe, truncate
+    from monitor.store import outbox
+
+    settings = _settings()
+    engine = _open(settings)
+    try:
+        with Session(engine) as session:
+            rows = outbox.list_alerts(session, statuses=args.status or (), limit=args.limit)
+    finally:
+        engine.dispose()
+    if not rows:
+        print("no alerts" + (f" with status {', '.join(args.status)}" if args.status else ""))
+        return 0
+    print(f"{'ID':>6}  {'STATUS':<9} {'KIND':<8} {'TO':<28} {'TRIES':>5}  CREATED (UTC)     TITLE")
+    for row in rows:
+        to = truncate(f"{row.channel}:{row.destination}", 28)
+        created = row.created_at.strftime("%Y-%m-%d %H:%M")
+        title = console_safe(truncate(row.title or f"({row.watchlist_id})", 60)).replace("\n", " ")
+        print(
+            f"{row.id:>6}  {row.status:<9} {row.kind:<8} {to:<28} {row.attempts:>5}  "
+            f"{created:<17} {title}"
+        )
+        if row.status in ("retry", "dead") and row.last_error:
+            when = f" (next try {row.next_attempt_at:%H:%M:%S})" if row.status == "retry" else ""
+            print(f"{'':>8}{row.status}: {console_safe(truncate(row.last_error, 150))}{when}")
+    return 0
+
+
+def cmd_alerts_retry(args: argparse.Namespace) -> int:
+    from sqlalchemy.orm import Session
+
+    from monitor.store import outbox
+    from monitor.store.tables import utcnow
+
+    settings = _settings()
+    engine = _open(settings)
+    try:
+        with Session(engine) as session, session.begin():
+            count = outbox.retry_alerts(
+                session, ids=[] if args.dead else [args.id], dead=args.dead, now=utcnow()
+            )
+    finally:
+        engine.dispose()
+    if count == 0:
+        what = "no dead alerts" if args.dead else f"alert {args.id} is unknown or still in flight"
+        print(f"monitor: {what}", file=sys.stderr)
+        return 1
+    print(f"{count} alert(s) queued again; `monitor run` or `monitor deliver --once` sends them")
+    return 0

@@ -1,0 +1,325 @@
+"""A local Slack Web API stand-in: chat.postMessage, conversations.history/replies, auth.test.
+
+It stores messages with their metadata and thread, records every request, and can be told to
+misbehave on the next calls of a method: answer 429 with Retry-After, 500 (before or after
+storing the message), ok:false with an error, hang, or drop the connection after storing the
+message (the ambiguous case reconciliation exists for). It runs its own event loop on a thread,
+so synchronous tests, asyncio tests and `monitor run` subprocesses all reach it by URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+
+@dataclass
+class Fault:
+    """What to do instead of (or after) the normal answer."""
+
+    action: str  # "429", "500", "500_after_store", "error", "hang", "hang_after_store",
+    #              "drop_after_store", "drop"
+    retry_after: float = 1.0
+    error: str = ""
+    seconds: float = 30.0
+
+
+@dataclass
+class Request:
+    method: str  # Slack method, e.g. "chat.postMessage"
+    http_method: str
+    headers: dict[str, str]
+    args: dict[str, Any]
+    at: float
+
+
+@dataclass
+class Message:
+    channel: str  # channel id
+    ts: str
+    text: str
+    blocks: list[dict[str, Any]]
+    thread_ts: str | None
+    metadata: dict[str, Any] | None
+    args: dict[str, Any]
+    at: float = field(default_factory=time.time)
+
+    @property
+    def alert_id(self) -> str | None:
+        payload = (self.metadata or {}).get("event_payload") or {}
+        value = payload.get("alert_id")
+        return None if value is None else str(value)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class SlackFake:
+    """`url` is the base URL for slack-sdk (`…/api/`); inspect `messages` and `requests`."""
+
+    def __init__(self, token: str = "xoxb-test-token", *, port: int | None = None) -> None:
+        self.token = token
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/api/"
+        self.messages: list[Message] = []
+        self.requests: list[Request] = []
+        self.missing_channels: set[str] = set()
+        self._faults: dict[str, deque[Fault]] = {}
+        self._channels: dict[str, str] = {}  # name → id
+        self._lock = threading.Lock()
+        self._ts = 1_700_000_000.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+
+    # --- control ------------------------------------------------------------------------------
+
+    def start(self) -> SlackFake:
+        self._thread = threading.Thread(target=self._run, name="slack-fake", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the Slack fake did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        fut = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
+        fut.result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+        self._loop = None
+
+    def __enter__(self) -> SlackFake:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def fail_next(self, method: str, fault: Fault, times: int = 1) -> None:
+        with self._lock:
+            queue = self._faults.setdefault(method, deque())
+            for _ in range(times):
+                queue.append(fault)
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def channel_id(self, name: str) -> str:
+        """The id of a channel given by name (with or without #) or id."""
+        with self._lock:
+            return self._resolve(name)
+
+    def posts(self, method: str = "chat.postMessage") -> list[Request]:
+        with self._lock:
+            return [r for r in self.requests if r.method == method]
+
+    def by_alert(self) -> dict[str, list[Message]]:
+        with self._lock:
+            out: dict[str, list[Message]] = {}
+            for message in self.messages:
+                out.setdefault(message.alert_id or "", []).append(message)
+            return out
+
+    def in_channel(self, name: str) -> list[Message]:
+        with self._lock:
+            cid = self._resolve(name)
+            return [m for m in self.messages if m.channel == cid]
+
+    # --- server -------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        loop.run_until_complete(site.start())
+        self._ready.set()
+        loop.run_forever()
+        loop.close()
+
+    async def _shutdown(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def _resolve(self, channel: str) -> str:
+        name = channel.lstrip("#")
+        if name.startswith(("C", "G")) and name.isupper() and name.isalnum():
+            return name
+        if name not in self._channels:
+            self._channels[name] = f"C{len(self._channels) + 1:08d}"
+        return self._channels[name]
+
+    def _next_ts(self) -> str:
+        self._ts += 0.000100
+        return f"{self._ts:.6f}"
+
+    async def _args(self, request: web.Request) -> dict[str, Any]:
+        args: dict[str, Any] = dict(request.query)
+        body = await request.read()
+        if body:
+            ctype = request.content_type
+            if ctype == "application/json":
+                args.update(json.loads(body))
+            else:
+                args.update(dict(parse_qsl(body.decode())))
+        for key in ("blocks", "metadata"):
+            if isinstance(args.get(key), str):
+                with contextlib.suppress(ValueError):
+                    args[key] = json.loads(args[key])
+        return args
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        method = request.match_info["method"]
+        args = await self._args(request)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        with self._lock:
+            self.requests.append(Request(method, request.method, headers, args, time.time()))
+            queue = self._faults.get(method)
+            fault = queue.popleft() if queue else None
+        if headers.get("authorization") != f"Bearer {self.token}":
+            return web.json_response({"ok": False, "error": "invalid_auth"})
+        if fault is not None:
+            early = await self._fault_before(fault, request)
+            if early is not None:
+                return early
+        if method == "auth.test":
+            return web.json_response(
+                {
+                    "ok": True,
+                    "url": "https://fake.slack.com/",
+                    "team": "Fake",
+                    "user": "monitor",
+                    "team_id": "T00000001",
+                    "user_id": "U00000001",
+                    "bot_id": "B00000001",
+                }
+            )
+        if method == "chat.postMessage":
+            answer = self._post(args)
+        elif method == "conversations.history":
+            answer = self._history(args, replies=False)
+        elif method == "conversations.replies":
+            answer = self._history(args, replies=True)
+        else:
+            answer = {"ok": False, "error": "unknown_method"}
+        if fault is not None and answer.get("ok"):
+            late = await self._fault_after(fault, request)
+            if late is not None:
+                return late
+        return web.json_response(answer)
+
+    async def _fault_before(self, fault: Fault, request: web.Request) -> web.StreamResponse | None:
+        if fault.action == "429":
+            return web.json_response(
+                {"ok": False, "error": "ratelimited"},
+                status=429,
+                headers={"Retry-After": str(int(fault.retry_after))},
+            )
+        if fault.action == "500":
+            return web.Response(status=500, text="internal error", content_type="text/html")
+        if fault.action == "error":
+            return web.json_response({"ok": False, "error": fault.error})
+        if fault.action == "hang":
+            await asyncio.sleep(fault.seconds)
+            return web.json_response({"ok": False, "error": "fake_hang_over"})
+        if fault.action == "drop":
+            _drop(request)
+            return web.Response(status=500)
+        return None
+
+    async def _fault_after(self, fault: Fault, request: web.Request) -> web.StreamResponse | None:
+        if fault.action == "500_after_store":
+            return web.Response(status=500, text="internal error", content_type="text/html")
+        if fault.action == "hang_after_store":
+            await asyncio.sleep(fault.seconds)
+            return None
+        if fault.action == "drop_after_store":
+            _drop(request)
+            return web.Response(status=500)
+        return None
+
+    def _post(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = str(args.get("channel") or "")
+        with self._lock:
+            if not channel or channel.lstrip("#") in self.missing_channels:
+                return {"ok": False, "error": "channel_not_found"}
+            cid = self._resolve(channel)
+            ts = self._next_ts()
+            thread_ts = args.get("thread_ts")
+            message = Message(
+                channel=cid,
+                ts=ts,
+                text=str(args.get("text") or ""),
+                blocks=list(args.get("blocks") or []),
+                thread_ts=str(thread_ts) if thread_ts else None,
+                metadata=args.get("metadata") if isinstance(args.get("metadata"), dict) else None,
+                args=args,
+            )
+            self.messages.append(message)
+        return {"ok": True, "channel": cid, "ts": ts, "message": {"text": message.text, "ts": ts}}
+
+    def _history(self, args: dict[str, Any], *, replies: bool) -> dict[str, Any]:
+        channel = str(args.get("channel") or "")
+        with self._lock:
+            if not channel or channel.lstrip("#") in self.missing_channels:
+                return {"ok": False, "error": "channel_not_found"}
+            cid = self._resolve(channel)
+            oldest = float(args.get("oldest") or 0)
+            with_meta = str(args.get("include_all_metadata", "")).lower() in ("1", "true")
+            limit = int(args.get("limit") or 100)
+            start = int(args.get("cursor") or 0)
+            if replies:
+                root = str(args.get("ts") or "")
+                found = [
+                    m
+                    for m in self.messages
+                    if m.channel == cid and (m.ts == root or m.thread_ts == root)
+                ]
+            else:
+                found = [m for m in self.messages if m.channel == cid and m.thread_ts is None]
+            found = [m for m in found if float(m.ts) >= oldest]
+            if not replies:
+                found.reverse()  # newest first, as Slack does
+            page = found[start : start + limit]
+            more = start + limit < len(found)
+            out = []
+            for m in page:
+                item: dict[str, Any] = {"type": "message", "ts": m.ts, "text": m.text}
+                if m.thread_ts:
+                    item["thread_ts"] = m.thread_ts
+                if with_meta and m.metadata:
+                    item["metadata"] = m.metadata
+                out.append(item)
+        return {
+            "ok": True,
+            "messages": out,
+            "has_more": more,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+        }
+
+
+def _drop(request: web.Request) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
