@@ -13,6 +13,7 @@ import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Protocol
 
 import ahocorasick
@@ -120,6 +121,23 @@ class Doc:
                     pass
         return found
 
+    def word_spans(self, field: int, first: int) -> Iterator[tuple[int, int, int]]:
+        """(word index, start, end) in the original text from word `first` on.
+
+        The words before `first` are skipped inside the regex engine (islice), which is what
+        keeps a snippet deep in a long article cheap.
+        """
+        folded = self._folded[field]
+        if folded is None:
+            folded = self._folded[field] = fold_mapped(self.texts[field])
+        origin = folded.origin
+        for index, m in enumerate(islice(WORD_RE.finditer(folded.text), first, None), first):
+            start, end = m.span()
+            if origin is None:
+                yield index, start, end
+            else:
+                yield index, origin[start], origin[end - 1] + 1
+
     def bounds(
         self, field: int, upto: int | None = None, until: int | None = None
     ) -> list[tuple[int, int]]:
@@ -130,8 +148,9 @@ class Doc:
         found = self._bounds[field]
         if found is None:
             found = self._bounds[field] = []
-            folded = fold_mapped(self.texts[field])
-            self._folded[field] = folded
+            folded = self._folded[field]
+            if folded is None:
+                folded = self._folded[field] = fold_mapped(self.texts[field])
             self._iters[field] = WORD_RE.finditer(folded.text)
         words = self._iters[field]
         if until is not None and found and found[-1][0] >= until:
@@ -616,7 +635,8 @@ def _snippet(doc: Doc, hits: list[Hit]) -> tuple[str, tuple[Span, ...]]:
     chosen: list[tuple[int, int]] = []
     if body:
         text = doc.texts[SUMMARY]
-        anchor = doc.bounds(SUMMARY, body[0][2])[body[0][2]][0]
+        spans = doc.word_spans(SUMMARY, body[0][2])
+        _, anchor, anchor_end = next(spans)
         start = max(0, anchor - 60)
         if start > 0:
             space = text.rfind(" ", 0, start)
@@ -628,15 +648,14 @@ def _snippet(doc: Doc, hits: list[Hit]) -> tuple[str, tuple[Span, ...]]:
         lead = "…" if start > 0 else ""
         snippet = lead + text[start:end] + ("…" if end < len(text) else "")
         shift = len(lead) - start
-        bounds = doc.bounds(SUMMARY, until=end)  # words up to the end of the window
-        for _, _, first, last in body:
-            if last >= len(bounds):
-                break
-            s, e = bounds[first][0], bounds[last][1]
+        window = {body[0][2]: (anchor, anchor_end)}  # word index -> span, inside the window
+        for index, s, e in spans:
             if s >= end:
                 break
-            if s >= start and e <= end:
-                chosen.append((s + shift, e + shift))
+            window[index] = (s, e)
+        for _, _, first, last in body:
+            if first in window and last in window and window[last][1] <= end:
+                chosen.append((window[first][0] + shift, window[last][1] + shift))
     else:
         title = [h for h in hits if h[1] == TITLE]
         if title:
