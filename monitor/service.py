@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from monitor import __version__
@@ -166,8 +167,15 @@ class Service:
             if force and not self._has_sources():
                 raise StartupError("no valid sources file:\n" + "\n".join(exc.errors)) from exc
             return
-        with Session(self.engine) as session, session.begin():
-            queries.sync_sources(session, configs, utcnow())
+        for attempt in range(3):
+            try:
+                with Session(self.engine) as session, session.begin():
+                    queries.sync_sources(session, configs, utcnow())
+                break
+            except IntegrityError:
+                # Replicas starting together insert the same new sources; the loser reads again.
+                if attempt == 2:
+                    raise
         log.info("sources synced", sources=len(configs), file=str(path))
 
     def _has_sources(self) -> bool:
