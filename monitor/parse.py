@@ -87,7 +87,14 @@ def parse_feed(body: bytes, headers: Mapping[str, str], url: str) -> ParsedFeed:
             raise ParseError("parse_error", f"{url}: empty document")
         if _is_json(body, headers):
             return parse_json_feed(body, url)
-        check_entities(body)
+        if check_entities(body).lower() == "html":
+            # Login walls, error pages, redesigned sites: refused before feedparser's loose
+            # parser spends seconds on a large page.
+            raise ParseError(
+                "parse_error",
+                f"{url}: an HTML page, not an RSS/Atom/JSON feed; check the source URL, or use "
+                "kind: html with selectors for a web page",
+            )
         return _parse_xml_feed(body, headers, url)
     except ParseError:
         raise

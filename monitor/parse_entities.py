@@ -24,6 +24,7 @@ _BOMS: tuple[tuple[bytes, str], ...] = (
     (b"\x4c\x6f\xa7\x94", "cp037"),  # "<?xm" in EBCDIC
 )
 _FIRST_ELEMENT = re.compile(r"<[A-Za-z_:]")
+_ROOT = re.compile(r"<([A-Za-z_:][\w:.-]*)")
 
 
 def _head_text(body: bytes) -> str:
@@ -83,11 +84,12 @@ def _doctype_end(text: str, start: int) -> int:
     return -1
 
 
-def check_entities(body: bytes) -> None:
+def check_entities(body: bytes) -> str:
     """Refuse documents declaring entities: feedparser's loose parser expands them unbounded.
 
     The quadratic blowup (one 10 KB entity referenced thousands of times) turns kilobytes into
     gigabytes; real feeds never declare entities, so any `<!ENTITY` in the prolog is refused.
+    Returns the root element's name ("" when the prolog holds something unexpected).
     """
     text = _head_text(body)
     first = _FIRST_ELEMENT.search(text)
@@ -113,3 +115,25 @@ def check_entities(body: bytes) -> None:
             "the document declares <!ENTITY> in its prolog (entity-expansion risk); "
             "feeds never need entity declarations, so it was refused unparsed",
         )
+    root = _ROOT.match(text, _skip_prolog(text, doctype_end=None if doctype is None else end))
+    return root.group(1) if root else ""
+
+
+def _skip_prolog(text: str, doctype_end: int | None) -> int:
+    """Index of the first character after the XML declaration, comments, PIs and DOCTYPE."""
+    i = 0
+    n = len(text)
+    while i < n:
+        if text[i] in " \t\r\n\ufeff":
+            i += 1
+        elif text.startswith("<?", i):
+            close = text.find("?>", i + 2)
+            i = n if close < 0 else close + 2
+        elif text.startswith("<!--", i):
+            close = text.find("-->", i + 4)
+            i = n if close < 0 else close + 3
+        elif doctype_end is not None and text[i : i + 9].upper() == "<!DOCTYPE":
+            i = doctype_end
+        else:
+            break
+    return i

@@ -438,3 +438,27 @@ def test_only_web_links_are_kept() -> None:
     json_body = b'{"items": [{"id": "1", "url": "javascript:x()"}, {"id": "2", "url": "/p"}]}'
     links = [e.link for e in parse_feed(json_body, {}, URL).entries]
     assert links == [None, "https://news.example.org/p"]
+
+
+def test_large_html_page_is_refused_before_feedparser() -> None:
+    body = b"<!DOCTYPE html>\n<html><body>" + b'<p>hello <a href="/x">x</a></p>' * 60000
+    started = time.perf_counter()
+    with pytest.raises(ParseError) as info:
+        parse_feed(body, {"content-type": "text/html"}, URL)
+    assert time.perf_counter() - started < 0.2  # feedparser's loose parser takes seconds
+    assert "an HTML page, not an RSS/Atom/JSON feed" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "root"),
+    [
+        (b'<?xml version="1.0"?><!-- <x> --><rss version="2.0">', "rss"),
+        (b"<!DOCTYPE html>\n<HTML lang=en>", "HTML"),
+        (b'\xef\xbb\xbf<feed xmlns="http://www.w3.org/2005/Atom">', "feed"),
+        (b'<!DOCTYPE rss PUBLIC "-//Netscape//DTD RSS 0.91//EN" "x.dtd">\n<rss>', "rss"),
+        ('<?xml version="1.0" encoding="utf-16"?><rdf:RDF>'.encode("utf-16"), "rdf:RDF"),
+        (b"junk before <rss>", ""),
+    ],
+)
+def test_root_element_name(body: bytes, root: str) -> None:
+    assert check_entities(body) == root
