@@ -294,7 +294,7 @@ def cmd_test(args: argparse.Namespace) -> int:
             print(f"{item.id}  {item.article.title}")
             for m in found:
                 print(f"  [{m.watchlist_id}] score {m.score:g}  terms: {', '.join(m.terms)}")
-                print(f"    {highlight(m)}")
+                print(f"    {' '.join(highlight(m).split())}")
     if args.format == "text":
         names = ", ".join(wl.id for wl in selected)
         print(f"{matched} of {len(items)} articles matched ({names})")
@@ -422,7 +422,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                     print(f"  {item.id}  {item.article.title[:100]}")
                     print(f"    {why.reason}")
                     if why.match is not None:
-                        print(f"    {highlight(why.match)[:300]}")
+                        print(f"    {' '.join(highlight(why.match).split())[:300]}")
     return 0
 
 
