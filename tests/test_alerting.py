@@ -1,0 +1,167 @@
+"""Planning outbox rows: what alerts, where it goes, threading, flood guard, digests."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine
+
+from monitor.deliver import Dispatcher
+from monitor.render import AlertContent
+from tests.support.alerts import enqueue, item, rows, settings, watchlist
+
+NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+
+
+def test_catchup_and_old_articles_never_alert(engine: Engine) -> None:
+    cfg = settings(max_article_age_hours=24)
+    items = [
+        item(1, catchup=True, published=NOW),
+        item(2, published=NOW - timedelta(hours=25)),
+        item(3, published=NOW - timedelta(hours=23)),
+        item(4, published=None),
+    ]
+    assert enqueue(engine, items, [watchlist()], cfg, NOW) == 2
+    assert sorted(r.article_id or 0 for r in rows(engine)) == [3, 4]
+
+
+def test_rerun_never_doubles(engine: Engine) -> None:
+    cfg = settings()
+    items = [item(1), item(2)]
+    assert enqueue(engine, items, [watchlist()], cfg, NOW) == 2
+    assert enqueue(engine, items, [watchlist()], cfg, NOW) == 0
+    assert len(rows(engine)) == 2
+
+
+def test_nothing_configured_goes_to_console(engine: Engine) -> None:
+    enqueue(
+        engine, [item(1)], [watchlist(slack=("#nk",), email=("a@example.org",))], settings(), NOW
+    )
+    found = rows(engine)
+    assert [(r.channel, r.destination) for r in found] == [("console", "console")]
+
+
+def test_routes_with_slack_and_email(engine: Engine) -> None:
+    cfg = settings(slack_bot_token="xoxb-1", smtp_host="127.0.0.1")
+    wl = watchlist(slack=("#nk", "#desk"), email=("a@example.org", "b@example.org"))
+    assert enqueue(engine, [item(1)], [wl], cfg, NOW) == 4
+    routes = {(r.channel, r.destination) for r in rows(engine)}
+    assert routes == {
+        ("slack", "#nk"),
+        ("slack", "#desk"),
+        ("email", "a@example.org"),
+        ("email", "b@example.org"),
+    }
+
+
+def test_slack_named_but_only_email_configured(engine: Engine) -> None:
+    cfg = settings(smtp_host="127.0.0.1")
+    wl = watchlist(slack=("#nk",), email=("a@example.org",))
+    enqueue(engine, [item(1)], [wl], cfg, NOW)
+    routes = {(r.channel, r.destination) for r in rows(engine)}
+    assert routes == {("email", "a@example.org"), ("console", "console")}
+
+
+def test_webhook_mode_has_one_destination(engine: Engine) -> None:
+    cfg = settings(slack_webhook_url="https://hooks.slack.com/services/T/B/x")
+    enqueue(engine, [item(1)], [watchlist(slack=("#a", "#b"))], cfg, NOW)
+    assert [(r.channel, r.destination) for r in rows(engine)] == [("slack", "webhook")]
+
+
+def test_default_channel_for_watchlists_without_slack(engine: Engine) -> None:
+    cfg = settings(slack_bot_token="xoxb-1", slack_default_channel="#alerts")
+    enqueue(engine, [item(1)], [watchlist(slack=())], cfg, NOW)
+    assert [(r.channel, r.destination) for r in rows(engine)] == [("slack", "#alerts")]
+
+
+def test_watchlist_source_filter(engine: Engine) -> None:
+    cfg = settings(slack_bot_token="xoxb-1")
+    assert enqueue(engine, [item(1)], [watchlist(sources=("other",))], cfg, NOW) == 0
+
+
+def test_update_is_a_followup_of_the_first_alert(engine: Engine) -> None:
+    cfg = settings(slack_bot_token="xoxb-1")
+    enqueue(engine, [item(1)], [watchlist()], cfg, NOW)
+    edited = item(1, title="Kim Jong Un story 1 (updated)", change="update", content_hash="hash-v2")
+    assert enqueue(engine, [edited], [watchlist()], cfg, NOW) == 1
+    first, follow = rows(engine)
+    assert follow.kind == "update" and follow.parent_alert_id == first.id
+    assert AlertContent.from_json(follow.payload_json).title.endswith("(updated)")
+
+
+def test_later_copy_of_story_is_also_reported(engine: Engine) -> None:
+    cfg = settings(slack_bot_token="xoxb-1")
+    enqueue(engine, [item(1, story=(10, True))], [watchlist()], cfg, NOW)
+    copy = item(2, source="other", story=(10, False))
+    assert enqueue(engine, [copy], [watchlist()], cfg, NOW, source="other") == 1
+    first, also = rows(engine)
+    assert first.kind == "alert" and also.kind == "also"
+    assert also.parent_alert_id == first.id
+    assert AlertContent.from_json(also.payload_json).source == "OTHER News"
+
+
+def test_copy_of_story_that_never_alerted_is_top_level(engine: Engine) -> None:
+    cfg = settings(slack_bot_token="xoxb-1")
+    enqueue(engine, [item(2, story=(11, False))], [watchlist()], cfg, NOW)
+    assert [r.kind for r in rows(engine)] == ["alert"]
+
+
+def test_same_poll_copies_thread_under_one_alert(engine: Engine) -> None:
+    cfg = settings(slack_bot_token="xoxb-1")
+    items = [item(1, story=(7, True)), item(2, story=(7, False)), item(3, story=(7, False))]
+    assert enqueue(engine, items, [watchlist()], cfg, NOW) == 3
+    found = rows(engine)
+    assert [r.kind for r in found] == ["alert", "also", "also"]
+    assert {r.parent_alert_id for r in found[1:]} == {found[0].id}
+
+
+def test_flood_guard_folds_into_one_summary_per_destination(engine: Engine) -> None:
+    cfg = settings(slack_bot_token="xoxb-1", smtp_host="127.0.0.1", flood_threshold=3)
+    wl = watchlist(email=("a@example.org",))
+    assert enqueue(engine, [item(i) for i in range(1, 6)], [wl], cfg, NOW) == 2
+    found = rows(engine)
+    assert [r.kind for r in found] == ["summary", "summary"]
+    payload = AlertContent.from_json(found[0].payload_json)
+    assert payload.total == 5 and len(payload.items) == 5
+    # At the threshold: individual alerts.
+    assert (
+        enqueue(engine, [item(i, source="b") for i in range(1, 4)], [wl], cfg, NOW, source="b") == 6
+    )
+
+
+def test_digest_rows_wait_and_become_one_message(engine: Engine) -> None:
+    cfg = settings()
+    wl = watchlist(slack=(), mode="digest", digest="hourly")
+    items = [item(1, story=(1, True)), item(2, story=(1, False)), item(3, story=(2, True))]
+    assert enqueue(engine, items, [wl], cfg, NOW) == 3
+    held = rows(engine)
+    assert {r.status for r in held} == {"held"}
+    assert {r.digest_at for r in held} == {NOW + timedelta(hours=1)}
+    assert [r.kind for r in held] == ["alert", "also", "alert"]
+    out = io.StringIO()
+    dispatcher = Dispatcher(cfg, engine, owner="t", console=out)
+    assert asyncio.run(dispatcher.tick(NOW + timedelta(minutes=30))) == 0
+    assert asyncio.run(dispatcher.tick(NOW + timedelta(hours=1, seconds=1))) == 1
+    final = rows(engine)
+    digest = [r for r in final if r.kind == "digest"]
+    assert len(digest) == 1 and digest[0].status == "sent"
+    assert {r.status for r in final if r.kind != "digest"} == {"digested"}
+    text = out.getvalue()
+    assert "DIGEST" in text and "also reported by SRC News" in text
+    payload = json.loads(digest[0].payload_json)
+    assert payload["total"] == 3
+
+
+@pytest.mark.parametrize("mode", ["immediate", "digest"])
+def test_multiple_watchlists_are_separate(engine: Engine, mode: str) -> None:
+    cfg = settings(slack_bot_token="xoxb-1")
+    wls = [
+        watchlist("nk", mode=mode, digest="hourly" if mode == "digest" else None),
+        watchlist("un", slack=("#un",)),
+    ]
+    assert enqueue(engine, [item(1, watchlists=("nk", "un"))], wls, cfg, NOW) == 2
+    assert {r.watchlist_id for r in rows(engine)} == {"nk", "un"}
