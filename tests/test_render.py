@@ -228,7 +228,7 @@ def test_content_round_trips_json() -> None:
 
 def test_render_is_pure() -> None:
     tree = ast.parse((REPO / "monitor" / "render.py").read_text())
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(a.name.split(".")[0] for a in node.names)
