@@ -6,6 +6,7 @@ feedparser's own cost (see tests/test_normalize.py for the measured budget).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import unicodedata
@@ -72,6 +73,9 @@ def canonical_url(url: str) -> str:
     if not hostport.endswith("]") and ":" in hostport:
         host, _, port = hostport.rpartition(":")
     host = host.lower().rstrip(".")
+    if not host.isascii():  # one spelling for internationalized names: the A-label
+        with contextlib.suppress(UnicodeError):  # not a valid IDN: kept as written
+            host = host.encode("idna").decode("ascii")
     netloc = host if port in ("", _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
     if userinfo:
         netloc = f"{userinfo}@{netloc}"

@@ -42,6 +42,8 @@ FEEDS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "feed
         ("https://example.com/a?flag", "https://example.com/a?flag"),
         ("https://example.com/%7euser/%e2%80%99", "https://example.com/%7Euser/%E2%80%99"),
         ("https://Example.COM./a", "https://example.com/a"),
+        ("https://연합뉴스.KR/nk", "https://xn--vg1b002akocy6v.kr/nk"),
+        ("https://xn--vg1b002akocy6v.kr/nk", "https://xn--vg1b002akocy6v.kr/nk"),
         ("https://user:Secret@Example.com/a", "https://user:Secret@example.com/a"),
         ("http://[2001:DB8::1]:80/a", "http://[2001:db8::1]/a"),
         ("  https://example.com/a \n", "https://example.com/a"),
