@@ -21,7 +21,15 @@ import re2
 
 from monitor import query as q
 from monitor.model import Article, Match, Span
-from monitor.textnorm import WORD_RE, Folded, fold_mapped, fold_term, fold_words
+from monitor.textnorm import (
+    WORD_RE,
+    Folded,
+    fold,
+    fold_mapped,
+    fold_term,
+    fold_words,
+    split_folded,
+)
 from monitor.textnorm import is_hangul_word as _hangul
 
 if TYPE_CHECKING:
@@ -73,13 +81,22 @@ class Doc:
         "_folded",
         "_iters",
         "_positions",
+        "_present",
         "_tokens",
         "_vocab",
         "cache",
         "texts",
     )
 
-    def __init__(self, article: Article, fields: Sequence[list[str]] | None = None) -> None:
+    def __init__(
+        self,
+        article: Article,
+        fields: Sequence[list[str]] | None = None,
+        folded: Sequence[str] | None = None,
+        present: set[str] | None = None,
+    ) -> None:
+        """`fields`, `folded` and `present` (words of title + summary) spare recomputing what
+        the prefilter already has."""
         self.texts = (article.title, article.text, article.source_id, article.url)
         self.cache: dict[tuple[int, Fields], Spans] = {}
         self._folded: list[Folded | None] = [None, None, None, None]
@@ -90,6 +107,9 @@ class Doc:
         self._positions: dict[tuple[str, int], list[int]] = {}
         for field, tokens in enumerate(fields or ()):
             self._tokens[field] = tokens
+        for field, text in enumerate(folded or ()):
+            self._folded[field] = fold_mapped(self.texts[field], text)
+        self._present = present
 
     def tokens(self, field: int) -> list[str]:
         found = self._tokens[field]
@@ -98,6 +118,11 @@ class Doc:
         return found
 
     def vocab(self, field: int) -> set[str]:
+        """Distinct words of a field; title and summary share one set (a superset is enough)."""
+        if field in (TITLE, SUMMARY):
+            if self._present is None:
+                self._present = set(self.tokens(TITLE)) | set(self.tokens(SUMMARY))
+            return self._present
         found = self._vocab[field]
         if found is None:
             found = self._vocab[field] = set(self.tokens(field))
@@ -716,9 +741,9 @@ class Matcher:
 
     def candidates(self, article: Article) -> list[int]:
         """Indices of the watchlists whose required literals all occur in the article."""
-        return self._candidates(fold_words(article.title), fold_words(article.text))
+        return self._candidates(fold_words(article.title), fold_words(article.text))[0]
 
-    def _candidates(self, title: list[str], text: list[str]) -> list[int]:
+    def _candidates(self, title: list[str], text: list[str]) -> tuple[list[int], set[str] | None]:
         found: set[int] = set(self._always)
         # Two spaces between the fields: a phrase key never spans title and summary.
         hay = " " + " ".join(title) + "  " + " ".join(text) + " "
@@ -749,16 +774,16 @@ class Matcher:
                     found.add(index)
                 continue
             found.add(index)
-        return sorted(found)
+        return sorted(found), present
 
     def match(self, article: Article) -> list[Match]:
         """Every watchlist that matches, best score first."""
-        title = fold_words(article.title)
-        text = fold_words(article.text)
-        indices = self._candidates(title, text)
+        folded = (fold(article.title), fold(article.text))
+        title, text = split_folded(folded[0]), split_folded(folded[1])
+        indices, present = self._candidates(title, text)
         if not indices:
             return []
-        doc = Doc(article, (title, text))
+        doc = Doc(article, (title, text), folded, present)
         out: list[Match] = []
         for index in indices:
             item = self.compiled[index]

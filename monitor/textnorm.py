@@ -153,8 +153,8 @@ def fold(text: str) -> str:
     return text.encode("ascii").translate(_ASCII_BYTES).decode("ascii")
 
 
-def _fold_with(text: str, table: _Table) -> Folded:
-    out = fold(text)
+def _fold_with(text: str, table: _Table, out: str | None = None) -> Folded:
+    out = fold(text) if out is None else out
     if len(out) == len(text) and (not table.irregular or table.irregular.isdisjoint(text)):
         return Folded(out)
     parts: list[str] = []
@@ -166,9 +166,12 @@ def _fold_with(text: str, table: _Table) -> Folded:
     return Folded("".join(parts), tuple(origin))
 
 
-def fold_mapped(text: str) -> Folded:
-    """Word fold with an offset map back to `text` (identity when lengths are kept)."""
-    return _fold_with(text, _WORD_TABLE)
+def fold_mapped(text: str, folded: str | None = None) -> Folded:
+    """Word fold with an offset map back to `text` (identity when lengths are kept).
+
+    Pass `folded` (= fold(text)) when it is at hand, to skip folding again.
+    """
+    return _fold_with(text, _WORD_TABLE, folded)
 
 
 def words(text: str) -> list[str]:
@@ -178,7 +181,11 @@ def words(text: str) -> list[str]:
 
 def fold_words(text: str) -> list[str]:
     """Like `words`, faster: a plain split unless Hangul needs splitting from other scripts."""
-    folded = fold(text)
+    return split_folded(fold(text))
+
+
+def split_folded(folded: str) -> list[str]:
+    """The words of already folded text."""
     if not folded.isascii() and HANGUL_RE.search(folded):
         return WORD_RE.findall(folded)
     return folded.split()
