@@ -200,3 +200,11 @@ def test_normalize_is_a_small_fraction_of_feedparser() -> None:
 
     ratio = _best_of(3, normalize) / _best_of(3, bare)
     assert ratio < 0.12, f"normalize costs {ratio:.1%} of bare feedparser"
+
+
+@given(st.text(alphabet=st.sampled_from(list("ab <>/&;#pdivbrtle\n\t\f\x00\u00a0")), max_size=200))
+def test_html_to_text_output_is_folded(html: str) -> None:
+    text = html_to_text(html)
+    assert "\f" not in text and "  " not in text and "\t" not in text
+    assert text == text.strip()
+    assert all(line == line.strip() and line for line in text.split("\n")) or text == ""
