@@ -27,7 +27,10 @@ PG_ADMIN_URL = os.environ.get(
 
 def _pg_admin() -> Engine:
     return create_engine(
-        PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
+        PG_ADMIN_URL,
+        isolation_level="AUTOCOMMIT",
+        pool_pre_ping=True,  # tests may restart the server (tests/test_replicas.py)
+        connect_args={"connect_timeout": 5},
     )
 
 
