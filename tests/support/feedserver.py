@@ -150,9 +150,11 @@ class FeedServer:
         self._stopping = asyncio.Event()
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=0.5
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, backlog=2048, shutdown_timeout=0.5)
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=2048)
         await site.start()
         address = self._runner.addresses[0]
         self.port = int(address[1])
@@ -312,17 +314,18 @@ class FeedServer:
         size: int | None = 50 * 1024 * 1024,
         *,
         declared_length: int | None = None,
+        chunked: bool = False,
         chunk: int = 64 * 1024,
     ) -> str:
-        """A generated body of `size` bytes (None: endless, chunked); `declared_length` sends
-        that Content-Length instead of the true one (a lying server)."""
+        """A generated body of `size` bytes (None: endless), with its true Content-Length, or
+        chunked (no length to go by), or `declared_length` instead (a lying server)."""
         block = b"<!-- " + b"x" * (chunk - 10) + b" -->\n"
 
         async def handler(request: web.Request) -> web.StreamResponse:
             resp = web.StreamResponse(headers={"Content-Type": "application/rss+xml"})
             if declared_length is not None:
                 resp.headers["Content-Length"] = str(declared_length)
-            elif size is not None:
+            elif size is not None and not chunked:
                 resp.content_length = size
             else:
                 resp.enable_chunked_encoding()
@@ -417,6 +420,8 @@ def _not_modified(request: web.Request, feed: _Feed) -> bool:
     if inm is not None:
         if feed.etag is None:
             return False
+        if inm.strip() == feed.etag:
+            return True
         wanted = {t.strip().removeprefix("W/") for t in inm.split(",")}
         return "*" in wanted or feed.etag.removeprefix("W/") in wanted
     ims = request.headers.get("If-Modified-Since")

@@ -80,7 +80,7 @@ class SlackFake:
         self._faults: dict[str, deque[Fault]] = {}
         self._channels: dict[str, str] = {}  # name → id
         self._lock = threading.Lock()
-        self._ts = 1_700_000_000.0
+        self._ts = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -150,6 +150,7 @@ class SlackFake:
         asyncio.set_event_loop(loop)
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle)
+        app.router.add_post("/hooks/{path:.*}", self._hook)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
@@ -171,7 +172,7 @@ class SlackFake:
         return self._channels[name]
 
     def _next_ts(self) -> str:
-        self._ts += 0.000100
+        self._ts = max(time.time(), self._ts + 0.000001)
         return f"{self._ts:.6f}"
 
     async def _args(self, request: web.Request) -> dict[str, Any]:
@@ -221,6 +222,10 @@ class SlackFake:
             answer = self._history(args, replies=False)
         elif method == "conversations.replies":
             answer = self._history(args, replies=True)
+        elif method == "conversations.list":
+            with self._lock:
+                channels = [{"id": cid, "name": name} for name, cid in self._channels.items()]
+            answer = {"ok": True, "channels": channels, "response_metadata": {"next_cursor": ""}}
         else:
             answer = {"ok": False, "error": "unknown_method"}
         if fault is not None and answer.get("ok"):
@@ -228,6 +233,41 @@ class SlackFake:
             if late is not None:
                 return late
         return web.json_response(answer)
+
+    async def _hook(self, request: web.Request) -> web.StreamResponse:
+        """Incoming webhook: the channel is fixed by the URL; answers plain "ok"."""
+        args = await self._args(request)
+        with self._lock:
+            self.requests.append(
+                Request("webhook", "POST", dict(request.headers), args, time.time())
+            )
+            queue = self._faults.get("webhook")
+            fault = queue.popleft() if queue else None
+        if fault is not None and fault.action == "429":
+            return web.Response(
+                status=429,
+                text="rate_limited",
+                headers={"Retry-After": str(int(fault.retry_after))},
+            )
+        if request.match_info["path"] != "T000/B000/secret":
+            return web.Response(status=404, text="no_service")
+        with self._lock:
+            self.messages.append(
+                Message(
+                    channel="webhook",
+                    ts=self._next_ts(),
+                    text=str(args.get("text") or ""),
+                    blocks=list(args.get("blocks") or []),
+                    thread_ts=None,
+                    metadata=None,
+                    args=args,
+                )
+            )
+        return web.Response(text="ok", content_type="text/plain")
+
+    @property
+    def webhook_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/T000/B000/secret"
 
     async def _fault_before(self, fault: Fault, request: web.Request) -> web.StreamResponse | None:
         if fault.action == "429":
