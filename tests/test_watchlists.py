@@ -301,3 +301,13 @@ async def test_safety_net_reload_without_events(tmp_path: Path) -> None:
     assert registry.reloads_ok >= 2
     stop.set()
     await asyncio.wait_for(task, 5)
+
+
+def test_python_tags_are_not_executed(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    (tmp_path / "x.yaml").write_text(
+        f'query: !!python/object/apply:os.system ["touch {marker}"]\n', encoding="utf-8"
+    )
+    found, errors = load_watchlists(tmp_path)
+    assert found == {} and errors
+    assert not marker.exists()
