@@ -96,9 +96,12 @@ def test_corpus_polled_twice_stored_once(
     assert _monitor(env, "db", "upgrade").returncode == 0
 
     first = _monitor(env, "poll", "--once", "--all")
-    assert "error" not in first.stdout, first.stdout + first.stderr
     lines = [ln for ln in first.stdout.splitlines() if ln.startswith("f")]
-    assert len(lines) == len(names)
+    assert len(lines) == len(names), first.stdout + first.stderr
+    failed = {names[int(ln.split()[0][1:])] for ln in lines if ln.split()[1].startswith("error")}
+    # the one truncated document with no items is refused (and backs off), the rest store
+    assert failed == {"feed-rs__rss_2.0_reuters_invalid_1.xml"}, first.stdout
+    assert first.returncode == 1  # a failed source makes the exit code say so
 
     engine = db.make_engine(url)
     try:
@@ -112,12 +115,17 @@ def test_corpus_polled_twice_stored_once(
 
         hits_before = dict(server.hits)
         second = _monitor(env, "poll", "--once", "--all")
-        statuses = [ln.split()[1] for ln in second.stdout.splitlines() if ln.startswith("f")]
-        assert statuses == ["not_modified"] * len(names), second.stdout
+        statuses = {
+            names[int(ln.split()[0][1:])]: ln.split()[1]
+            for ln in second.stdout.splitlines()
+            if ln.startswith("f")
+        }
+        assert {n for n, st in statuses.items() if st != "not_modified"} == failed, second.stdout
         with Session(engine) as s:
             assert s.scalar(select(func.count()).select_from(ArticleRow)) == articles
             assert s.scalar(select(func.count()).select_from(ArticleCopyRow)) == copies
-            assert {r.last_status for r in s.scalars(select(SourceRow))} == {"not_modified"}
+            states = {r.last_status for r in s.scalars(select(SourceRow))}
+            assert states == {"not_modified", "parse_error"}
         assert all(server.hits[f"/feeds/{n}"] == hits_before[f"/feeds/{n}"] + 1 for n in names)
     finally:
         engine.dispose()

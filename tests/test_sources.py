@@ -110,3 +110,19 @@ def test_cli_sources_check(tmp_path: Path) -> None:
     )
     assert ok.returncode == 0, ok.stderr
     assert "sources OK" in ok.stdout
+
+
+def test_shipped_html_source_reads_its_listing_fixture() -> None:
+    from monitor.parse import parse_html_page
+
+    (source,) = [s for s in load_sources(REPO / "watchlists" / "sources.yaml") if s.kind == "html"]
+    assert source.selectors is not None
+    body = (REPO / "tests" / "data" / "html" / "nknews_foreign_relations.html").read_bytes()
+    page = parse_html_page(
+        body, {"content-type": "text/html; charset=utf-8"}, source.url, source.selectors
+    )
+    assert len(page.entries) == 10
+    first = page.entries[0]
+    assert first.title.startswith("US-China coordination on North Korea")
+    assert first.link and first.link.startswith("https://www.nknews.org/")
+    assert first.published is not None and first.published.year == 2021
