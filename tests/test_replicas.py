@@ -181,6 +181,32 @@ def assert_no_double_polls(publisher: Publisher, min_gap: float) -> None:
         assert all(gap >= min_gap for gap in gaps), (source, gaps)
 
 
+def leases_of(engine: Engine, owner: str) -> int:
+    with Session(engine) as session:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(SourceRow)
+                .where(col(SourceRow.lease_owner) == owner)
+            )
+            or 0
+        )
+
+
+def pause_holding_leases(replica: Replica, engine: Engine, timeout: float = 20) -> None:
+    """SIGSTOP the replica at a moment it holds source leases (checked after the stop)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if leases_of(engine, replica.name):
+            replica.signal(signal.SIGSTOP)
+            time.sleep(0.1)
+            if leases_of(engine, replica.name):
+                return
+            replica.signal(signal.SIGCONT)
+        time.sleep(0.005)
+    raise AssertionError(f"{replica.name} never held a lease to be paused with")
+
+
 def test_three_replicas_share_the_sources_and_alert_once(
     cluster: Cluster, publisher: Publisher, slack: SlackStandIn, engine: Engine
 ) -> None:
@@ -226,7 +252,7 @@ def test_killed_and_paused_replicas_neither_lose_nor_double(
         if round_number == 1:
             r1.signal(signal.SIGKILL)
         if round_number == 2:
-            r2.signal(signal.SIGSTOP)
+            pause_holding_leases(r2, engine)
         if round_number == 5:  # stopped for ~9 s, past its 6 s lease
             r2.signal(signal.SIGCONT)
 
@@ -236,6 +262,9 @@ def test_killed_and_paused_replicas_neither_lose_nor_double(
     assert r2.proc.poll() is None and r3.proc.poll() is None
     status, _ = r2.get("/livez")
     assert status == 200  # the paused replica recovered
+    # It woke up holding leases that others had taken over: its late results were refused.
+    dropped = [r for r in r2.records() if "lease lost" in str(r.get("event"))]
+    assert dropped, "the paused replica should have found its leases fenced off"
     for replica in (r2, r3):
         code, seconds = replica.terminate()
         assert code == 0 and seconds < 10, (replica.name, replica.tail())
