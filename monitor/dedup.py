@@ -23,8 +23,8 @@ from functools import lru_cache
 import numpy as np
 
 STEM_LEN = 5
-TITLE_BANDS, TITLE_ROWS = 12, 2
-TEXT_BANDS, TEXT_ROWS = 16, 3
+TITLE_BANDS, TITLE_ROWS = 14, 2
+TEXT_BANDS, TEXT_ROWS = 10, 3
 _PERMS = TITLE_BANDS * TITLE_ROWS + TEXT_BANDS * TEXT_ROWS
 
 _rng = np.random.default_rng(0x5EED_600D)
@@ -347,7 +347,7 @@ class Choice:
 
 MAX_CANDIDATES = 24
 # A single shared band is what unrelated texts produce by chance; real copies share many
-# (the labelled copies share 5 to 28 of 28).
+# (the labelled copies in one language share 5 to 24 of 24).
 MIN_SHARED = 2
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from monitor import stories
+from monitor import dedup, stories
 from monitor.cli import main
 from monitor.commands.stories import FileArticle, read_articles
 from monitor.model import Article, StoryAssignment
@@ -103,7 +103,7 @@ def test_copies_join_the_first_story_and_others_start_their_own(engine: Engine) 
         bands = session.scalar(
             select(func.count()).select_from(StoryBand).where(col(StoryBand.article_id) == nbc_id)
         )
-        assert bands == 28
+        assert bands == dedup.TITLE_BANDS + dedup.TEXT_BANDS
         shown = stories.get_story(session, first.story_key)
         assert shown is not None and [a.id for a in shown[1]] == [abc_id, nbc_id]
 
