@@ -321,6 +321,34 @@ def reconcile_stories(
     return merged
 
 
+def rebuild_bands(session: Session, since: datetime) -> int:
+    """Recompute the band rows of articles first seen since `since` from their stored text.
+
+    For after a change of the band parameters in monitor.dedup (keys of old rows would no
+    longer match); story assignments are kept. Returns the number of articles re-indexed.
+    """
+    conn = session.connection()
+    rows = conn.execute(
+        select(
+            _ARTICLE.c.id,
+            _ARTICLE.c.title,
+            _ARTICLE.c.summary,
+            _ARTICLE.c.published,
+            _ARTICLE.c.first_seen,
+            _ARTICLE.c.story_id,
+        ).where(_ARTICLE.c.first_seen >= _utc(since), _ARTICLE.c.story_id.is_not(None))
+    ).all()
+    ids = [int(r.id) for r in rows]
+    for start in range(0, len(ids), 500):
+        conn.execute(_BAND.delete().where(_BAND.c.article_id.in_(ids[start : start + 500])))
+    for r in rows:
+        when = article_time(r.published, r.first_seen)
+        fp = dedup.fingerprint(r.title or "", r.summary or "", when)
+        _add_bands(conn, dedup.band_keys(fp), int(r.id), int(r.story_id), when)
+    _cache.clear()
+    return len(rows)
+
+
 # --- reading ------------------------------------------------------------------------------------
 
 

@@ -233,3 +233,25 @@ def test_a_later_copy_merges_concurrently_started_stories(pg_engine: Engine) -> 
         gone = session.get(Story, b.story_id)
         assert kept is not None and kept.article_count == 3
         assert gone is not None and gone.article_count == 0
+
+
+def test_rebuild_index_and_reconcile_commands(
+    engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After the band rows are lost (or the band parameters change) the index is rebuilt."""
+    now = datetime.now(UTC)
+    _, first = _ingest(engine, _article("abc", ABC.title, ABC.text, now), now)
+    with Session(engine) as session, session.begin():
+        session.execute(StoryBand.__table__.delete())  # type: ignore[attr-defined]
+    monkeypatch.setenv("MONITOR_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    try:
+        assert main(["stories", "rebuild-index", "--since", "1d"]) == 0
+        assert "re-indexed 1 articles" in capsys.readouterr().out
+        assert main(["stories", "reconcile", "--lookback", "1h"]) == 0
+        assert "merged 0 stories" in capsys.readouterr().out
+    finally:
+        get_settings.cache_clear()
+    stories._cache.clear()
+    _, copy = _ingest(engine, _article("nbc", NBC.title, NBC.text, now), now)
+    assert copy.story_id == first.story_id and not copy.is_new

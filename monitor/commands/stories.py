@@ -307,8 +307,17 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rebuild(args: argparse.Namespace) -> int:
+    from monitor import stories
+
+    with _open_session() as session, session.begin():
+        count = stories.rebuild_bands(session, datetime.now(UTC) - args.since)
+    print(f"re-indexed {count} articles")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    """Add `monitor stories list|show|test|eval|reconcile`."""
+    """Add `monitor stories list|show|test|eval|reconcile|rebuild-index`."""
     parser = sub.add_parser("stories", help="near-duplicate stories across outlets")
     cmds = parser.add_subparsers(dest="stories_command", metavar="SUBCOMMAND", required=True)
 
@@ -338,3 +347,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = cmds.add_parser("reconcile", help="merge stories that replicas started concurrently")
     p.add_argument("--lookback", type=parse_duration, default=timedelta(hours=1))
     p.set_defaults(func=_cmd_reconcile)
+
+    p = cmds.add_parser(
+        "rebuild-index", help="recompute band rows (after changing the band parameters)"
+    )
+    p.add_argument("--since", type=parse_duration, default=timedelta(days=7))
+    p.set_defaults(func=_cmd_rebuild)
