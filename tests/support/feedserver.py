@@ -439,3 +439,37 @@ def feed_server() -> Iterator[FeedServer]:
     with FeedServer() as server:
         server.add_corpus()
         yield server
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve from a separate process (benchmarks, manual runs): prints the base URL, then
+    serves until SIGTERM/SIGINT. A separate process keeps the server off the client's GIL."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(prog="python -m tests.support.feedserver")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free)")
+    parser.add_argument("--corpus", action="store_true", help="serve the corpus under /feeds/")
+    parser.add_argument(
+        "--synthetic",
+        type=int,
+        default=0,
+        metavar="N",
+        help="serve N small distinct feeds under /synthetic/<i>.xml",
+    )
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with FeedServer(port=args.port) as server:
+        if args.corpus:
+            server.add_corpus()
+        for i in range(args.synthetic):
+            server.add(f"/synthetic/{i}.xml", rss([(f"s{i}-1", f"Synthetic feed {i}")]))
+        print(server.url("/"), flush=True)
+        stop.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
