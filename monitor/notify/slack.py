@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from typing import Any
 
 import aiohttp
@@ -24,6 +25,7 @@ from monitor.notify import DeliveryError, Outgoing
 from monitor.render import render_slack
 
 EVENT_TYPE = "monitor_alert"
+_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{6,}")
 # ok:false errors that no retry can fix: dead at once, with the reason.
 PERMANENT = frozenset(
     {
@@ -143,6 +145,7 @@ class SlackNotifier:
             ],
         )
         self.timeout = timeout
+        self._ids: dict[str, str] = {}
 
     async def send(self, message: Outgoing) -> str:
         rendered = render_slack(message.content)
@@ -177,15 +180,45 @@ class SlackNotifier:
         channel = str(response.get("channel") or message.destination)
         return f"{channel} {response.get('ts')}"
 
+    async def channel_id(self, channel: str) -> str | None:
+        """Reads need a channel id; names are resolved once with conversations.list."""
+        name = channel.lstrip("#")
+        if _CHANNEL_ID.fullmatch(name):
+            return name
+        if name in self._ids:
+            return self._ids[name]
+        cursor: str | None = None
+        for _page in range(50):
+            args: dict[str, Any] = {
+                "types": "public_channel,private_channel",
+                "exclude_archived": True,
+                "limit": 1000,
+            }
+            if cursor:
+                args["cursor"] = cursor
+            response = await self._read.conversations_list(**args)
+            for item in response.get("channels") or []:
+                self._ids[str(item.get("name"))] = str(item.get("id"))
+            if name in self._ids:
+                return self._ids[name]
+            cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor:
+                break
+        return None
+
     async def find_sent(self, message: Outgoing, since_epoch: float) -> str | None:
         """Look for this alert id in the channel (or the thread) since the earlier attempt."""
         wanted = str(message.alert_id)
         cursor: str | None = None
         try:
             async with asyncio.timeout(self.timeout * 3):
+                channel = await self.channel_id(message.destination)
+                if channel is None:
+                    # Unknown name (or no channels:read scope): nothing to compare against.
+                    return None
                 for _page in range(10):
                     args: dict[str, Any] = {
-                        "channel": message.destination,
+                        "channel": channel,
                         "oldest": f"{since_epoch:.6f}",
                         "include_all_metadata": True,
                         "limit": 200,
@@ -204,7 +237,7 @@ class SlackNotifier:
                             meta.get("event_type") == EVENT_TYPE
                             and str(payload.get("alert_id")) == wanted
                         ):
-                            return f"{response.get('channel') or message.destination} {item['ts']}"
+                            return f"{channel} {item['ts']}"
                     meta = response.get("response_metadata") or {}
                     cursor = meta.get("next_cursor") or None
                     if not cursor:

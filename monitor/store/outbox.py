@@ -239,7 +239,7 @@ def claim(
             status, ref = parent_state.get(int(parent_id), ("dead", None))
             if status not in ("sent", "dead", "digested"):
                 continue  # the thread does not exist yet
-        if channel == "slack":
+        if channel == "slack" and slack_interval > 0:
             key = destination_key(channel, destination)
             if key in slack_wanted:
                 continue
