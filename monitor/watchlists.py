@@ -37,7 +37,8 @@ from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
 
 from monitor import query as q
-from monitor.match import Compiler, Matcher, compile_matcher, compile_watchlist
+from monitor.match import Matcher, compile_matcher, compile_watchlist
+from monitor.query_eval import Compiler
 from monitor.textnorm import fold_term
 
 log = structlog.get_logger(__name__)

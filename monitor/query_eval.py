@@ -1,0 +1,553 @@
+"""Compiled queries: a tree of evaluators over one article's words, and the article view.
+
+`Compiler` turns a parsed query (monitor.query) into these nodes. Each node evaluates against a
+`Doc` (the article's folded words, positions found on demand) and records hits as word ranges;
+each also states, as `clauses()`, the literals any match must contain, which the matcher's
+prefilter indexes. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import islice
+from typing import Any, Protocol
+
+import re2
+
+from monitor import query as q
+from monitor.model import Article
+from monitor.textnorm import WORD_RE, Folded, fold_mapped, fold_term, fold_words
+from monitor.textnorm import is_hangul_word as _hangul
+
+TITLE, SUMMARY, SOURCE, URL = 0, 1, 2, 3
+FIELD_IDS = {"title": TITLE, "summary": SUMMARY, "source": SOURCE, "url": URL}
+FIELD_NAMES = ("title", "summary", "source", "url")
+FIELD_WEIGHT = (2.0, 1.0, 0.0, 0.0)  # title evidence counts double; filters add nothing
+DEFAULT_FIELDS = frozenset({TITLE, SUMMARY})
+STRIDE = 1_000_000  # word positions of field f start at f * STRIDE, so phrases never cross fields
+# Words too frequent in news copy to make a good prefilter key (chosen by hand, no corpus).
+_COMMON_WORDS = """a an the of in on at to and or for by with from as is are was were be
+    been has have had
+    it its this that these those he she they we you i his her their our not no but if than then
+    so up out over after before about into more most new says said say will would can could may
+    also just one two three first last year years day days week time people world news report
+    reports reported government state states president minister police official officials
+    country countries city national international told tells according amid while when where
+    what who how why all any some other many much very make made take takes took get gets got
+    go goes went back down off again still now today yesterday tomorrow live latest update
+    video watch photos breaking u s uk us eu un war deal talks meeting vote votes election
+    court case law plan plans group party leader leaders attack attacks killed dead death
+    help home house market markets price prices company companies business money bank
+    security military forces force army health public political politics top big high
+    warns warned calls called call move moves set sets open opens end ends"""
+_COMMON = frozenset(_COMMON_WORDS.split())
+
+Fields = frozenset[int]
+Hit = tuple[str, int, int, int]  # (term label, field, first word, last word) within the field
+Spans = list[tuple[int, int]]  # [first word position, last word position]
+Clauses = list[frozenset[str]]  # AND of ORs of prefilter keys; [] means "no requirement"
+
+
+# ------------------------------------------------------------------------------ document
+
+
+class Doc:
+    """One article's words, shared by every watchlist evaluated on it.
+
+    Word positions of field f start at f * STRIDE. Nothing is indexed up front: a word's
+    positions are found (by a C-speed list scan, after a set lookup) the first time a query asks,
+    and character offsets (for highlights and regex positions) only when hits are reported.
+    """
+
+    __slots__ = (
+        "_bounds",
+        "_folded",
+        "_positions",
+        "_present",
+        "_tokens",
+        "_vocab",
+        "cache",
+        "texts",
+    )
+
+    def __init__(
+        self,
+        article: Article,
+        fields: Sequence[list[str]] | None = None,
+        folded: Sequence[str] | None = None,
+        present: set[str] | None = None,
+    ) -> None:
+        """`fields`, `folded` and `present` (words of title + summary) spare recomputing what
+        the prefilter already has."""
+        self.texts = (article.title, article.text, article.source_id, article.url)
+        self.cache: dict[tuple[int, Fields], Spans] = {}
+        self._folded: list[Folded | None] = [None, None, None, None]
+        self._bounds: list[list[tuple[int, int]] | None] = [None, None, None, None]
+        self._tokens: list[list[str] | None] = [None, None, None, None]
+        self._vocab: list[set[str] | None] = [None, None, None, None]
+        self._positions: dict[tuple[str, int], list[int]] = {}
+        for field, tokens in enumerate(fields or ()):
+            self._tokens[field] = tokens
+        for field, text in enumerate(folded or ()):
+            self._folded[field] = fold_mapped(self.texts[field], text)
+        self._present = present
+
+    def tokens(self, field: int) -> list[str]:
+        found = self._tokens[field]
+        if found is None:
+            found = self._tokens[field] = fold_words(self.texts[field])[: STRIDE - 1]
+        return found
+
+    def vocab(self, field: int) -> set[str]:
+        """Distinct words of a field; title and summary share one set (a superset is enough)."""
+        if field in (TITLE, SUMMARY):
+            if self._present is None:
+                self._present = set(self.tokens(TITLE)) | set(self.tokens(SUMMARY))
+            return self._present
+        found = self._vocab[field]
+        if found is None:
+            found = self._vocab[field] = set(self.tokens(field))
+        return found
+
+    def positions(self, word: str, field: int) -> list[int]:
+        """Positions of an exact folded word in one field."""
+        key = (word, field)
+        found = self._positions.get(key)
+        if found is None:
+            found = self._positions[key] = []
+            if word in self.vocab(field):
+                tokens = self.tokens(field)
+                base = field * STRIDE
+                index = -1
+                try:
+                    while True:
+                        index = tokens.index(word, index + 1)
+                        found.append(base + index)
+                except ValueError:
+                    pass
+        return found
+
+    def word_spans(self, field: int, first: int) -> Iterator[tuple[int, int, int]]:
+        """(word index, start, end) in the original text from word `first` on.
+
+        The words before `first` are skipped inside the regex engine (islice), which is what
+        keeps a snippet deep in a long article cheap.
+        """
+        folded = self._folded[field]
+        if folded is None:
+            folded = self._folded[field] = fold_mapped(self.texts[field])
+        origin = folded.origin
+        for index, m in enumerate(islice(WORD_RE.finditer(folded.text), first, None), first):
+            start, end = m.span()
+            if origin is None:
+                yield index, start, end
+            else:
+                yield index, origin[start], origin[end - 1] + 1
+
+    def bounds(self, field: int) -> list[tuple[int, int]]:
+        """[start, end) of every word of the field in the original text (for regexes, titles)."""
+        found = self._bounds[field]
+        if found is None:
+            folded = self._folded[field]
+            if folded is None:
+                folded = self._folded[field] = fold_mapped(self.texts[field])
+            origin = folded.origin
+            spans = [m.span() for m in WORD_RE.finditer(folded.text)]
+            if origin is not None:
+                spans = [(origin[s], origin[e - 1] + 1) for s, e in spans]
+            found = self._bounds[field] = spans
+        return found
+
+
+# ------------------------------------------------------------------------ compiled nodes
+
+
+class CNode(Protocol):
+    def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool: ...
+
+    def clauses(self) -> Clauses:
+        """Literal requirements in AND-of-OR form: every match contains a key of each set."""
+        ...
+
+
+class Positional(CNode, Protocol):
+    label: str
+
+    def positions(self, doc: Doc, fields: Fields) -> Spans: ...
+
+
+MAX_SPANS_PER_FIELD = 8  # enough to score and highlight; later repeats only cost time
+
+
+def _record(doc: Doc, label: str, spans: Spans, hits: list[Hit]) -> None:
+    counts = [0, 0, 0, 0]
+    for first, last in spans:
+        field = first // STRIDE
+        if counts[field] < MAX_SPANS_PER_FIELD:
+            counts[field] += 1
+            base = field * STRIDE
+            hits.append((label, field, first - base, last - base))
+
+
+class CWords:
+    """A word, phrase, prefix or proximity phrase: the one leaf that reads the word index."""
+
+    def __init__(self, words: tuple[str, ...], prefix: bool, slop: int | None, label: str):
+        self.words = words
+        self.prefix = prefix
+        self.slop = slop
+        self.label = label
+        self.scan = tuple(
+            _hangul(w) or (prefix and i == len(words) - 1) for i, w in enumerate(words)
+        )
+
+    def _word_positions(self, doc: Doc, i: int, fields: Fields) -> list[int]:
+        word = self.words[i]
+        found: list[int] = []
+        for field in sorted(fields):
+            if not self.scan[i]:
+                found.extend(doc.positions(word, field))
+                continue
+            hangul = _hangul(word)
+            for token in doc.vocab(field):
+                if (word in token) if hangul else token.startswith(word):
+                    found.extend(doc.positions(token, field))
+        if len(fields) > 1 or self.scan[i]:
+            found.sort()
+        return found
+
+    def positions(self, doc: Doc, fields: Fields) -> Spans:
+        key = (id(self), fields)
+        cached = doc.cache.get(key)
+        if cached is not None:
+            return cached
+        spans = self._positions(doc, fields)
+        doc.cache[key] = spans
+        return spans
+
+    def _positions(self, doc: Doc, fields: Fields) -> Spans:
+        first = self._word_positions(doc, 0, fields)
+        n = len(self.words)
+        if not first or n == 1:
+            return [(p, p) for p in first]
+        rest = [set(self._word_positions(doc, i, fields)) for i in range(1, n)]
+        if not all(rest):
+            return []
+        if self.slop is None:
+            return [(p, p + n - 1) for p in first if all(p + i in rest[i - 1] for i in range(1, n))]
+        return _window([first, *(sorted(s) for s in rest)], n - 1 + self.slop)
+
+    def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        spans = self.positions(doc, fields)
+        if spans:
+            _record(doc, self.label, spans, hits)
+            return True
+        return False
+
+    def clauses(self) -> Clauses:
+        return [frozenset(self.keys())]
+
+    def keys(self) -> set[str]:
+        hangul = [w for w in self.words if _hangul(w)]
+        if hangul:
+            return {max(hangul, key=len)}
+        if self.slop is not None:
+            fixed = [w for i, w in enumerate(self.words) if not self.scan[i]] or [self.words[-1]]
+            word = max(fixed, key=len)
+            return {f" {word} " if not (self.prefix and word == self.words[-1]) else f" {word}"}
+        return {" " + " ".join(self.words) + ("" if self.prefix else " ")}
+
+
+def _window(lists: list[list[int]], width: int) -> Spans:
+    """Spans where one position of every list lies within `width` words, same field."""
+    events = sorted((p, i) for i, ps in enumerate(lists) for p in ps)
+    need = len(lists)
+    counts = [0] * need
+    covered = 0
+    left = 0
+    out: Spans = []
+    for right, (pos, idx) in enumerate(events):
+        if counts[idx] == 0:
+            covered += 1
+        counts[idx] += 1
+        while covered == need:
+            start = events[left][0]
+            fits = pos - start <= width and start // STRIDE == pos // STRIDE
+            if fits and (not out or out[-1][1] < start):
+                out.append((start, pos))
+            li = events[left][1]
+            counts[li] -= 1
+            if counts[li] == 0:
+                covered -= 1
+            left += 1
+        del right
+    return out
+
+
+class CAlias:
+    """A named list of phrases (from aliases.yaml); each matched member is reported by name."""
+
+    def __init__(self, name: str, members: Sequence[CWords]):
+        self.label = "@" + name
+        self.members = tuple(members)
+
+    def positions(self, doc: Doc, fields: Fields) -> Spans:
+        out: Spans = []
+        for member in self.members:
+            out.extend(member.positions(doc, fields))
+        return sorted(out)
+
+    def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        matched = False
+        for member in self.members:
+            matched = member.evaluate(doc, fields, hits) or matched
+        return matched
+
+    def clauses(self) -> Clauses:
+        out: set[str] = set()
+        for member in self.members:
+            out |= member.keys()
+        return [frozenset(out)]
+
+
+class CRegex:
+    """An RE2 pattern over the text as published, case-insensitive unless it says `(?-i)`.
+
+    RE2 runs in linear time, so no admin pattern can hang the matcher on hostile article text.
+    """
+
+    def __init__(self, pattern: str):
+        options = re2.Options()
+        options.log_errors = False
+        options.case_sensitive = False
+        try:
+            self.regex: Any = re2.compile(pattern, options)
+        except re2.error as exc:
+            detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+            raise q.QueryError(
+                f"invalid regular expression /{pattern}/: {detail} (RE2 has no backreferences "
+                "or lookaround; rewrite with plain words or alternation)"
+            ) from exc
+        self.label = "/" + pattern + "/"
+
+    def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        """A match counts when it overlaps a word (so it can be scored and highlighted)."""
+        spans = self.positions(doc, fields)
+        _record(doc, self.label, spans, hits)
+        return bool(spans)
+
+    def positions(self, doc: Doc, fields: Fields) -> Spans:
+        """Word positions the pattern's matches overlap, so a regex can take part in NEAR."""
+        out: Spans = []
+        for field in sorted(fields):
+            text = doc.texts[field]
+            if not text:
+                continue
+            bounds = doc.bounds(field)
+            starts = [b[0] for b in bounds]
+            base = field * STRIDE
+            for found in self.regex.finditer(text):
+                start, end = found.span()
+                first = max(bisect_right(starts, start) - 1, 0)
+                if first < len(bounds) and bounds[first][1] <= start:
+                    first += 1
+                last = bisect_left(starts, end) - 1
+                if first <= last:
+                    out.append((base + first, base + last))
+        return out
+
+    def clauses(self) -> Clauses:
+        return []
+
+
+class CAnd:
+    def __init__(self, children: Sequence[CNode]):
+        self.children = tuple(children)
+
+    def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        mark = len(hits)
+        for child in self.children:
+            if not child.evaluate(doc, fields, hits):
+                del hits[mark:]
+                return False
+        return True
+
+    def clauses(self) -> Clauses:
+        out: Clauses = []
+        for child in self.children:
+            out.extend(child.clauses())
+        return out
+
+
+def key_rarity(key: str) -> int:
+    """A corpus-free guess at how rare a prefilter key is: long, uncommon words score high."""
+    stripped = key.strip()
+    if _hangul(stripped):
+        return min(3 * len(stripped), 12)
+    return min(sum(1 if w in _COMMON else min(len(w), 10) for w in stripped.split()), 20)
+
+
+def rarity(keys: frozenset[str]) -> tuple[int, int]:
+    """Rank a required key set: its commonest key decides; fewer alternatives is better."""
+    return (min(key_rarity(k) for k in keys), -len(keys))
+
+
+class COr:
+    def __init__(self, children: Sequence[CNode], label: str):
+        self.children = tuple(children)
+        self.label = label
+
+    def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        matched = False
+        for child in self.children:  # no short-circuit: every matching term is evidence
+            matched = child.evaluate(doc, fields, hits) or matched
+        return matched
+
+    def positions(self, doc: Doc, fields: Fields) -> Spans:
+        out: Spans = []
+        for child in self.children:
+            positional: Positional = child  # type: ignore[assignment]
+            out.extend(positional.positions(doc, fields))
+        return sorted(out)
+
+    def clauses(self) -> Clauses:
+        out: set[str] = set()
+        for child in self.children:
+            found = child.clauses()
+            if not found:
+                return []
+            best: frozenset[str] = max(found, key=rarity)  # the child's most selective one
+            out |= best
+        return [frozenset(out)]
+
+
+class CNot:
+    def __init__(self, child: CNode):
+        self.child = child
+
+    def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        return not self.child.evaluate(doc, fields, [])
+
+    def clauses(self) -> Clauses:
+        return []
+
+
+class CField:
+    def __init__(self, field: str, child: CNode, label: str):
+        self.fields: Fields = frozenset({FIELD_IDS[field]})
+        self.child = child
+        self.label = label
+        self.filter_only = field in ("source", "url")
+
+    def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        return self.child.evaluate(doc, self.fields, hits)
+
+    def positions(self, doc: Doc, fields: Fields) -> Spans:
+        child: Positional = self.child  # type: ignore[assignment]
+        return child.positions(doc, self.fields)
+
+    def clauses(self) -> Clauses:
+        return [] if self.filter_only else self.child.clauses()
+
+
+class CNear:
+    def __init__(self, left: Positional, right: Positional, distance: int, label: str):
+        self.left = left
+        self.right = right
+        self.distance = distance
+        self.label = label
+
+    def _pairs(self, doc: Doc, fields: Fields) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+        lefts = self.left.positions(doc, fields)
+        if not lefts:
+            return []
+        rights = self.right.positions(doc, fields)
+        out = []
+        for a in lefts:
+            for b in rights:
+                if a[0] // STRIDE != b[0] // STRIDE:
+                    continue
+                gap = b[0] - a[1] - 1 if b[0] > a[1] else a[0] - b[1] - 1
+                if gap <= self.distance:
+                    out.append((a, b))
+        return out
+
+    def positions(self, doc: Doc, fields: Fields) -> Spans:
+        return sorted({(min(a[0], b[0]), max(a[1], b[1])) for a, b in self._pairs(doc, fields)})
+
+    def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        pairs = self._pairs(doc, fields)
+        if not pairs:
+            return False
+        # Report the leaf terms (not the whole sub-query) that lie inside a matching pair.
+        ranges = [
+            (a[0] // STRIDE, min(a[0], b[0]) % STRIDE, max(a[1], b[1]) % STRIDE) for a, b in pairs
+        ]
+        leaves: list[Hit] = []
+        self.left.evaluate(doc, fields, leaves)
+        self.right.evaluate(doc, fields, leaves)
+        for hit in leaves:
+            if any(f == hit[1] and s <= hit[2] and hit[3] <= e for f, s, e in ranges):
+                hits.append(hit)
+        return True
+
+    def clauses(self) -> Clauses:
+        return self.left.clauses() + self.right.clauses()
+
+
+class Compiler:
+    """Turns ASTs into evaluators, sharing one compiled alias per name across watchlists."""
+
+    def __init__(self, aliases: Mapping[str, Sequence[str]]):
+        self.aliases = aliases
+        self._alias_cache: dict[str, CAlias] = {}
+
+    def alias(self, name: str) -> CAlias:
+        found = self._alias_cache.get(name)
+        if found is None:
+            if name not in self.aliases:
+                known = ", ".join("@" + n for n in sorted(self.aliases)) or "none defined"
+                raise q.QueryError(
+                    f"unknown alias @{name}: define it in aliases.yaml (known: {known})"
+                )
+            members: list[CWords] = []
+            seen: set[tuple[tuple[str, ...], bool]] = set()
+            for text in self.aliases[name]:
+                leaf = words_leaf(text, None)
+                if (leaf.words, leaf.prefix) not in seen:  # "Kim Jong Un" = "Kim Jong-un"
+                    seen.add((leaf.words, leaf.prefix))
+                    members.append(leaf)
+            found = self._alias_cache[name] = CAlias(name, members)
+        return found
+
+    def compile(self, node: q.Node) -> CNode:
+        if isinstance(node, q.Term):
+            return words_leaf(node.text + ("*" if node.prefix else ""), None)
+        if isinstance(node, q.Phrase):
+            return words_leaf(node.text, node.slop)
+        if isinstance(node, q.Alias):
+            return self.alias(node.name)
+        if isinstance(node, q.Regex):
+            return CRegex(node.pattern)
+        if isinstance(node, q.Field):
+            return CField(node.field, self.compile(node.child), q.to_string(node))
+        if isinstance(node, q.Not):
+            return CNot(self.compile(node.child))
+        if isinstance(node, q.And):
+            return CAnd([self.compile(c) for c in node.children])
+        if isinstance(node, q.Or):
+            return COr([self.compile(c) for c in node.children], q.to_string(node))
+        left, right = self.compile(node.left), self.compile(node.right)
+        return CNear(left, right, node.distance, q.to_string(node))  # type: ignore[arg-type]
+
+
+def words_leaf(text: str, slop: int | None) -> CWords:
+    """A leaf for words as written: `Kim Jong-un`, `launch*`, or a phrase with a slop."""
+    stripped = text.strip()
+    prefix = stripped.endswith("*")
+    words = fold_term(stripped.rstrip("*"))
+    if not words:
+        raise q.QueryError(f"'{text}' has no letters or digits to match")
+    label = stripped if slop is None else f'"{stripped}"~{slop}'
+    return CWords(words, prefix, slop, label)
