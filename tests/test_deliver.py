@@ -8,11 +8,11 @@ import itertools
 import logging
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from monitor import logs
@@ -23,7 +23,7 @@ from monitor.render import AlertContent
 from monitor.settings import Settings
 from monitor.store import db, outbox
 from monitor.store.tables import AlertRow, DestinationRow, utcnow
-from tests.support.alerts import enqueue, item, rows, settings, watchlist
+from tests.support.alerts import enqueue, item, rows, run, run_due, settings, watchlist
 from tests.support.slackfake import Fault, SlackFake
 
 TOKEN = "xoxb-test-token"
@@ -60,26 +60,6 @@ def queue(
 ) -> None:
     items = [item(i, story=(i, True)) for i in range(start, start + n)]
     enqueue(engine, items, [watchlist(slack=channels)], cfg, utcnow())
-
-
-def run(dispatcher: Dispatcher, now: datetime | None = None) -> int:
-    return asyncio.run(dispatcher.tick(now))
-
-
-def later(seconds: float = 3600) -> datetime:
-    return utcnow() + timedelta(seconds=seconds)
-
-
-def run_due(dispatcher: Dispatcher) -> int:
-    """Skip the backoff: make every waiting row due now, then tick on the real clock."""
-    with Session(dispatcher.engine) as session, session.begin():
-        session.execute(
-            update(AlertRow)
-            .where(AlertRow.status == "retry")  # type: ignore[arg-type]
-            .values(next_attempt_at=utcnow() - timedelta(seconds=1))
-        )
-        session.execute(update(DestinationRow).values(not_before=utcnow() - timedelta(seconds=1)))
-    return run(dispatcher)
 
 
 def test_post_carries_metadata_and_disables_parsing(sq_engine: Engine, slack: SlackFake) -> None:

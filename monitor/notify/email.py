@@ -26,7 +26,7 @@ def message_id(dedup_key: str, domain: str) -> str:
 
 
 def mail_domain(sender: str) -> str:
-    domain = sender.rpartition("@")[2].strip(" >") or "localhost"
+    domain = sender.rpartition("@")[2].strip(" >") if "@" in sender else "localhost"
     return header_safe(domain, 200).replace(" ", "") or "localhost"
 
 

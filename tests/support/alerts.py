@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from monitor import alerting
+from monitor.deliver import Dispatcher
 from monitor.model import Article, IngestedItem, Match, Span, StoryAssignment
 from monitor.settings import Settings
-from monitor.store.tables import AlertRow
+from monitor.store.tables import AlertRow, DestinationRow, utcnow
 from monitor.watchlists import AlertSpec, Watchlist
 
 
@@ -117,3 +119,23 @@ def rows(engine: Engine) -> list[AlertRow]:
         found = list(session.scalars(select(AlertRow).order_by(AlertRow.id)))  # type: ignore[arg-type]
         session.expunge_all()
         return found
+
+
+def run(dispatcher: Dispatcher, now: datetime | None = None) -> int:
+    return asyncio.run(dispatcher.tick(now))
+
+
+def later(seconds: float = 3600) -> datetime:
+    return utcnow() + timedelta(seconds=seconds)
+
+
+def run_due(dispatcher: Dispatcher) -> int:
+    """Skip the backoff: make every waiting row due now, then tick on the real clock."""
+    with Session(dispatcher.engine) as session, session.begin():
+        session.execute(
+            update(AlertRow)
+            .where(AlertRow.status == "retry")  # type: ignore[arg-type]
+            .values(next_attempt_at=utcnow() - timedelta(seconds=1))
+        )
+        session.execute(update(DestinationRow).values(not_before=utcnow() - timedelta(seconds=1)))
+    return run(dispatcher)
