@@ -1,4 +1,4 @@
-"""Email delivery through a real aiosmtpd server: content, threading, deferrals, refusals, outages."""
+"""Email through a real aiosmtpd server: content, threading, deferrals, refusals, outages."""
 
 from __future__ import annotations
 
