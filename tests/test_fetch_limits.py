@@ -65,8 +65,9 @@ async def test_trickle_is_cut_at_the_overall_deadline(feed_server: FeedServer) -
     error = failed(outcome)
     assert (error.kind, error.transient) == ("timeout", True)
     assert "overall deadline" in error.message
-    assert 0.9 <= took <= 1.6
-    assert 0.9 <= error.elapsed_seconds <= 1.6
+    # the body alone would take ~60 s; slack above 1 s is for a loaded CI machine
+    assert 0.9 <= took <= 2.5
+    assert 0.9 <= error.elapsed_seconds <= 2.5
 
 
 async def test_server_that_never_answers_hits_the_read_timeout(feed_server: FeedServer) -> None:
@@ -75,7 +76,7 @@ async def test_server_that_never_answers_hits_the_read_timeout(feed_server: Feed
     error = failed(outcome)
     assert (error.kind, error.transient) == ("timeout", True)
     assert "waiting for data" in error.message
-    assert 0.4 <= took <= 1.5
+    assert 0.4 <= took <= 3.0
 
 
 async def test_connection_refused_is_a_transient_connect_error() -> None:
@@ -107,9 +108,11 @@ async def test_hanging_sources_do_not_delay_healthy_ones(feed_server: FeedServer
         outcomes = await asyncio.gather(*(one(p) for p in paths))
     healthy = [o for o in outcomes[3:] if isinstance(o, FetchResult)]
     assert len(healthy) == 20
-    assert max(finished[p] for p in paths[3:]) < 1.5
+    slowest_healthy = max(finished[p] for p in paths[3:])
+    assert slowest_healthy < 2.5
     assert all(failed(o).kind == "timeout" for o in outcomes[:3])
-    assert all(2.8 <= finished[p] <= 4.0 for p in paths[:3])
+    assert all(2.8 <= finished[p] <= 5.0 for p in paths[:3])
+    assert slowest_healthy < min(finished[p] for p in paths[:3])
 
 
 # --- size caps -----------------------------------------------------------------------------------
@@ -209,7 +212,7 @@ class InFlight:
         self.total += 1
         self.peak_total = max(self.peak_total, self.total)
         try:
-            await asyncio.sleep(0.15)
+            await asyncio.sleep(0.2)
             return web.Response(body=SMALL_RSS, content_type="application/rss+xml")
         finally:
             self.now[host] -= 1
@@ -252,8 +255,8 @@ async def test_waiting_for_a_slot_does_not_count_against_the_deadline(
 ) -> None:
     counter = InFlight()
     feed_server.add_handler("/slow", counter)
-    # 8 fetches of 0.15 s one at a time take ~1.2 s, beyond the 0.5 s deadline of each
-    settings = local(fetch_concurrency=1, fetch_per_host=1, fetch_total_timeout=0.5)
+    # 8 fetches of 0.2 s one at a time take ~1.6 s, beyond the 1 s deadline of each
+    settings = local(fetch_concurrency=1, fetch_per_host=1, fetch_total_timeout=1.0)
     async with Fetcher(settings) as fetcher:
         outcomes = await asyncio.gather(
             *(fetcher.fetch(FetchRequest(str(i), feed_server.url("/slow"))) for i in range(8))

@@ -220,3 +220,20 @@ async def test_secrets_in_urls_stay_out_of_error_messages(feed_server: FeedServe
     )
     for error in (blocked, hop, loop):
         assert secret not in error.message, error.message
+
+
+async def test_ipv6_answer_is_pinned_with_brackets() -> None:
+    with FeedServer(host="::1") as server:
+        server.add("/v6", b"<rss/>")
+        dns = Dns({"six.test": [["::1"]]})
+        recorder = Recorder()
+        url = f"http://six.test:{server.port}/v6"
+        outcome = await fetch(
+            Settings(allow_private_hosts=["::1"]), url, resolver=dns, transport=recorder
+        )
+        assert isinstance(outcome, FetchResult) and outcome.body == b"<rss/>"
+        assert recorder.seen == [("::1", f"six.test:{server.port}", None)]
+        assert server.last_headers["/v6"]["host"] == f"six.test:{server.port}"
+        # and the plain literal form is blocked without the allow-list entry
+        blocked = await fetch(Settings(), server.url("/v6"))
+        assert isinstance(blocked, FetchError) and "loopback" in blocked.message

@@ -187,7 +187,8 @@ class FeedServer:
     def url(self, path: str) -> str:
         if not path.startswith("/"):
             path = "/" + path
-        return f"http://{self.host}:{self.port}{path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{path}"
 
     def reset_hits(self) -> None:
         self.hits.clear()
@@ -231,6 +232,11 @@ class FeedServer:
         )
         self._routes[path] = self._serve_feed
         return self.url(path)
+
+    def validators(self, path: str) -> tuple[str | None, str | None]:
+        """The (ETag, Last-Modified) the feed at `path` currently carries."""
+        feed = self._feeds[path]
+        return feed.etag, feed.last_modified
 
     def update(self, path: str, body: bytes) -> None:
         """Give the feed at `path` a new body, keeping its type and headers."""
