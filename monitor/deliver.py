@@ -97,9 +97,13 @@ class Dispatcher:
         )
         # A row must stay ours longer than one send can take, or another replica could
         # reconcile it while our call is still in flight.
-        self.lease_seconds = max(
-            settings.lease_seconds, max(settings.slack_timeout, settings.smtp_timeout) + 5
-        )
+        # (each sender bounds its call at its timeout + 2 s).
+        timeouts = [0.0]
+        if "slack" in self.notifiers:
+            timeouts.append(settings.slack_timeout)
+        if "email" in self.notifiers:
+            timeouts.append(settings.smtp_timeout)
+        self.lease_seconds = max(settings.lease_seconds, max(timeouts) + 3)
         self.draining = False
         self._inflight: dict[int, asyncio.Task[str]] = {}
         self._email_gate = asyncio.Semaphore(EMAIL_CONCURRENCY)

@@ -7,6 +7,7 @@ after a crash threads with (and is de-duplicated by) the first copy in most mail
 
 from __future__ import annotations
 
+import asyncio
 import email.policy
 import email.utils
 import hashlib
@@ -122,18 +123,23 @@ class EmailNotifier:
     async def send(self, message: Outgoing) -> str:
         msg = build_message(message, sender=self.sender, domain=self.domain)
         try:
-            await aiosmtplib.send(
-                msg,
-                sender=self.sender,
-                recipients=[message.destination],
-                hostname=self.host,
-                port=self.port,
-                username=self.username,
-                password=self.password,
-                use_tls=self.security == "tls",
-                start_tls=self.security == "starttls",
-                timeout=self.timeout,
-            )
+            async with asyncio.timeout(self.timeout + 2):
+                await aiosmtplib.send(
+                    msg,
+                    sender=self.sender,
+                    recipients=[message.destination],
+                    hostname=self.host,
+                    port=self.port,
+                    username=self.username,
+                    password=self.password,
+                    use_tls=self.security == "tls",
+                    start_tls=self.security == "starttls",
+                    timeout=self.timeout,
+                )
+        except TimeoutError:
+            raise DeliveryError(
+                "timeout", "SMTP exchange took too long", transient=True, ambiguous=True
+            ) from None
         except aiosmtplib.SMTPException as exc:
             raise classify_smtp_error(exc) from None
         except OSError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import socket
 import threading
 import time
@@ -77,6 +78,8 @@ class SlackFake:
         self.messages: list[Message] = []
         self.requests: list[Request] = []
         self.missing_channels: set[str] = set()
+        # Every chat.postMessage takes a random time in this range (messages "in flight").
+        self.post_delay: tuple[float, float] = (0.0, 0.0)
         self._faults: dict[str, deque[Fault]] = {}
         self._channels: dict[str, str] = {}  # name → id
         self._lock = threading.Lock()
@@ -218,6 +221,9 @@ class SlackFake:
             )
         if method == "chat.postMessage":
             answer = self._post(args)
+            low, high = self.post_delay
+            if high > 0:  # stored, answer still on its way: the window a crash can hit
+                await asyncio.sleep(random.uniform(low, high))
         elif method == "conversations.history":
             answer = self._history(args, replies=False)
         elif method == "conversations.replies":
