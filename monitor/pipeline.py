@@ -246,28 +246,40 @@ class Poller:
         fresh = [a for key, a in unique.items() if key not in known]
         by_hash = queries.articles_by_hash(session, [a.content_hash for a in fresh])
         matcher = self._matcher()
+        # Same text twice among the fresh ones (or already stored): the later ones are copies.
+        to_insert: dict[str, Article] = {}
+        for article in fresh:
+            if article.content_hash not in by_hash:
+                to_insert.setdefault(article.content_hash, article)
+        inserted = queries.insert_articles(
+            session, list(to_insert.values()), now=now, catchup=catchup
+        )
+        for article in to_insert.values():
+            if article.entry_key in inserted:
+                by_hash[article.content_hash] = inserted[article.entry_key]
         items: list[IngestedItem] = []
         new = updated = 0
         for key, article in unique.items():
             entry = known.get(key)
             if entry is None:
-                original = by_hash.get(article.content_hash)
-                if original is not None:
-                    if queries.insert_copy(session, original, article, now=now):
-                        copy = self._copy_item(session, original, article, matcher, catchup)
-                        if copy is not None:
-                            items.append(copy)
+                article_id = inserted.get(key)
+                if article_id is not None and to_insert.get(article.content_hash) is article:
+                    new += 1
+                    story = stories.assign_story(
+                        session, article_id, article, now, self.settings.story_window_hours
+                    )
+                    matches = tuple(matcher.match(article))
+                    items.append(IngestedItem(article_id, article, "new", matches, story, catchup))
                     continue
-                article_id = queries.insert_article(session, article, now=now, catchup=catchup)
-                if article_id is None:
-                    continue  # stored meanwhile by another replica
-                by_hash[article.content_hash] = article_id
-                new += 1
-                story = stories.assign_story(
-                    session, article_id, article, now, self.settings.story_window_hours
+                original = by_hash.get(article.content_hash)
+                linked = original is not None and queries.insert_copy(
+                    session, original, article, now=now
                 )
-                matches = tuple(matcher.match(article))
-                items.append(IngestedItem(article_id, article, "new", matches, story, catchup))
+                if linked and original is not None:
+                    copy = self._copy_item(session, original, article, matcher, catchup)
+                    if copy is not None:
+                        items.append(copy)
+                # else: stored meanwhile by another replica
             elif entry.content_hash and entry.content_hash != article.content_hash:
                 queries.record_revision(session, entry, article, now=now)
                 updated += 1

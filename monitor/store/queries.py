@@ -285,6 +285,43 @@ def insert_article(
     )
 
 
+def insert_articles(
+    session: Session, articles: Sequence[Article], *, now: datetime, catchup: bool
+) -> dict[str, int]:
+    """Store new articles in one statement; returns entry_key → id for the rows WE inserted.
+
+    One multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING` instead of a round trip per row:
+    rows another replica stored first are simply absent from the answer.
+    """
+    if not articles:
+        return {}
+    table = ArticleRow.__table__  # type: ignore[attr-defined]
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    rows = [
+        {
+            "source_id": a.source_id,
+            "entry_key": a.entry_key,
+            "url": a.url,
+            "link": a.link,
+            "title": a.title,
+            "summary": a.text,
+            "published": _utc(a.published),
+            "first_seen": now,
+            "content_hash": a.content_hash,
+            "catchup": catchup,
+            "revision": 1,
+        }
+        for a in articles
+    ]
+    stmt = module.insert(table).on_conflict_do_nothing().returning(table.c.id, table.c.entry_key)
+    found: dict[str, int] = {}
+    for chunk in _chunks(rows, 200):  # type: ignore[arg-type]
+        for row_id, key in session.execute(stmt, chunk):
+            found[key] = int(row_id)
+    return found
+
+
 def insert_copy(session: Session, article_id: int, article: Article, *, now: datetime) -> bool:
     return (
         _insert(
