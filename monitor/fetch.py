@@ -266,11 +266,14 @@ class Fetcher:
     async def _fetch(
         self, req: FetchRequest, url: httpx.URL, started: float
     ) -> FetchResult | FetchError:
-        headers: dict[str, str] = {}
-        if req.etag:
-            headers["If-None-Match"] = req.etag
-        if req.last_modified:
-            headers["If-Modified-Since"] = req.last_modified
+        headers: dict[bytes, bytes] = {}
+        for name, value in (
+            (b"If-None-Match", req.etag),
+            (b"If-Modified-Since", req.last_modified),
+        ):
+            raw = _validator(value)
+            if raw is not None:
+                headers[name] = raw
         request = self._client.build_request("GET", url, headers=headers)
         for hop in range(MAX_REDIRECTS + 1):
             try:
@@ -383,6 +386,18 @@ class Fetcher:
         )
 
 
+def _validator(value: str | None) -> bytes | None:
+    """A stored ETag/Last-Modified as the bytes to send back; None if unusable.
+
+    httpx decodes non-ASCII header values as UTF-8 when it can, so encoding as UTF-8 sends the
+    server its own bytes. A value with CR, LF or NUL cannot have come from a header and is
+    dropped (an unconditional GET) rather than failing the source for ever.
+    """
+    if not value or any(c in value for c in "\r\n\x00"):
+        return None
+    return value.encode("utf-8")
+
+
 async def _drain(response: httpx.Response, limit: int = 64 * 1024) -> None:
     """Read a small leftover body so the connection goes back to the pool (an unread
     response, even an empty 304, makes httpcore close it); give up on anything bigger."""
@@ -472,7 +487,7 @@ def _is_tls(exc: BaseException) -> bool:
 
 def _scrub_url(text: str, url: str) -> str:
     """Exception texts may quote the URL; keep its query string (tokens) out of stored errors."""
-    return text.replace(url, safe_url(url)) if "?" in url else text
+    return text.replace(url, safe_url(url)) if ("?" in url or "@" in url) else text
 
 
 def _error(req: FetchRequest, kind: ErrorKind, transient: bool, message: str) -> FetchError:

@@ -338,3 +338,17 @@ async def test_fetcher_is_an_async_context_manager_and_closes(feed_server: FeedS
         assert entered is fetcher
         ok(await fetcher.fetch(FetchRequest("s", feed_server.url(GUARDIAN))))
     assert fetcher._client.is_closed
+
+
+async def test_non_ascii_etag_round_trips(feed_server: FeedServer) -> None:
+    feed_server.add("/utf", rss([]), etag='"café-☃"')
+    first = ok(await get(feed_server, "/utf"))
+    assert first.etag == '"café-☃"'
+    assert ok(await get(feed_server, "/utf", etag=first.etag)).status == 304
+
+
+async def test_unsendable_validator_falls_back_to_a_plain_get(feed_server: FeedServer) -> None:
+    result = ok(await get(feed_server, GUARDIAN, etag='"x"\r\nX-Injected: 1'))
+    assert result.status == 200
+    seen = feed_server.last_headers[GUARDIAN]
+    assert "x-injected" not in seen and "if-none-match" not in seen
