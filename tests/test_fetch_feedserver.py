@@ -13,6 +13,7 @@ import time
 from email.utils import parsedate_to_datetime
 
 import httpx
+import pytest
 
 from monitor.fetch import Fetcher
 from monitor.model import FetchRequest, FetchResult
@@ -173,3 +174,10 @@ async def test_a_thousand_unchanged_sources_poll_quickly(feed_server: FeedServer
     assert all(isinstance(o, FetchResult) and o.status == 304 for o in again)
     print(f"1,000 sources answered 304 in {took:.2f} s (server in-process)")
     assert took < 15, f"{took:.2f} s"  # a sanity bound; benchmarks/ measures the real figure
+
+
+def test_a_taken_port_fails_loudly_and_leaves_no_thread(feed_server: FeedServer) -> None:
+    before = threading.active_count()
+    with pytest.raises(OSError):
+        FeedServer(port=feed_server.port).start()
+    assert threading.active_count() == before

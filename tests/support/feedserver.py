@@ -143,7 +143,11 @@ class FeedServer:
         self._loop = loop
         self._thread = threading.Thread(target=loop.run_forever, name="feedserver", daemon=True)
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), loop).result(timeout=10)
+        try:
+            asyncio.run_coroutine_threadsafe(self._start(), loop).result(timeout=10)
+        except BaseException:
+            self.stop()  # e.g. the port is taken: leave no loop thread behind
+            raise
         return self
 
     async def _start(self) -> None:
