@@ -263,3 +263,19 @@ async def test_waiting_for_a_slot_does_not_count_against_the_deadline(
         )
     assert all(isinstance(o, FetchResult) for o in outcomes), outcomes
     assert counter.peak_total == 1
+
+
+async def test_hanging_dns_is_cut_at_the_connect_timeout() -> None:
+    async def never(host: str, port: int) -> list[str]:
+        await asyncio.sleep(60)
+        return ["93.184.216.34"]
+
+    settings = local(fetch_connect_timeout=0.3, fetch_total_timeout=10.0)
+    async with Fetcher(settings, resolver=never) as fetcher:
+        started = time.monotonic()
+        outcome = await fetcher.fetch(FetchRequest("src", "http://slow-dns.test/feed"))
+        took = time.monotonic() - started
+    error = failed(outcome)
+    assert (error.kind, error.transient) == ("dns", True)
+    assert "slow-dns.test" in error.message
+    assert 0.25 <= took <= 2.0
