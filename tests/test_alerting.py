@@ -5,19 +5,32 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
 from monitor.deliver import Dispatcher
 from monitor.render import AlertContent
+from monitor.store import db
 from tests.support.alerts import enqueue, item, rows, settings, watchlist
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 
 
-def test_catchup_and_old_articles_never_alert(engine: Engine) -> None:
+@pytest.fixture
+def sq_engine(tmp_path: Path) -> Iterator[Engine]:
+    """Most planning rules are dialect-free: SQLite only, a few tests run on both engines."""
+    url = f"sqlite:///{tmp_path / 'alerts.db'}"
+    db.upgrade(url)
+    eng = db.make_engine(url)
+    yield eng
+    eng.dispose()
+
+
+def test_catchup_and_old_articles_never_alert(sq_engine: Engine) -> None:
     cfg = settings(max_article_age_hours=24)
     items = [
         item(1, catchup=True, published=NOW),
@@ -25,8 +38,8 @@ def test_catchup_and_old_articles_never_alert(engine: Engine) -> None:
         item(3, published=NOW - timedelta(hours=23)),
         item(4, published=None),
     ]
-    assert enqueue(engine, items, [watchlist()], cfg, NOW) == 2
-    assert sorted(r.article_id or 0 for r in rows(engine)) == [3, 4]
+    assert enqueue(sq_engine, items, [watchlist()], cfg, NOW) == 2
+    assert sorted(r.article_id or 0 for r in rows(sq_engine)) == [3, 4]
 
 
 def test_rerun_never_doubles(engine: Engine) -> None:
@@ -37,19 +50,19 @@ def test_rerun_never_doubles(engine: Engine) -> None:
     assert len(rows(engine)) == 2
 
 
-def test_nothing_configured_goes_to_console(engine: Engine) -> None:
+def test_nothing_configured_goes_to_console(sq_engine: Engine) -> None:
     enqueue(
-        engine, [item(1)], [watchlist(slack=("#nk",), email=("a@example.org",))], settings(), NOW
+        sq_engine, [item(1)], [watchlist(slack=("#nk",), email=("a@example.org",))], settings(), NOW
     )
-    found = rows(engine)
+    found = rows(sq_engine)
     assert [(r.channel, r.destination) for r in found] == [("console", "console")]
 
 
-def test_routes_with_slack_and_email(engine: Engine) -> None:
+def test_routes_with_slack_and_email(sq_engine: Engine) -> None:
     cfg = settings(slack_bot_token="xoxb-1", smtp_host="127.0.0.1")
     wl = watchlist(slack=("#nk", "#desk"), email=("a@example.org", "b@example.org"))
-    assert enqueue(engine, [item(1)], [wl], cfg, NOW) == 4
-    routes = {(r.channel, r.destination) for r in rows(engine)}
+    assert enqueue(sq_engine, [item(1)], [wl], cfg, NOW) == 4
+    routes = {(r.channel, r.destination) for r in rows(sq_engine)}
     assert routes == {
         ("slack", "#nk"),
         ("slack", "#desk"),
@@ -58,56 +71,56 @@ def test_routes_with_slack_and_email(engine: Engine) -> None:
     }
 
 
-def test_slack_named_but_only_email_configured(engine: Engine) -> None:
+def test_slack_named_but_only_email_configured(sq_engine: Engine) -> None:
     cfg = settings(smtp_host="127.0.0.1")
     wl = watchlist(slack=("#nk",), email=("a@example.org",))
-    enqueue(engine, [item(1)], [wl], cfg, NOW)
-    routes = {(r.channel, r.destination) for r in rows(engine)}
+    enqueue(sq_engine, [item(1)], [wl], cfg, NOW)
+    routes = {(r.channel, r.destination) for r in rows(sq_engine)}
     assert routes == {("email", "a@example.org"), ("console", "console")}
 
 
-def test_webhook_mode_has_one_destination(engine: Engine) -> None:
+def test_webhook_mode_has_one_destination(sq_engine: Engine) -> None:
     cfg = settings(slack_webhook_url="https://hooks.slack.com/services/T/B/x")
-    enqueue(engine, [item(1)], [watchlist(slack=("#a", "#b"))], cfg, NOW)
-    assert [(r.channel, r.destination) for r in rows(engine)] == [("slack", "webhook")]
+    enqueue(sq_engine, [item(1)], [watchlist(slack=("#a", "#b"))], cfg, NOW)
+    assert [(r.channel, r.destination) for r in rows(sq_engine)] == [("slack", "webhook")]
 
 
-def test_default_channel_for_watchlists_without_slack(engine: Engine) -> None:
+def test_default_channel_for_watchlists_without_slack(sq_engine: Engine) -> None:
     cfg = settings(slack_bot_token="xoxb-1", slack_default_channel="#alerts")
-    enqueue(engine, [item(1)], [watchlist(slack=())], cfg, NOW)
-    assert [(r.channel, r.destination) for r in rows(engine)] == [("slack", "#alerts")]
+    enqueue(sq_engine, [item(1)], [watchlist(slack=())], cfg, NOW)
+    assert [(r.channel, r.destination) for r in rows(sq_engine)] == [("slack", "#alerts")]
 
 
-def test_watchlist_source_filter(engine: Engine) -> None:
+def test_watchlist_source_filter(sq_engine: Engine) -> None:
     cfg = settings(slack_bot_token="xoxb-1")
-    assert enqueue(engine, [item(1)], [watchlist(sources=("other",))], cfg, NOW) == 0
+    assert enqueue(sq_engine, [item(1)], [watchlist(sources=("other",))], cfg, NOW) == 0
 
 
-def test_update_is_a_followup_of_the_first_alert(engine: Engine) -> None:
+def test_update_is_a_followup_of_the_first_alert(sq_engine: Engine) -> None:
     cfg = settings(slack_bot_token="xoxb-1")
-    enqueue(engine, [item(1)], [watchlist()], cfg, NOW)
+    enqueue(sq_engine, [item(1)], [watchlist()], cfg, NOW)
     edited = item(1, title="Kim Jong Un story 1 (updated)", change="update", content_hash="hash-v2")
-    assert enqueue(engine, [edited], [watchlist()], cfg, NOW) == 1
-    first, follow = rows(engine)
+    assert enqueue(sq_engine, [edited], [watchlist()], cfg, NOW) == 1
+    first, follow = rows(sq_engine)
     assert follow.kind == "update" and follow.parent_alert_id == first.id
     assert AlertContent.from_json(follow.payload_json).title.endswith("(updated)")
 
 
-def test_later_copy_of_story_is_also_reported(engine: Engine) -> None:
+def test_later_copy_of_story_is_also_reported(sq_engine: Engine) -> None:
     cfg = settings(slack_bot_token="xoxb-1")
-    enqueue(engine, [item(1, story=(10, True))], [watchlist()], cfg, NOW)
+    enqueue(sq_engine, [item(1, story=(10, True))], [watchlist()], cfg, NOW)
     copy = item(2, source="other", story=(10, False))
-    assert enqueue(engine, [copy], [watchlist()], cfg, NOW, source="other") == 1
-    first, also = rows(engine)
+    assert enqueue(sq_engine, [copy], [watchlist()], cfg, NOW, source="other") == 1
+    first, also = rows(sq_engine)
     assert first.kind == "alert" and also.kind == "also"
     assert also.parent_alert_id == first.id
     assert AlertContent.from_json(also.payload_json).source == "OTHER News"
 
 
-def test_copy_of_story_that_never_alerted_is_top_level(engine: Engine) -> None:
+def test_copy_of_story_that_never_alerted_is_top_level(sq_engine: Engine) -> None:
     cfg = settings(slack_bot_token="xoxb-1")
-    enqueue(engine, [item(2, story=(11, False))], [watchlist()], cfg, NOW)
-    assert [r.kind for r in rows(engine)] == ["alert"]
+    enqueue(sq_engine, [item(2, story=(11, False))], [watchlist()], cfg, NOW)
+    assert [r.kind for r in rows(sq_engine)] == ["alert"]
 
 
 def test_same_poll_copies_thread_under_one_alert(engine: Engine) -> None:
@@ -119,17 +132,18 @@ def test_same_poll_copies_thread_under_one_alert(engine: Engine) -> None:
     assert {r.parent_alert_id for r in found[1:]} == {found[0].id}
 
 
-def test_flood_guard_folds_into_one_summary_per_destination(engine: Engine) -> None:
+def test_flood_guard_folds_into_one_summary_per_destination(sq_engine: Engine) -> None:
     cfg = settings(slack_bot_token="xoxb-1", smtp_host="127.0.0.1", flood_threshold=3)
     wl = watchlist(email=("a@example.org",))
-    assert enqueue(engine, [item(i) for i in range(1, 6)], [wl], cfg, NOW) == 2
-    found = rows(engine)
+    assert enqueue(sq_engine, [item(i) for i in range(1, 6)], [wl], cfg, NOW) == 2
+    found = rows(sq_engine)
     assert [r.kind for r in found] == ["summary", "summary"]
     payload = AlertContent.from_json(found[0].payload_json)
     assert payload.total == 5 and len(payload.items) == 5
     # At the threshold: individual alerts.
     assert (
-        enqueue(engine, [item(i, source="b") for i in range(1, 4)], [wl], cfg, NOW, source="b") == 6
+        enqueue(sq_engine, [item(i, source="b") for i in range(1, 4)], [wl], cfg, NOW, source="b")
+        == 6
     )
 
 
@@ -157,11 +171,11 @@ def test_digest_rows_wait_and_become_one_message(engine: Engine) -> None:
 
 
 @pytest.mark.parametrize("mode", ["immediate", "digest"])
-def test_multiple_watchlists_are_separate(engine: Engine, mode: str) -> None:
+def test_multiple_watchlists_are_separate(sq_engine: Engine, mode: str) -> None:
     cfg = settings(slack_bot_token="xoxb-1")
     wls = [
         watchlist("nk", mode=mode, digest="hourly" if mode == "digest" else None),
         watchlist("un", slack=("#un",)),
     ]
-    assert enqueue(engine, [item(1, watchlists=("nk", "un"))], wls, cfg, NOW) == 2
-    assert {r.watchlist_id for r in rows(engine)} == {"nk", "un"}
+    assert enqueue(sq_engine, [item(1, watchlists=("nk", "un"))], wls, cfg, NOW) == 2
+    assert {r.watchlist_id for r in rows(sq_engine)} == {"nk", "un"}
