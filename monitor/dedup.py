@@ -16,9 +16,9 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -104,7 +104,7 @@ def stems(ws: Iterable[str]) -> list[str]:
     return [stem(w) for w in ws if w not in STOPWORDS and (len(w) > 1 or w.isdigit())]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Fingerprint:
     """What the same-story decision looks at; cheap to rebuild from a title and a text."""
 
@@ -113,9 +113,18 @@ class Fingerprint:
     shingles: frozenset[str]
     numbers: frozenset[str]  # numerals of the headline, years excluded
     dates: frozenset[tuple[int, int]]  # (month, day) mentioned anywhere
-    names: frozenset[str]  # headline words that are proper names (places, people, groups)
     text_len: int  # stems of the body alone
     when: datetime | None
+    source: tuple[str, str] = field(default=("", ""), repr=False, compare=False)
+
+    @cached_property
+    def names(self) -> frozenset[str]:
+        """Headline words that are proper names (places, people, groups).
+
+        Computed on first use: only pairs that already read alike reach the names guard.
+        """
+        title, text = self.source
+        return frozenset(_names(_RAW.findall(title), _RAW.findall(text), set(self.title)))
 
 
 def _dates(ws: Sequence[str]) -> set[tuple[int, int]]:
@@ -188,16 +197,15 @@ def fingerprint(title: str, text: str, when: datetime | None) -> Fingerprint:
     both = ts + bs
     shingles = {" ".join(both[i : i + 3]) for i in range(max(0, len(both) - 2))}
     numbers = {w for w in tw if w.isdigit() and not _YEAR.match(w)}
-    names = _names(_RAW.findall(title), _RAW.findall(text), {stem(w) for w in tw})
     return Fingerprint(
         title=frozenset(ts),
         words=frozenset(both),
         shingles=frozenset(shingles),
         numbers=frozenset(numbers),
         dates=frozenset(_dates(tw + bw)),
-        names=frozenset(names),
         text_len=len(bs),
         when=when,
+        source=(title, text),
     )
 
 
