@@ -106,7 +106,7 @@ class Dispatcher:
         self.lease_seconds = max(settings.lease_seconds, max(timeouts) + 3)
         self.draining = False
         self._inflight: dict[int, asyncio.Task[str]] = {}
-        self._email_gate = asyncio.Semaphore(EMAIL_CONCURRENCY)
+        self._email_gates: dict[int, asyncio.Semaphore] = {}
         self.sent_total = 0
         self.failed_total = 0
 
@@ -181,7 +181,7 @@ class Dispatcher:
                     await asyncio.to_thread(self._finish_sent, claim, found)
                     return "sent"
             if claim.channel == "email":
-                async with self._email_gate:
+                async with self._email_gate():
                     ref = await notifier.send(message)
             else:
                 ref = await notifier.send(message)
@@ -201,6 +201,13 @@ class Dispatcher:
             return "failed"
         await asyncio.to_thread(self._finish_sent, claim, ref)
         return "sent"
+
+    def _email_gate(self) -> asyncio.Semaphore:
+        """A few SMTP connections at a time (one gate per event loop: CLI runs make new ones)."""
+        key = id(asyncio.get_running_loop())
+        if key not in self._email_gates:
+            self._email_gates = {key: asyncio.Semaphore(EMAIL_CONCURRENCY)}
+        return self._email_gates[key]
 
     async def _lookup_target(self, claim: ClaimedAlert, message: Outgoing) -> Outgoing:
         """Slack reads need the channel id; use the one learned from earlier posts."""

@@ -13,7 +13,7 @@ from monitor.notify.email import mail_domain, message_id
 from monitor.settings import Settings
 from monitor.store import db
 from monitor.store.tables import utcnow
-from tests.support.alerts import enqueue, item, rows, run, run_due, settings, watchlist
+from tests.support.alerts import enqueue, item, later, rows, run, run_due, settings, watchlist
 from tests.support.smtpserver import SmtpServer
 
 DEST = "desk@example.org"
@@ -137,3 +137,22 @@ def test_server_down_is_retried(sq_engine: Engine, smtp: SmtpServer) -> None:
 def test_mail_domain() -> None:
     assert mail_domain("Alerts <alerts@news.example>") == "news.example"
     assert mail_domain("nobody") == "localhost"
+
+
+def test_digest_is_one_email_per_period(sq_engine: Engine, smtp: SmtpServer) -> None:
+    cfg = cfg_for(smtp)
+    wl = watchlist(slack=(), email=(DEST,), mode="digest", digest="daily 08:00 Asia/Seoul")
+    items = [item(1, story=(1, True)), item(2, source="b", story=(1, False)), item(3)]
+    enqueue(sq_engine, items, [wl], cfg, utcnow())
+    dispatcher = Dispatcher(cfg, sq_engine, owner="a")
+    assert run(dispatcher) == 0 and smtp.received == []
+    assert run(dispatcher, later(86_400 + 60)) == 1
+    (mail,) = smtp.received
+    msg = mail.message
+    assert msg["Subject"] == "[NK desk] Digest: 3 articles"
+    text = msg.get_body(("plain",))
+    assert text is not None
+    body = text.get_content()
+    assert "daily 08:00 Asia/Seoul" in body and "Also reported by SRC News" in body
+    assert body.count("Kim Jong Un story") == 2  # the copy is listed under its story
+    assert run(dispatcher, later(86_400 + 120)) == 0  # the period is sent once
