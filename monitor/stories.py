@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from monitor import dedup
@@ -319,6 +319,18 @@ def reconcile_stories(
             _merge(session, choice.story_id, [story_id, *choice.merge], now)
             merged += 1 + len(choice.merge)
     return merged
+
+
+def reconcile_tick(
+    engine: Engine, window_hours: float, lookback: timedelta = timedelta(minutes=10)
+) -> int:
+    """One periodic reconcile in its own transaction, for the service's scheduler (blocking:
+    run it in a thread). Only PostgreSQL needs it: SQLite's BEGIN IMMEDIATE serializes
+    writers, so a second copy always sees the first one's committed rows."""
+    if engine.dialect.name == "sqlite":
+        return 0
+    with Session(engine) as session, session.begin():
+        return reconcile_stories(session, datetime.now(UTC), window_hours, lookback)
 
 
 def rebuild_bands(session: Session, since: datetime) -> int:

@@ -255,3 +255,27 @@ def test_rebuild_index_and_reconcile_commands(
     stories._cache.clear()
     _, copy = _ingest(engine, _article("nbc", NBC.title, NBC.text, now), now)
     assert copy.story_id == first.story_id and not copy.is_new
+
+
+def test_reconcile_tick_merges_on_postgresql_and_is_idle_on_sqlite(
+    pg_engine: Engine, sqlite_url: str
+) -> None:
+    now = datetime.now(UTC)
+    first = _article("abc", ABC.title, ABC.text, now)
+    second = _article("nbc", NBC.title, NBC.text, now)
+    with Session(pg_engine) as one, Session(pg_engine) as two:
+        one.begin()
+        two.begin()
+        _, a = _store(one, first, now)
+        _, b = _store(two, second, now)
+        one.commit()
+        two.commit()
+    assert a.story_id != b.story_id
+    assert stories.reconcile_tick(pg_engine, 72.0) == 1
+    assert stories.reconcile_tick(pg_engine, 72.0) == 0
+    db.upgrade(sqlite_url)
+    lite = db.make_engine(sqlite_url)
+    try:
+        assert stories.reconcile_tick(lite, 72.0) == 0
+    finally:
+        lite.dispose()
