@@ -172,6 +172,9 @@ def configure(
     root.setLevel(level.upper())
     for name in _QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # A tick still running when the next is due is skipped by design (max_instances=1, the
+    # tick-duration histogram shows it); APScheduler's per-skip WARNING would flood the logs.
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
 
 
 def get_logger(name: str) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -77,8 +78,15 @@ class Replica:
         return [r for r in self.records() if r.get("event") == name]
 
     def wait_listening(self, timeout: float = 30.0) -> int:
+        """The port from the `http listening` log line, or /livez on a port given up front."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self.port is not None:
+                try:
+                    if self.get("/livez", timeout=1)[0] == 200:
+                        return self.port
+                except OSError:
+                    pass
             for record in self.events("http listening"):
                 self.port = int(record["port"])
                 return self.port
@@ -143,8 +151,20 @@ class Replica:
             self._log = None
 
 
-def start_replica(name: str, env: Mapping[str, str], log_dir: Path) -> Replica:
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_replica(
+    name: str, env: Mapping[str, str], log_dir: Path, *, port: int | None = None
+) -> Replica:
+    """Start `monitor run`; with `port`, on that port (needed when INFO logs are off)."""
     log_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(env)
+    if port is not None:
+        env["MONITOR_HTTP_PORT"] = str(port)
     log_path = log_dir / f"{name}.log"
     log = log_path.open("w")
     proc = subprocess.Popen(
@@ -154,4 +174,4 @@ def start_replica(name: str, env: Mapping[str, str], log_dir: Path) -> Replica:
         stderr=subprocess.STDOUT,
         cwd=Path(__file__).resolve().parents[2],
     )
-    return Replica(name, proc, log_path, _log=log)
+    return Replica(name, proc, log_path, port=port, _log=log)
