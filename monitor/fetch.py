@@ -17,12 +17,13 @@ import zlib
 from datetime import UTC, datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from types import TracebackType
+from urllib.parse import urlsplit, urlunsplit
 
 import certifi
 import httpx
 
 from monitor import netguard
-from monitor.logs import get_logger, safe_url
+from monitor.logs import get_logger
 from monitor.model import ErrorKind, FetchError, FetchRequest, FetchResult
 from monitor.schedule import parse_max_age, parse_retry_after
 from monitor.settings import Settings
@@ -125,10 +126,10 @@ class _GuardTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        netguard.check_scheme(url.scheme, safe_url(str(url)))
+        netguard.check_scheme(url.scheme, _shown(str(url)))
         host = url.host
         if not host:
-            raise netguard.BlockedError(f"{safe_url(str(url))}: URL has no host")
+            raise netguard.BlockedError(f"{_shown(str(url))}: URL has no host")
         port = url.port or (443 if url.scheme == "https" else 80)
         try:
             async with asyncio.timeout(self.resolve_timeout):
@@ -223,13 +224,13 @@ class Fetcher:
         try:
             url = httpx.URL(req.url)
         except (httpx.InvalidURL, TypeError, ValueError) as exc:
-            return _error(req, "bad_url", False, f"invalid URL {safe_url(req.url)}: {exc}")
+            return _error(req, "bad_url", False, f"invalid URL {_shown(req.url)}: {exc}")
         if url.scheme not in netguard.ALLOWED_SCHEMES or not url.host:
             return _error(
                 req,
                 "bad_url",
                 False,
-                f"{safe_url(req.url)}: only absolute http:// and https:// URLs can be polled",
+                f"{_shown(req.url)}: only absolute http:// and https:// URLs can be polled",
             )
         async with self._host_slot(url.host), self._global:
             started = time.monotonic()
@@ -252,7 +253,7 @@ class Fetcher:
                     log.warning(
                         "fetch blocked",
                         source=req.source_id,
-                        url=safe_url(req.url),
+                        url=_shown(req.url),
                         reason=outcome.message,
                     )
             return outcome
@@ -293,7 +294,7 @@ class Fetcher:
             req,
             "too_many_redirects",
             False,
-            f"more than {MAX_REDIRECTS} redirects, last to {safe_url(str(request.url))}",
+            f"more than {MAX_REDIRECTS} redirects, last to {_shown(str(request.url))}",
         )
 
     async def _finish(
@@ -485,9 +486,25 @@ def _is_tls(exc: BaseException) -> bool:
     return False
 
 
+def _shown(url: str) -> str:
+    """A URL fit for messages and logs: no credentials, no query (tokens); never raises, and
+    IPv6 hosts keep their brackets so the result parses again."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "[unparsable url]"
+    if ":" in host:
+        host = f"[{host}]"
+    if port:
+        host = f"{host}:{port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 def _scrub_url(text: str, url: str) -> str:
     """Exception texts may quote the URL; keep its query string (tokens) out of stored errors."""
-    return text.replace(url, safe_url(url)) if ("?" in url or "@" in url) else text
+    return text.replace(url, _shown(url)) if ("?" in url or "@" in url) else text
 
 
 def _error(req: FetchRequest, kind: ErrorKind, transient: bool, message: str) -> FetchError:

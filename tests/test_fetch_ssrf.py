@@ -3,11 +3,16 @@ the one connected to (DNS rebinding), allow-list, schemes, and no secrets in err
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import io
+import json
+import logging
+from collections.abc import Iterator, Sequence
 
 import httpx
 import pytest
+import structlog
 
+from monitor import logs
 from monitor.fetch import Fetcher
 from monitor.model import FetchError, FetchRequest, FetchResult
 from monitor.settings import Settings
@@ -237,3 +242,39 @@ async def test_ipv6_answer_is_pinned_with_brackets() -> None:
         # and the plain literal form is blocked without the allow-list entry
         blocked = await fetch(Settings(), server.url("/v6"))
         assert isinstance(blocked, FetchError) and "loopback" in blocked.message
+
+
+@pytest.fixture
+def production_logs() -> Iterator[io.StringIO]:
+    """The service's JSON logging with its redaction processors, restored afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    logs.configure(level="INFO", fmt="json", stream=stream)
+    try:
+        yield stream
+    finally:
+        structlog.reset_defaults()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::ffff:127.0.0.1]:8080/feed?token=SENTINEL-3",
+        "http://[::1]/feed",
+        "http://user:SENTINEL-3@10.0.0.1/feed",
+    ],
+)
+async def test_blocks_are_logged_as_warnings_without_secrets(
+    production_logs: io.StringIO, url: str
+) -> None:
+    error = failed(await fetch(Settings(), url))
+    assert error.kind == "blocked_ssrf"
+    records = [json.loads(line) for line in production_logs.getvalue().splitlines()]
+    blocked = [r for r in records if r.get("event") == "fetch blocked"]
+    assert len(blocked) == 1 and blocked[0]["level"] == "warning"
+    assert blocked[0]["source"] == "src"
+    assert "SENTINEL" not in production_logs.getvalue()
+    assert "SENTINEL" not in error.message
