@@ -409,6 +409,17 @@ class Dispatcher:
         out.flush()
         return len(rows)
 
+    async def check(self) -> list[str]:
+        """Problems with the configured senders (Slack auth.test), for start-up and `health`."""
+        problems = []
+        for channel, notifier in self.notifiers.items():
+            probe = getattr(notifier, "check", None)
+            if probe is not None:
+                problem = await probe()
+                if problem:
+                    problems.append(f"{channel}: {problem}")
+        return problems
+
     # --- shutdown -----------------------------------------------------------------------------
 
     async def drain(self, grace: float = 3.0) -> None:

@@ -411,3 +411,22 @@ def test_claim_is_shared_on_postgresql(engine: Engine) -> None:
     with Session(engine) as session:
         owners = set(session.scalars(select(AlertRow.lease_owner)))  # type: ignore[call-overload]
     assert owners <= {"a", "b", "c"}
+
+
+def test_check_reports_a_bad_token(slack: SlackFake, sq_engine: Engine) -> None:
+    good = Dispatcher(cfg_for(slack), sq_engine, owner="a")
+    bad = Dispatcher(
+        settings(slack_bot_token="xoxb-nope", slack_api_url=slack.url), sq_engine, owner="b"
+    )
+
+    async def go() -> tuple[list[str], list[str]]:
+        try:
+            return await good.check(), await bad.check()
+        finally:
+            await good.aclose()
+            await bad.aclose()
+
+    ok, problems = asyncio.run(go())
+    assert ok == []
+    assert len(problems) == 1 and "invalid_auth" in problems[0] and "xoxb-nope" not in problems[0]
+    assert slack.posts("auth.test")

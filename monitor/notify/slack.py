@@ -180,6 +180,17 @@ class SlackNotifier:
         channel = str(response.get("channel") or message.destination)
         return f"{channel} {response.get('ts')}"
 
+    async def check(self) -> str | None:
+        """auth.test: None when the token works, else what to fix (for start-up checks)."""
+        try:
+            async with asyncio.timeout(self.timeout + 2):
+                await self._read.auth_test()
+        except SlackApiError as exc:
+            return classify_api_error(exc).reason
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            return classify_transport_error(exc).reason
+        return None
+
     async def channel_id(self, channel: str) -> str | None:
         """Reads need a channel id; names are resolved once with conversations.list."""
         name = channel.lstrip("#")
