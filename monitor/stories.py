@@ -321,16 +321,39 @@ def reconcile_stories(
     return merged
 
 
-def reconcile_tick(
+def prune_bands(session: Session, now: datetime, keep: timedelta) -> int:
+    """Drop the band rows of articles first seen before `now - keep`.
+
+    A new article is only compared within the window, so older rows are dead weight in the
+    index (keep at least twice the window; late-arriving backdated items are the only loss).
+    Articles and stories stay. Returns the number of rows deleted.
+    """
+    cut = session.execute(
+        select(func.min(_ARTICLE.c.id)).where(_ARTICLE.c.first_seen >= _utc(now) - keep)
+    ).scalar()
+    if cut is None:
+        cut = session.execute(select(func.max(_ARTICLE.c.id))).scalar()
+        if cut is None:
+            return 0
+        cut += 1
+    result = session.execute(_BAND.delete().where(_BAND.c.article_id < int(cut)))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def stories_tick(
     engine: Engine, window_hours: float, lookback: timedelta = timedelta(minutes=10)
-) -> int:
-    """One periodic reconcile in its own transaction, for the service's scheduler (blocking:
-    run it in a thread). Only PostgreSQL needs it: SQLite's BEGIN IMMEDIATE serializes
-    writers, so a second copy always sees the first one's committed rows."""
-    if engine.dialect.name == "sqlite":
-        return 0
+) -> tuple[int, int]:
+    """The periodic upkeep of the index, for the service's scheduler (blocking: run it in a
+    thread), in its own transaction: merge concurrently started stories (PostgreSQL only:
+    SQLite's BEGIN IMMEDIATE serializes writers, so a second copy always sees the first), and
+    prune band rows older than twice the window. Returns (stories merged, band rows pruned)."""
+    now = datetime.now(UTC)
     with Session(engine) as session, session.begin():
-        return reconcile_stories(session, datetime.now(UTC), window_hours, lookback)
+        merged = 0
+        if engine.dialect.name != "sqlite":
+            merged = reconcile_stories(session, now, window_hours, lookback)
+        pruned = prune_bands(session, now, timedelta(hours=2 * window_hours))
+    return merged, pruned
 
 
 def rebuild_bands(session: Session, since: datetime) -> int:

@@ -249,7 +249,7 @@ def test_rebuild_index_and_reconcile_commands(
         assert main(["stories", "rebuild-index", "--since", "1d"]) == 0
         assert "re-indexed 1 articles" in capsys.readouterr().out
         assert main(["stories", "reconcile", "--lookback", "1h"]) == 0
-        assert "merged 0 stories" in capsys.readouterr().out
+        assert "merged 0 stories; pruned 0 band rows older than 144 h" in capsys.readouterr().out
     finally:
         get_settings.cache_clear()
     stories._cache.clear()
@@ -257,7 +257,7 @@ def test_rebuild_index_and_reconcile_commands(
     assert copy.story_id == first.story_id and not copy.is_new
 
 
-def test_reconcile_tick_merges_on_postgresql_and_is_idle_on_sqlite(
+def test_stories_tick_merges_on_postgresql_and_is_idle_on_sqlite(
     pg_engine: Engine, sqlite_url: str
 ) -> None:
     now = datetime.now(UTC)
@@ -271,11 +271,24 @@ def test_reconcile_tick_merges_on_postgresql_and_is_idle_on_sqlite(
         one.commit()
         two.commit()
     assert a.story_id != b.story_id
-    assert stories.reconcile_tick(pg_engine, 72.0) == 1
-    assert stories.reconcile_tick(pg_engine, 72.0) == 0
+    assert stories.stories_tick(pg_engine, 72.0) == (1, 0)
+    assert stories.stories_tick(pg_engine, 72.0) == (0, 0)
     db.upgrade(sqlite_url)
     lite = db.make_engine(sqlite_url)
     try:
-        assert stories.reconcile_tick(lite, 72.0) == 0
+        assert stories.stories_tick(lite, 72.0) == (0, 0)
     finally:
         lite.dispose()
+
+
+def test_band_rows_older_than_twice_the_window_are_pruned(engine: Engine) -> None:
+    old_id, _ = _ingest(engine, ABC, T0)
+    new_id, _ = _ingest(engine, OTHER, T0 + timedelta(days=7))
+    with Session(engine) as session, session.begin():
+        pruned = stories.prune_bands(session, T0 + timedelta(days=7), timedelta(hours=144))
+    keys = dedup.TITLE_BANDS + dedup.TEXT_BANDS
+    assert pruned == keys
+    with Session(engine) as session:
+        left = set(session.scalars(select(col(StoryBand.article_id))).all())
+        assert left == {new_id} and old_id not in left
+        assert session.get(ArticleRow, old_id) is not None

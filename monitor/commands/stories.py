@@ -299,11 +299,12 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
     from monitor import stories
     from monitor.settings import get_settings
 
+    window = get_settings().story_window_hours
+    now = datetime.now(UTC)
     with _open_session() as session, session.begin():
-        merged = stories.reconcile_stories(
-            session, datetime.now(UTC), get_settings().story_window_hours, args.lookback
-        )
-    print(f"merged {merged} stories")
+        merged = stories.reconcile_stories(session, now, window, args.lookback)
+        pruned = stories.prune_bands(session, now, timedelta(hours=2 * window))
+    print(f"merged {merged} stories; pruned {pruned} band rows older than {2 * window:g} h")
     return 0
 
 
@@ -344,7 +345,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--window-hours", type=float, default=None)
     p.set_defaults(func=_cmd_eval)
 
-    p = cmds.add_parser("reconcile", help="merge stories that replicas started concurrently")
+    p = cmds.add_parser(
+        "reconcile", help="merge stories replicas started concurrently; prune old band rows"
+    )
     p.add_argument("--lookback", type=parse_duration, default=timedelta(hours=1))
     p.set_defaults(func=_cmd_reconcile)
 
