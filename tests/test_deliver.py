@@ -217,11 +217,11 @@ def test_one_message_per_second_per_channel(sq_engine: Engine, slack: SlackFake)
     assert quiet[0] - busy[0] < 0.3  # another channel is not held back
 
 
-def test_two_dispatchers_share_the_channel_budget(sq_engine: Engine, slack: SlackFake) -> None:
+def test_two_dispatchers_share_the_channel_budget(engine: Engine, slack: SlackFake) -> None:
     cfg = cfg_for(slack, slack_channel_interval=0.5)
-    queue(sq_engine, cfg, 4, channels=("#busy",))
-    first = Dispatcher(cfg, sq_engine, owner="a")
-    second = Dispatcher(cfg, sq_engine, owner="b")
+    queue(engine, cfg, 4, channels=("#busy",))
+    first = Dispatcher(cfg, engine, owner="a")
+    second = Dispatcher(cfg, engine, owner="b")
 
     async def drive() -> None:
         deadline = time.monotonic() + 10
