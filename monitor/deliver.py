@@ -15,6 +15,7 @@ import contextlib
 import random
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TextIO
 
@@ -210,15 +211,11 @@ class Dispatcher:
         return self._email_gates[key]
 
     async def _lookup_target(self, claim: ClaimedAlert, message: Outgoing) -> Outgoing:
-        """Slack reads need the channel id; use the one learned from earlier posts."""
+        """Slack reads need the channel id: pass the one learned from earlier posts."""
         if claim.channel != "slack":
             return message
         ref = await asyncio.to_thread(self._channel_ref, claim.destination)
-        if ref and ref != message.destination:
-            return Outgoing(
-                message.alert_id, message.dedup_key, ref, message.content, message.thread_ref
-            )
-        return message
+        return replace(message, channel_ref=ref) if ref else message
 
     def _channel_ref(self, destination: str) -> str | None:
         key = outbox.destination_key("slack", destination)

@@ -430,3 +430,18 @@ def test_check_reports_a_bad_token(slack: SlackFake, sq_engine: Engine) -> None:
     assert ok == []
     assert len(problems) == 1 and "invalid_auth" in problems[0] and "xoxb-nope" not in problems[0]
     assert slack.posts("auth.test")
+
+
+def test_failed_lookup_keeps_the_row_marked(sq_engine: Engine, slack: SlackFake) -> None:
+    cfg = cfg_for(slack)
+    queue(sq_engine, cfg)
+    slack.fail_next("chat.postMessage", Fault("500_after_store"))
+    slack.fail_next("conversations.history", Fault("500"))
+    dispatcher = Dispatcher(cfg, sq_engine, owner="a")
+    run(dispatcher)
+    run_due(dispatcher)  # the look-up fails: nothing is posted, the mark stays
+    (row,) = rows(sq_engine)
+    assert row.status == "retry" and row.attempt_started_at is not None
+    assert "reconciling" in (row.last_error or "")
+    assert run_due(dispatcher) == 1
+    assert len(slack.posts()) == 1 and len(slack.messages) == 1

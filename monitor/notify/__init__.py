@@ -52,6 +52,7 @@ class Outgoing:
     destination: str  # Slack channel, email address or "console"
     content: AlertContent
     thread_ref: str | None = None  # Slack "channel ts" / email Message-ID of the first alert
+    channel_ref: str | None = None  # Slack: the channel id Slack answered with for this name
 
 
 class Notifier(Protocol):

@@ -21,8 +21,11 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from monitor.logs import get_logger
 from monitor.notify import DeliveryError, Outgoing
 from monitor.render import render_slack
+
+log = get_logger(__name__)
 
 EVENT_TYPE = "monitor_alert"
 _CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{6,}")
@@ -218,49 +221,86 @@ class SlackNotifier:
         return None
 
     async def find_sent(self, message: Outgoing, since_epoch: float) -> str | None:
-        """Look for this alert id in the channel (or the thread) since the earlier attempt."""
+        """Look for this alert id in the channel (or the thread) since the earlier attempt.
+
+        Reads need the channel id: the one Slack answered an earlier post with, the thread's,
+        or a name resolved with conversations.list. A name that cannot be resolved is tried as
+        given; if Slack does not know it, nothing can be compared and the alert is posted.
+        """
         wanted = str(message.alert_id)
-        cursor: str | None = None
+        thread_ts = split_ref(message.thread_ref)[1] if message.thread_ref else None
         try:
             async with asyncio.timeout(self.timeout * 3):
-                channel = await self.channel_id(message.destination)
-                if channel is None:
-                    # Unknown name (or no channels:read scope): nothing to compare against.
-                    return None
-                for _page in range(10):
-                    args: dict[str, Any] = {
-                        "channel": channel,
-                        "oldest": f"{since_epoch:.6f}",
-                        "include_all_metadata": True,
-                        "limit": 200,
-                    }
-                    if cursor:
-                        args["cursor"] = cursor
-                    if message.thread_ref:
-                        args["ts"] = split_ref(message.thread_ref)[1]
-                        response = await self._read.conversations_replies(**args)
-                    else:
-                        response = await self._read.conversations_history(**args)
-                    for item in response.get("messages") or []:
-                        meta = item.get("metadata") or {}
-                        payload = meta.get("event_payload") or {}
-                        if (
-                            meta.get("event_type") == EVENT_TYPE
-                            and str(payload.get("alert_id")) == wanted
-                        ):
-                            return f"{channel} {item['ts']}"
-                    meta = response.get("response_metadata") or {}
-                    cursor = meta.get("next_cursor") or None
-                    if not cursor:
+                channel = (
+                    split_ref(message.thread_ref)[0]
+                    if message.thread_ref
+                    else message.channel_ref or await self._resolve(message.destination)
+                )
+                by_name = channel is None
+                channel = channel or message.destination
+                try:
+                    return await self._scan(channel, thread_ts, since_epoch, wanted)
+                except SlackApiError as exc:
+                    error = classify_api_error(exc)
+                    if by_name and "channel_not_found" in error.reason:
+                        log.warning(
+                            "cannot reconcile: channel name unknown to Slack reads; posting",
+                            channel=message.destination,
+                        )
                         return None
-        except SlackApiError as exc:
-            raise classify_api_error(exc) from None
+                    if not error.transient:
+                        raise error from None
+                    raise DeliveryError(
+                        error.kind,
+                        f"reconciling: {error.reason}",
+                        transient=True,
+                        retry_after=error.retry_after,
+                        ambiguous=True,
+                    ) from None
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             error = classify_transport_error(exc)
-            # A failed look-up proves nothing was sent twice yet: retry the look-up later.
+            # A failed look-up proves nothing: keep the row marked and look again later.
             raise DeliveryError(
                 error.kind, f"reconciling: {error.reason}", transient=True, ambiguous=True
             ) from None
+
+    async def _resolve(self, channel: str) -> str | None:
+        try:
+            return await self.channel_id(channel)
+        except SlackApiError as exc:
+            log.warning(
+                "cannot resolve a Slack channel name (needs channels:read); use channel ids",
+                channel=channel,
+                error=classify_api_error(exc).reason,
+            )
+            return None
+
+    async def _scan(
+        self, channel: str, thread_ts: str | None, since_epoch: float, wanted: str
+    ) -> str | None:
+        cursor: str | None = None
+        for _page in range(10):
+            args: dict[str, Any] = {
+                "channel": channel,
+                "oldest": f"{since_epoch:.6f}",
+                "include_all_metadata": True,
+                "limit": 200,
+            }
+            if cursor:
+                args["cursor"] = cursor
+            if thread_ts:
+                args["ts"] = thread_ts
+                response = await self._read.conversations_replies(**args)
+            else:
+                response = await self._read.conversations_history(**args)
+            for item in response.get("messages") or []:
+                meta = item.get("metadata") or {}
+                payload = meta.get("event_payload") or {}
+                if meta.get("event_type") == EVENT_TYPE and str(payload.get("alert_id")) == wanted:
+                    return f"{channel} {item['ts']}"
+            cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor:
+                return None
         return None
 
     async def aclose(self) -> None:
