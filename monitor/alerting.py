@@ -419,4 +419,17 @@ def _hold_for_digest(
     )
 
 
-__all__ = ["Routing", "content_for", "enqueue_for_poll"]
+def preview_for_poll(session: Session, *, source_id: str, now: datetime) -> list[str]:
+    """Console renderings of the rows this poll just planned (for dry runs, before rollback)."""
+    from monitor.render import render_console
+
+    out = []
+    for row in outbox.rows_for_poll(session, source_id=source_id, created_at=now):
+        label = f"{row.channel}:{row.destination}"
+        if row.status == "held":
+            label += " (digest)"
+        out.append(render_console(AlertContent.from_json(row.payload_json), label))
+    return out
+
+
+__all__ = ["Routing", "content_for", "enqueue_for_poll", "preview_for_poll"]

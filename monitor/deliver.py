@@ -108,6 +108,7 @@ class Dispatcher:
         self.draining = False
         self._inflight: dict[int, asyncio.Task[str]] = {}
         self._email_gates: dict[int, asyncio.Semaphore] = {}
+        self._previewed: set[int] = set()  # dry run: each row is shown once, not every tick
         self.sent_total = 0
         self.failed_total = 0
 
@@ -399,7 +400,9 @@ class Dispatcher:
                 .order_by(col(AlertRow.id))
                 .limit(self.settings.deliver_batch)
             ).all()
+        rows = [r for r in rows if int(r[0] or 0) not in self._previewed]
         for alert_id, channel, destination, payload in rows:
+            self._previewed.add(int(alert_id or 0))
             content = AlertContent.from_json(payload)
             out.write(f"[dry run] alert {alert_id} would go to {channel} {destination}\n")
             out.write(render_console(content, f"{channel}:{destination}"))

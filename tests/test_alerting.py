@@ -179,3 +179,25 @@ def test_multiple_watchlists_are_separate(sq_engine: Engine, mode: str) -> None:
     ]
     assert enqueue(sq_engine, [item(1, watchlists=("nk", "un"))], wls, cfg, NOW) == 2
     assert {r.watchlist_id for r in rows(sq_engine)} == {"nk", "un"}
+
+
+def test_preview_renders_what_a_poll_planned(sq_engine: Engine) -> None:
+    from sqlalchemy.orm import Session
+
+    from monitor import alerting
+
+    cfg = settings(slack_bot_token="xoxb-1")
+    with Session(sq_engine) as session, session.begin():
+        alerting.enqueue_for_poll(
+            session,
+            source_id="src",
+            source_name="Src",
+            items=[item(1), item(2)],
+            watchlists={"nk": watchlist()},
+            settings=cfg,
+            now=NOW,
+        )
+        shown = alerting.preview_for_poll(session, source_id="src", now=NOW)
+        session.rollback()
+    assert len(shown) == 2 and "slack:#nk" in shown[0] and "Kim Jong Un story 1" in shown[0]
+    assert rows(sq_engine) == []

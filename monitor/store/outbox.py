@@ -478,6 +478,31 @@ def mark_digested(session: Session, ids: Sequence[int], digest_id: int) -> None:
 # --------------------------------------------------------------------------- inspection
 
 
+@dataclass(frozen=True, slots=True)
+class PlannedRow:
+    channel: str
+    destination: str
+    status: str
+    payload_json: str
+
+
+def rows_for_poll(session: Session, *, source_id: str, created_at: datetime) -> list[PlannedRow]:
+    """The rows one poll wrote (same source, same transaction time)."""
+    return [
+        PlannedRow(str(r[0]), str(r[1]), str(r[2]), str(r[3]))
+        for r in session.execute(
+            select(
+                col(AlertRow.channel),
+                col(AlertRow.destination),
+                col(AlertRow.status),
+                col(AlertRow.payload_json),
+            )
+            .where(col(AlertRow.source_id) == source_id, col(AlertRow.created_at) == created_at)
+            .order_by(col(AlertRow.id))
+        )
+    ]
+
+
 def list_alerts(
     session: Session, *, statuses: Sequence[str] = (), limit: int = 50
 ) -> list[AlertView]:
@@ -555,6 +580,7 @@ __all__ = [
     "mark_digested",
     "release",
     "retry_alerts",
+    "rows_for_poll",
     "short_hash",
     "story_alerted",
 ]
