@@ -65,6 +65,7 @@ def build_notifiers(settings: Settings, console: TextIO | None = None) -> dict[s
             username=settings.smtp_username,
             password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
             timeout=settings.smtp_timeout,
+            ca_file=settings.smtp_ca_file,
         )
     return notifiers
 

@@ -96,6 +96,9 @@ class Settings(BaseSettings):
         "starttls", description="starttls, tls (implicit, port 465) or none (local relay)."
     )
     smtp_timeout: float = Field(20.0, description="Seconds for one SMTP exchange.")
+    smtp_ca_file: str | None = Field(
+        None, description="CA bundle (PEM) to trust for the SMTP server's TLS certificate."
+    )
     deliver_tick_seconds: float = Field(1.0, description="How often the dispatcher runs.")
     slack_timeout: float = Field(10.0, description="Seconds for one Slack API call.")
     slack_channel_interval: float = Field(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -156,3 +158,59 @@ def test_digest_is_one_email_per_period(sq_engine: Engine, smtp: SmtpServer) -> 
     assert "daily 08:00 Asia/Seoul" in body and "Also reported by SRC News" in body
     assert body.count("Kim Jong Un story") == 2  # the copy is listed under its story
     assert run(dispatcher, later(86_400 + 120)) == 0  # the period is sent once
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, made with the openssl command."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_starttls_checks_the_certificate(
+    sq_engine: Engine, certificate: tuple[Path, Path], trusted: bool
+) -> None:
+    cert, key = certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    with SmtpServer(tls_context=context) as server:
+        cfg = settings(
+            smtp_host=server.host,
+            smtp_port=server.port,
+            smtp_security="starttls",
+            smtp_ca_file=str(cert) if trusted else None,
+            smtp_timeout=5,
+        )
+        queue(sq_engine, cfg)
+        run(Dispatcher(cfg, sq_engine, owner="a"))
+        (row,) = rows(sq_engine)
+        if trusted:
+            assert row.status == "sent" and len(server.received) == 1
+        else:
+            assert row.status == "dead" and "MONITOR_SMTP_CA_FILE" in (row.last_error or "")
+            assert server.received == []

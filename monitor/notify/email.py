@@ -11,6 +11,7 @@ import asyncio
 import email.policy
 import email.utils
 import hashlib
+import ssl
 from email.headerregistry import Address
 from email.message import EmailMessage
 
@@ -110,6 +111,7 @@ class EmailNotifier:
         username: str | None = None,
         password: str | None = None,
         timeout: float = 20.0,
+        ca_file: str | None = None,
     ) -> None:
         self.host = host
         self.security = security
@@ -119,6 +121,7 @@ class EmailNotifier:
         self.username = username
         self.password = password
         self.timeout = timeout
+        self.ca_file = ca_file
 
     async def send(self, message: Outgoing) -> str:
         msg = build_message(message, sender=self.sender, domain=self.domain)
@@ -134,6 +137,7 @@ class EmailNotifier:
                     password=self.password,
                     use_tls=self.security == "tls",
                     start_tls=self.security == "starttls",
+                    cert_bundle=self.ca_file,
                     timeout=self.timeout,
                 )
         except TimeoutError:
@@ -142,6 +146,13 @@ class EmailNotifier:
             ) from None
         except aiosmtplib.SMTPException as exc:
             raise classify_smtp_error(exc) from None
+        except ssl.SSLCertVerificationError as exc:
+            raise DeliveryError(
+                "config",
+                f"the SMTP server's TLS certificate is not trusted ({exc.verify_message}): "
+                "set MONITOR_SMTP_CA_FILE to its CA bundle",
+                transient=False,
+            ) from None
         except OSError as exc:
             raise DeliveryError(
                 "connection",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import ssl
 import threading
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -52,7 +53,8 @@ class _Handler:
 class SmtpServer:
     """Modes: "accept", "4xx", "5xx" (optionally only for the next `times` messages), down."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls_context: ssl.SSLContext | None = None) -> None:
+        self.tls_context = tls_context  # set: STARTTLS offered and required
         self.port = free_port()
         self.host = "127.0.0.1"
         self.received: list[Received] = []
@@ -77,7 +79,10 @@ class SmtpServer:
 
     def up(self) -> SmtpServer:
         if self._controller is None:
-            self._controller = Controller(_Handler(self), hostname=self.host, port=self.port)
+            tls: dict[str, Any] = {}
+            if self.tls_context is not None:
+                tls = {"tls_context": self.tls_context, "require_starttls": True}
+            self._controller = Controller(_Handler(self), hostname=self.host, port=self.port, **tls)
             self._controller.start()
         return self
 
