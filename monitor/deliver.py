@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import random
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TextIO
@@ -88,12 +88,15 @@ class Dispatcher:
         dry_run: bool = False,
         notifiers: Mapping[str, Notifier] | None = None,
         console: TextIO | None = None,
+        on_result: Callable[[str, str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.owner = owner
         self.dry_run = dry_run
         self.console = console
+        # (channel, outcome) after each row: sent, reconciled, retry, rate_limited, dead, lost
+        self.on_result = on_result
         self.notifiers: dict[str, Notifier] = dict(
             notifiers if notifiers is not None else build_notifiers(settings, console)
         )
@@ -181,7 +184,7 @@ class Dispatcher:
                         alert=claim.id,
                         channel=claim.channel,
                     )
-                    await asyncio.to_thread(self._finish_sent, claim, found)
+                    await asyncio.to_thread(self._finish_sent, claim, found, reconciled=True)
                     return "sent"
             if claim.channel == "email":
                 async with self._email_gate():
@@ -228,7 +231,14 @@ class Dispatcher:
 
     # --- outcomes (each its own short transaction, fenced) ------------------------------------
 
-    def _finish_sent(self, claim: ClaimedAlert, ref: str) -> None:
+    def _report(self, channel: str, outcome: str) -> None:
+        if self.on_result is not None:
+            try:
+                self.on_result(channel, outcome)
+            except Exception as exc:  # metrics must never break delivery
+                log.warning("result callback failed", error=repr(exc)[:200])
+
+    def _finish_sent(self, claim: ClaimedAlert, ref: str, *, reconciled: bool = False) -> None:
         now = utcnow()
         with Session(self.engine) as session, session.begin():
             ok = outbox.complete_sent(session, claim, owner=self.owner, provider_ref=ref, now=now)
@@ -244,6 +254,7 @@ class Dispatcher:
                     .values(channel_ref=channel_id[:100])
                     .execution_options(synchronize_session=False)
                 )
+        self._report(claim.channel, ("reconciled" if reconciled else "sent") if ok else "lost")
         if ok:
             self.sent_total += 1
             log.info(
@@ -259,6 +270,9 @@ class Dispatcher:
             )
 
     def _finish_error(self, claim: ClaimedAlert, exc: DeliveryError) -> None:
+        self._report(claim.channel, self._record_error(claim, exc))
+
+    def _record_error(self, claim: ClaimedAlert, exc: DeliveryError) -> str:
         now = utcnow()
         self.failed_total += 1
         with Session(self.engine) as session, session.begin():
@@ -282,7 +296,7 @@ class Dispatcher:
                     retry_after=wait,
                     channel=claim.channel,
                 )
-                return
+                return "rate_limited"
             if not exc.transient:
                 outbox.complete_dead(session, claim, owner=self.owner, error=exc.reason, now=now)
                 log.error(
@@ -291,7 +305,7 @@ class Dispatcher:
                     channel=claim.channel,
                     reason=exc.reason,
                 )
-                return
+                return "dead"
             if claim.attempts >= self.settings.deliver_max_attempts:
                 reason = f"gave up after {claim.attempts} attempts: {exc.reason}"
                 outbox.complete_dead(session, claim, owner=self.owner, error=reason, now=now)
@@ -301,7 +315,7 @@ class Dispatcher:
                     channel=claim.channel,
                     reason=exc.reason,
                 )
-                return
+                return "dead"
             delay = backoff(claim.attempts, self.settings.deliver_retry_base_seconds)
             if exc.retry_after:
                 delay = max(delay, exc.retry_after)
@@ -325,10 +339,12 @@ class Dispatcher:
             retry_in=round(delay, 1),
             maybe_sent=maybe_sent,
         )
+        return "retry"
 
     def _finish_dead(self, claim: ClaimedAlert, error: str) -> None:
         with Session(self.engine) as session, session.begin():
             outbox.complete_dead(session, claim, owner=self.owner, error=error, now=utcnow())
+        self._report(claim.channel, "dead")
         log.error("alert dead", alert=claim.id, reason=error)
 
     def _release(self, claim: ClaimedAlert) -> None:

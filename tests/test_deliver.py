@@ -447,3 +447,14 @@ def test_failed_lookup_keeps_the_row_marked(sq_engine: Engine, slack: SlackFake)
     assert "reconciling" in (row.last_error or "")
     assert run_due(dispatcher) == 1
     assert len(slack.posts()) == 1 and len(slack.messages) == 1
+
+
+def test_results_are_reported_for_metrics(sq_engine: Engine, slack: SlackFake) -> None:
+    cfg = cfg_for(slack)
+    queue(sq_engine, cfg, 2)
+    seen: list[tuple[str, str]] = []
+    slack.fail_next("chat.postMessage", Fault("500_after_store"))
+    dispatcher = Dispatcher(cfg, sq_engine, owner="a", on_result=lambda c, o: seen.append((c, o)))
+    run(dispatcher)
+    run_due(dispatcher)
+    assert sorted(seen) == [("slack", "reconciled"), ("slack", "retry"), ("slack", "sent")]
