@@ -140,6 +140,17 @@ def slack_text(text: str, limit: int) -> str:
     return out
 
 
+def slack_plain(text: str, limit: int) -> str:
+    """Untrusted text → a Slack plain_text field (header): no entities, no markup at all.
+
+    plain_text is not parsed for mentions, but `<` and `>` still become look-alikes so the
+    text is harmless however a client treats it, and `&` needs no entity.
+    """
+    clean = strip_controls(text).replace("\n", " ")
+    clean = truncate(clean, limit).replace("<", "\u2039").replace(">", "\u203a")
+    return _BROADCAST.sub("@\u2060", clean)
+
+
 def safe_link(url: str) -> str | None:
     """Only absolute http(s) links, percent-encoded so `|`, `<`, `>` and spaces cannot break out."""
     url = strip_controls(url, keep_newlines=False).strip()
@@ -262,7 +273,7 @@ def render_slack(content: AlertContent) -> SlackMessage:
         return _slack_also(content)
     title = slack_text(content.title or "(no title)", HEADER_LIMIT)
     prefix = "Updated: " if content.kind == "update" else ""
-    header = slack_text(prefix + (content.title or "(no title)"), HEADER_LIMIT)
+    header = slack_plain(prefix + (content.title or "(no title)"), HEADER_LIMIT)
     summary = _slack_snippet(content)
     link = _slack_link(content.url, "Read the article")
     section = truncate(f"{summary}\n{link}" if summary else link, SECTION_LIMIT)
@@ -305,7 +316,7 @@ def _slack_also(content: AlertContent) -> SlackMessage:
 def _slack_list(content: AlertContent) -> SlackMessage:
     wl = slack_text(content.watchlist_name, 100)
     if content.kind == "summary":
-        head = slack_text(
+        head = slack_plain(
             f"{content.total} new articles from {content.source or 'one source'}", HEADER_LIMIT
         )
         note = (
@@ -313,7 +324,9 @@ def _slack_list(content: AlertContent) -> SlackMessage:
             "poll were folded into this summary (flood guard)."
         )
     else:
-        head = slack_text(f"Digest: {content.watchlist_name} ({content.total} articles)", 150)
+        head = slack_plain(
+            f"Digest: {content.watchlist_name} ({content.total} articles)", HEADER_LIMIT
+        )
         note = f"_{wl}_ · {slack_text(content.period, 100)}"
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": head, "emoji": False}},
@@ -331,7 +344,7 @@ def _slack_list(content: AlertContent) -> SlackMessage:
                 "elements": [{"type": "mrkdwn", "text": f"…and {hidden} more", "verbatim": True}],
             }
         )
-    return SlackMessage(text=head, blocks=blocks[:50])
+    return SlackMessage(text=slack_text(head, HEADER_LIMIT), blocks=blocks[:50])
 
 
 def _slack_list_lines(content: AlertContent) -> list[str]:

@@ -163,7 +163,7 @@ def test_feeds_to_slack_and_email(
         first = letters[0]
         wire_text = first.text + str(first.blocks)
         assert "<!channel>" not in wire_text and not re.search(r"@here\b", wire_text)
-        assert "&lt;!channel&gt;" in first.blocks[0]["text"]["text"]
+        assert "\u2039!channel\u203a" in first.blocks[0]["text"]["text"]
         assert "Wire Service" in wire_text and "Leader letters" in wire_text
         assert first.args["unfurl_links"] is False and first.metadata is not None
         (mail,) = smtp.received

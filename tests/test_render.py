@@ -62,7 +62,8 @@ def test_mention_injection_pings_nobody() -> None:
     assert all(c.startswith("<!date^") for c in controls), controls
     assert "<@U123>" not in text and "<#C1>" not in text
     assert not re.search(r"@(here|channel|everyone)\b", text)
-    assert "&lt;!channel&gt;" in msg.blocks[0]["text"]["text"]
+    assert msg.blocks[0]["text"]["text"] == "\u2039!channel\u203a Kim Jong Un letter @\u2060here"
+    assert "&lt;!channel&gt;" in msg.text
     section = msg.blocks[1]["text"]
     assert section["verbatim"] is True
 
@@ -88,7 +89,9 @@ def test_formatting_spoofs_are_neutralised() -> None:
     )
     body = msg.blocks[1]["text"]["text"]
     assert "*" not in body.split("\n")[0]
-    assert "`" not in all_text(msg)
+    # mrkdwn parts get look-alikes; the plain_text header shows the title as written.
+    assert "`" not in msg.text and "*URGENT*" not in msg.text
+    assert msg.blocks[0]["text"]["text"] == "*URGENT* ~fake~ `code`"
 
 
 def test_zero_width_and_bidi_are_stripped() -> None:
@@ -105,7 +108,9 @@ def test_long_title_fits_header_limit() -> None:
     msg = render_slack(content(title="&" * 10_000))
     header = msg.blocks[0]["text"]["text"]
     assert len(header) <= render.HEADER_LIMIT
-    assert not re.search(r"&(?!amp;)", header.replace("&amp;", "")), "an entity was split"
+    assert header.startswith("&&&")  # plain_text takes no entities
+    assert len(msg.text) <= render.FALLBACK_LIMIT
+    assert not re.search(r"&(?!amp;)", msg.text.replace("&amp;", "")), "an entity was split"
 
 
 @given(st.text(max_size=400), st.integers(min_value=5, max_value=300))
