@@ -83,7 +83,7 @@ def servers() -> Iterator[tuple[FeedServer, SlackFake, SmtpServer]]:
         yield feeds, slack, smtp
 
 
-def poll_now(env: dict[str, str]) -> None:
+def poll_now(env: dict[str, str]) -> str:
     """A second poll without waiting 10 s for the schedule (the running service delivers)."""
     done = subprocess.run(
         [sys.executable, "-m", "monitor", "poll", "--once", "--all"],
@@ -95,6 +95,7 @@ def poll_now(env: dict[str, str]) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
 
 
 def test_feeds_to_slack_and_email(
@@ -294,3 +295,45 @@ def test_kill_9_while_200_alerts_are_in_flight(tmp_path: Path) -> None:
         assert states == {"sent": 200}
         assert kills == 5
     engine.dispose()
+
+
+def test_without_slack_or_email_monitor_run_prints_alerts(tmp_path: Path) -> None:
+    folder = tmp_path / "watchlists"
+    folder.mkdir()
+    (folder / "letters.yaml").write_text(WATCHLIST)
+    with FeedServer() as feeds:
+        wire = feeds.add("/wire.xml", rss([("a", "Weather", "sunny")]))
+        (folder / "sources.yaml").write_text(
+            f"sources:\n  - id: wire\n    name: Wire Service\n    url: {wire}\n    every: 10m\n"
+        )
+        env = replica_env(
+            database_url=f"sqlite:///{tmp_path / 'monitor.db'}",
+            watchlists_dir=folder,
+            extra={"MONITOR_DELIVER_TICK_SECONDS": "0.2"},
+        )
+        replica = start_replica("console", env, tmp_path / "logs")
+        try:
+            wait_for(lambda: bool(replica.events("polled")), 30, "the catch-up poll", replica)
+            feeds.update(
+                "/wire.xml",
+                rss(
+                    [
+                        ("a", "Weather", "sunny"),
+                        ("b", "Kim Jong Un letter to Trump", "Kim Jong Un wrote a letter."),
+                    ]
+                ),
+            )
+            polled = poll_now(env)
+            # The watchlist names Slack and email, neither is configured: said, not dropped.
+            assert "its alerts go to the console" in polled
+            wait_for(
+                lambda: "ALERT · Leader letters → console" in replica.tail(20_000),
+                20,
+                "the console alert",
+                replica,
+            )
+            out = replica.tail(20_000)
+            assert "Kim Jong Un letter to Trump" in out and "Wire Service" in out
+            assert "http://example.org/b" in out
+        finally:
+            replica.close()
