@@ -221,38 +221,45 @@ def _token_hashes(tokens: Iterable[str]) -> np.ndarray:
     return np.fromiter((_token_hash(t) for t in tokens), dtype=np.uint64)
 
 
-def _minhash(tokens: frozenset[str], a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    hv = _token_hashes(tokens)
+_ROW_MIX = _rng.integers(1, 2**63, size=4, dtype=np.uint64) | np.uint64(1)
+_SALT_TITLE = _rng.integers(0, 2**63, size=TITLE_BANDS, dtype=np.uint64)
+_SALT_TEXT = _rng.integers(0, 2**63, size=TEXT_BANDS, dtype=np.uint64)
+_SHIFT_32 = np.uint64(32)
+
+
+def _band_values(sig: np.ndarray, rows: int, salt: np.ndarray) -> list[int]:
+    """One signed 64-bit key per band: its rows mixed, salted per band, then avalanched
+    (the splitmix64 finalizer) so keys spread over the whole index."""
     with np.errstate(over="ignore"):
-        mixed = (hv[:, None] * a[None, :] + b[None, :]) >> np.uint64(32)
-    result: np.ndarray = mixed.min(axis=0)
-    return result
-
-
-def _band_key(kind: bytes, index: int, values: np.ndarray) -> int:
-    digest = hashlib.blake2b(kind + bytes([index]) + values.tobytes(), digest_size=8).digest()
-    return int.from_bytes(digest, "little", signed=True)
+        v = np.bitwise_xor.reduce(sig.reshape(-1, rows) * _ROW_MIX[:rows], axis=1) ^ salt
+        v ^= v >> np.uint64(30)
+        v *= np.uint64(0xBF58476D1CE4E5B9)
+        v ^= v >> np.uint64(27)
+        v *= np.uint64(0x94D049BB133111EB)
+        v ^= v >> np.uint64(31)
+    return [int(x) for x in v.view(np.int64)]
 
 
 def band_keys(fp: Fingerprint) -> tuple[int, ...]:
     """Signed 64-bit LSH keys: two articles sharing any key are candidates of one another.
 
     Headline bands (few rows) catch edited headlines and headline-only items; text bands
-    catch copies whose bodies match; an article with no usable text has no keys.
+    catch copies whose bodies match; an article with no usable text has no keys. Both
+    MinHash signatures come from one multiply-shift pass over the token hashes.
     """
-    keys: list[int] = []
+    title = list(fp.title)
+    tokens = title + [t for t in fp.words if t not in fp.title]
+    if len(tokens) < 2:
+        return ()
     split = TITLE_BANDS * TITLE_ROWS
-    if len(fp.title) >= 2:
-        sig = _minhash(fp.title, _A[:split], _B[:split])
-        keys += [
-            _band_key(b"t", i, sig[i * TITLE_ROWS : (i + 1) * TITLE_ROWS])
-            for i in range(TITLE_BANDS)
-        ]
+    hv = _token_hashes(tokens)
+    with np.errstate(over="ignore"):
+        mixed = (hv[:, None] * _A[None, :] + _B[None, :]) >> _SHIFT_32
+    keys: list[int] = []
+    if len(title) >= 2:
+        keys += _band_values(mixed[: len(title), :split].min(axis=0), TITLE_ROWS, _SALT_TITLE)
     if len(fp.words) >= 4:
-        sig = _minhash(fp.words, _A[split:], _B[split:])
-        keys += [
-            _band_key(b"w", i, sig[i * TEXT_ROWS : (i + 1) * TEXT_ROWS]) for i in range(TEXT_BANDS)
-        ]
+        keys += _band_values(mixed[:, split:].min(axis=0), TEXT_ROWS, _SALT_TEXT)
     return tuple(dict.fromkeys(keys))
 
 
