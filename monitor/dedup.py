@@ -110,12 +110,18 @@ class Fingerprint:
 
     title: frozenset[str]
     words: frozenset[str]
-    shingles: frozenset[str]
     numbers: frozenset[str]  # numerals of the headline, years excluded
     dates: frozenset[tuple[int, int]]  # (month, day) mentioned anywhere
     text_len: int  # stems of the body alone
     when: datetime | None
     source: tuple[str, str] = field(default=("", ""), repr=False, compare=False)
+    sequence: tuple[str, ...] = field(default=(), repr=False, compare=False)  # stems in order
+
+    @cached_property
+    def shingles(self) -> frozenset[str]:
+        """Word trigrams of the stems; computed on first use (most candidates never need them)."""
+        seq = self.sequence
+        return frozenset(" ".join(seq[i : i + 3]) for i in range(max(0, len(seq) - 2)))
 
     @cached_property
     def names(self) -> frozenset[str]:
@@ -195,17 +201,16 @@ def fingerprint(title: str, text: str, when: datetime | None) -> Fingerprint:
     ts = stems(tw)
     bs = stems(bw)
     both = ts + bs
-    shingles = {" ".join(both[i : i + 3]) for i in range(max(0, len(both) - 2))}
     numbers = {w for w in tw if w.isdigit() and not _YEAR.match(w)}
     return Fingerprint(
         title=frozenset(ts),
         words=frozenset(both),
-        shingles=frozenset(shingles),
         numbers=frozenset(numbers),
         dates=frozenset(_dates(tw + bw)),
         text_len=len(bs),
         when=when,
         source=(title, text),
+        sequence=tuple(both),
     )
 
 
@@ -319,8 +324,13 @@ def same_story(a: Fingerprint, b: Fingerprint, window: timedelta) -> Verdict:
     """Decide whether two articles report the same story."""
     if a.when is not None and b.when is not None and abs(a.when - b.when) > window:
         return Verdict(False, 0.0, "outside window")
-    s = scores(a, b)
-    score = max(s["shingles_c"], 0.8 * s["title"] if s["title_j"] >= TITLE_J else 0.0)
+    score = 0.0
+    if _jaccard(a.title, b.title) >= TITLE_J:
+        score = 0.8 * _containment(a.title, b.title)
+    # Half the trigrams of one text in the other needs most of its words there too: the
+    # word test is a cheap bound that spares building trigrams for unrelated candidates.
+    if score < 0.5 and _containment(a.words, b.words) >= WORDS_FOR_SHINGLES:
+        score = max(score, _containment(a.shingles, b.shingles))
     if score < 0.5:
         return Verdict(False, score, "not alike")
     conflict = _conflict(a, b)
@@ -329,6 +339,7 @@ def same_story(a: Fingerprint, b: Fingerprint, window: timedelta) -> Verdict:
     return Verdict(True, score, "alike")
 
 
+WORDS_FOR_SHINGLES = 0.3
 TITLE_J = 0.52  # 0.5 exactly is mostly follow-ups: "warns to scrap launch" / "launch successful"
 BODY_MIN = 8
 
