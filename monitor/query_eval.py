@@ -8,6 +8,7 @@ prefilter indexes. Pure: no I/O.
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import islice
@@ -17,7 +18,7 @@ import re2
 
 from monitor import query as q
 from monitor.model import Article
-from monitor.textnorm import WORD_RE, Folded, fold_mapped, fold_term, fold_words
+from monitor.textnorm import HANGUL_RE, WORD_RE, Folded, fold_mapped, fold_term, fold_words
 from monitor.textnorm import is_hangul_word as _hangul
 
 TITLE, SUMMARY, SOURCE, URL = 0, 1, 2, 3
@@ -131,14 +132,24 @@ class Doc:
     def word_spans(self, field: int, first: int) -> Iterator[tuple[int, int, int]]:
         """(word index, start, end) in the original text from word `first` on.
 
-        The words before `first` are skipped inside the regex engine (islice), which is what
-        keeps a snippet deep in a long article cheap.
+        The words before `first` are skipped in C (a bounded `str.split`, or islice over the
+        regex for Hangul text), which keeps a snippet deep in a long article cheap.
         """
         folded = self._folded[field]
         if folded is None:
             folded = self._folded[field] = fold_mapped(self.texts[field])
         origin = folded.origin
-        for index, m in enumerate(islice(WORD_RE.finditer(folded.text), first, None), first):
+        text = folded.text
+        if text.isascii() or not HANGUL_RE.search(text):
+            # Folded text is words separated by spaces: word `first` starts where the rest of
+            # a split with maxsplit=first begins.
+            parts = text.split(None, first)
+            if len(parts) <= first:
+                return
+            words: Iterator[re.Match[str]] = WORD_RE.finditer(text, len(text) - len(parts[first]))
+        else:
+            words = islice(WORD_RE.finditer(text), first, None)
+        for index, m in enumerate(words, first):
             start, end = m.span()
             if origin is None:
                 yield index, start, end
