@@ -458,3 +458,15 @@ def test_results_are_reported_for_metrics(sq_engine: Engine, slack: SlackFake) -
     run(dispatcher)
     run_due(dispatcher)
     assert sorted(seen) == [("slack", "reconciled"), ("slack", "retry"), ("slack", "sent")]
+
+
+def test_a_backlog_in_one_channel_does_not_hold_up_another(
+    sq_engine: Engine, slack: SlackFake
+) -> None:
+    cfg = cfg_for(slack, slack_channel_interval=5.0, deliver_batch=2)
+    queue(sq_engine, cfg, 20, channels=("#busy",))
+    queue(sq_engine, cfg, 1, channels=("#quiet",), start=100)
+    dispatcher = Dispatcher(cfg, sq_engine, owner="a")
+    assert run(dispatcher) == 2
+    assert len(slack.in_channel("busy")) == 1 and len(slack.in_channel("quiet")) == 1
+    assert run(dispatcher) == 0  # #busy waits for its interval

@@ -17,6 +17,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -186,6 +187,54 @@ def story_alerted(session: Session, *, watchlist_id: str, story_id: int) -> bool
 # --------------------------------------------------------------------------- claim / complete
 
 
+def _due(now: datetime) -> Any:
+    return or_(
+        and_(col(AlertRow.status).in_(WAITING), col(AlertRow.next_attempt_at) <= now),
+        and_(col(AlertRow.status) == "sending", col(AlertRow.lease_until) < now),
+    )
+
+
+def _candidates(session: Session, where: Sequence[Any], limit: int) -> list[Any]:
+    return list(
+        session.execute(
+            select(
+                col(AlertRow.id),
+                col(AlertRow.parent_alert_id),
+                col(AlertRow.attempt_started_at),
+            )
+            .where(*where)
+            .order_by(col(AlertRow.id))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+    )
+
+
+def _eligible(
+    session: Session, rows: Sequence[Any], skip: set[int]
+) -> list[tuple[int, datetime | None, str | None]]:
+    """Rows ready to go: not in flight here, and any parent (the thread) already sent."""
+    rows = [r for r in rows if int(r[0] or 0) not in skip]
+    parents = {int(r[1]) for r in rows if r[1] is not None}
+    state: dict[int, tuple[str, str | None]] = {}
+    if parents:
+        for pid, status, ref in session.execute(
+            select(col(AlertRow.id), col(AlertRow.status), col(AlertRow.provider_ref)).where(
+                col(AlertRow.id).in_(parents)
+            )
+        ):
+            state[int(pid or 0)] = (str(status), ref)
+    out = []
+    for row_id, parent_id, started in rows:
+        ref = None
+        if parent_id is not None:
+            status, ref = state.get(int(parent_id), ("dead", None))
+            if status not in ("sent", "dead", "digested"):
+                continue  # the thread does not exist yet
+        out.append((int(row_id or 0), _aware(started), ref))
+    return out
+
+
 def claim(
     session: Session,
     *,
@@ -198,79 +247,54 @@ def claim(
 ) -> list[ClaimedAlert]:
     """Lease due rows: waiting ones whose time came, and `sending` ones whose lease expired.
 
-    At most one Slack row per channel per `slack_interval` (the channel's `not_before` row is
-    taken with SKIP LOCKED, so replicas share the budget); follow-ups wait for their parent.
+    Slack rows are paced per channel: the channel's `destination` row is locked with SKIP
+    LOCKED and moved `slack_interval` ahead, so replicas together send about one message per
+    interval per channel, and a backlog in one channel never holds up another. Follow-ups wait
+    until their parent is sent.
     """
-    due = or_(
-        and_(col(AlertRow.status).in_(WAITING), col(AlertRow.next_attempt_at) <= now),
-        and_(col(AlertRow.status) == "sending", col(AlertRow.lease_until) < now),
-    )
-    rows = session.execute(
-        select(
-            col(AlertRow.id),
-            col(AlertRow.channel),
-            col(AlertRow.destination),
-            col(AlertRow.parent_alert_id),
-            col(AlertRow.attempt_started_at),
-        )
-        .where(due)
-        .order_by(col(AlertRow.id))
-        .limit(limit * 4)
-        .with_for_update(skip_locked=True)
-    ).all()
-    skip = set(exclude)  # still in flight in this process (its lease may have run out)
-    rows = [r for r in rows if int(r[0] or 0) not in skip]
-    if not rows:
-        return []
-    parents = {int(r[3]) for r in rows if r[3] is not None}
-    parent_state: dict[int, tuple[str, str | None]] = {}
-    if parents:
-        for pid, status, ref in session.execute(
-            select(col(AlertRow.id), col(AlertRow.status), col(AlertRow.provider_ref)).where(
-                col(AlertRow.id).in_(parents)
-            )
-        ):
-            parent_state[int(pid or 0)] = (str(status), ref)
-    chosen: list[tuple[int, datetime | None, str | None]] = []
-    slack_wanted: dict[str, int] = {}
-    for row_id, channel, destination, parent_id, started in rows:
-        ref = None
-        if parent_id is not None:
-            status, ref = parent_state.get(int(parent_id), ("dead", None))
-            if status not in ("sent", "dead", "digested"):
-                continue  # the thread does not exist yet
-        if channel == "slack" and slack_interval > 0:
-            key = destination_key(channel, destination)
-            if key in slack_wanted:
-                continue
-            slack_wanted[key] = int(row_id or 0)
-        chosen.append((int(row_id or 0), _aware(started), ref))
-        if len(chosen) >= limit:
-            break
-    if slack_wanted:
-        granted = set(
-            session.scalars(
-                select(col(DestinationRow.key))
-                .where(
-                    col(DestinationRow.key).in_(list(slack_wanted)),
-                    col(DestinationRow.not_before) <= now,
+    skip = set(exclude)
+    due = _due(now)
+    paced = slack_interval > 0
+    where = [due] + ([col(AlertRow.channel) != "slack"] if paced else [])
+    chosen = _eligible(session, _candidates(session, where, limit * 2), skip)[:limit]
+    if paced and len(chosen) < limit:
+        destinations = sorted(
+            set(
+                session.scalars(
+                    select(col(AlertRow.destination))
+                    .where(due, col(AlertRow.channel) == "slack")
+                    .distinct()
                 )
+            )
+        )
+        for destination in destinations:
+            if len(chosen) >= limit:
+                break
+            key = destination_key("slack", destination)
+            if not _existing_destinations(session, [key]):
+                ensure_destination(session, key, now)
+            free = session.scalar(
+                select(col(DestinationRow.key))
+                .where(col(DestinationRow.key) == key, col(DestinationRow.not_before) <= now)
                 .with_for_update(skip_locked=True)
             )
-        )
-        missing = set(slack_wanted) - granted - _existing_destinations(session, slack_wanted)
-        for key in missing:  # rows written before pacing rows existed: create and take them
-            ensure_destination(session, key, now)
-            granted.add(key)
-        if granted:
+            if free is None:
+                continue  # paced, or another replica is claiming this channel right now
+            rows = _candidates(
+                session,
+                [due, col(AlertRow.channel) == "slack", col(AlertRow.destination) == destination],
+                20,
+            )
+            ready = _eligible(session, rows, skip)
+            if not ready:
+                continue
+            chosen.append(ready[0])
             session.execute(
                 update(DestinationRow)
-                .where(col(DestinationRow.key).in_(list(granted)))
+                .where(col(DestinationRow.key) == key)
                 .values(not_before=now + timedelta(seconds=slack_interval), updated_at=now)
                 .execution_options(synchronize_session=False)
             )
-        refused = {row_id for key, row_id in slack_wanted.items() if key not in granted}
-        chosen = [c for c in chosen if c[0] not in refused]
     if not chosen:
         return []
     ids = [c[0] for c in chosen]
