@@ -128,6 +128,9 @@ class Dispatcher:
         claims = await asyncio.to_thread(self._claim, now or utcnow())
         if not claims:
             return 0
+        if self.draining:  # shutdown began while we were claiming: give them back unsent
+            await asyncio.to_thread(self._unclaim, claims)
+            return 0
         tasks = {claim.id: asyncio.create_task(self._deliver(claim)) for claim in claims}
         self._inflight.update(tasks)
         try:
@@ -346,6 +349,10 @@ class Dispatcher:
             outbox.complete_dead(session, claim, owner=self.owner, error=error, now=utcnow())
         self._report(claim.channel, "dead")
         log.error("alert dead", alert=claim.id, reason=error)
+
+    def _unclaim(self, claims: list[ClaimedAlert]) -> None:
+        with Session(self.engine) as session, session.begin():
+            outbox.unclaim(session, claims, owner=self.owner, now=utcnow())
 
     def _release(self, claim: ClaimedAlert) -> None:
         with Session(self.engine) as session, session.begin():

@@ -8,7 +8,7 @@ import itertools
 import logging
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -470,3 +470,25 @@ def test_a_backlog_in_one_channel_does_not_hold_up_another(
     assert run(dispatcher) == 2
     assert len(slack.in_channel("busy")) == 1 and len(slack.in_channel("quiet")) == 1
     assert run(dispatcher) == 0  # #busy waits for its interval
+
+
+def test_rows_claimed_during_shutdown_go_back_unchanged(
+    sq_engine: Engine, slack: SlackFake
+) -> None:
+    cfg = cfg_for(slack)
+    queue(sq_engine, cfg, 2)
+    dispatcher = Dispatcher(cfg, sq_engine, owner="a")
+    real_claim = dispatcher._claim
+
+    def claim_then_stop(now: datetime) -> list[outbox.ClaimedAlert]:
+        claims = real_claim(now)
+        dispatcher.draining = True  # SIGTERM arrives while the claim transaction runs
+        return claims
+
+    dispatcher._claim = claim_then_stop  # type: ignore[method-assign]
+    assert run(dispatcher) == 0
+    assert slack.requests == []
+    found = rows(sq_engine)
+    assert {(r.status, r.attempts, r.attempt_started_at, r.lease_owner) for r in found} == {
+        ("retry", 0, None, None)
+    }

@@ -456,6 +456,27 @@ def release(
     return result.rowcount  # type: ignore[attr-defined, no-any-return]
 
 
+def unclaim(session: Session, claims: Sequence[ClaimedAlert], *, owner: str, now: datetime) -> int:
+    """Give back rows that were claimed but never sent, exactly as they were."""
+    done = 0
+    for alert in claims:
+        result = session.execute(
+            update(AlertRow)
+            .where(*_fenced(alert, owner))  # type: ignore[arg-type]
+            .values(
+                status="retry",
+                next_attempt_at=now,
+                attempt_started_at=alert.reconcile_since,
+                attempts=col(AlertRow.attempts) - 1,
+                lease_owner=None,
+                lease_until=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        done += result.rowcount  # type: ignore[attr-defined]
+    return done
+
+
 # --------------------------------------------------------------------------- digests
 
 
@@ -607,4 +628,5 @@ __all__ = [
     "rows_for_poll",
     "short_hash",
     "story_alerted",
+    "unclaim",
 ]
