@@ -279,9 +279,11 @@ class Fetcher:
         for hop in range(MAX_REDIRECTS + 1):
             try:
                 response = await self._client.send(request, stream=True)
-            except netguard.BlockedError as exc:
+            except netguard.GuardError as exc:
                 where = "" if hop == 0 else f" (redirect hop {hop})"
-                return _error(req, "blocked_ssrf", False, f"{exc}{where}")
+                if isinstance(exc, netguard.BlockedError):
+                    return _error(req, "blocked_ssrf", False, f"{exc}{where}")
+                return _error(req, "dns", True, f"{exc}{where}")
             try:
                 if response.status_code in _REDIRECTS and response.next_request is not None:
                     request = response.next_request

@@ -212,6 +212,17 @@ async def test_dns_failure_is_transient() -> None:
     assert "nowhere.test" in error.message
 
 
+async def test_dns_failure_on_a_redirect_hop_names_the_hop(feed_server: FeedServer) -> None:
+    feed_server.add_redirect("/away", "http://nowhere.test/feed")
+    error = failed(
+        await fetch(
+            Settings(allow_private_hosts=["127.0.0.1"]), feed_server.url("/away"), resolver=Dns({})
+        )
+    )
+    assert (error.kind, error.transient) == ("dns", True)
+    assert "nowhere.test" in error.message and "redirect hop 1" in error.message
+
+
 async def test_secrets_in_urls_stay_out_of_error_messages(feed_server: FeedServer) -> None:
     secret = "SENTINEL-3"
     blocked = failed(await fetch(Settings(), feed_server.url(f"/x?token={secret}")))
