@@ -168,7 +168,9 @@ class Fetcher:
         where connections go with it); `resolver` replaces the system resolver."""
         self.settings = settings
         self.allow = netguard.AllowList.parse(settings.allow_private_hosts)
-        connections = max(settings.fetch_concurrency * 2, 10)
+        # No more connections than fetches in flight: httpcore scans its whole pool for every
+        # request, so a larger pool only costs time (1,000 304s: 1.2 s at 10, 5.7 s at 50).
+        connections = max(settings.fetch_concurrency, 1)
         inner = transport or httpx.AsyncHTTPTransport(
             verify=_tls_context(),
             retries=1,
