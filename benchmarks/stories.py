@@ -43,7 +43,7 @@ from monitor.store.tables import ArticleRow, Story, StoryBand  # noqa: E402
 CORPUS = ROOT.parent / "shared" / "corpus" / "articles.jsonl"
 START = datetime(2024, 1, 1, tzinfo=UTC)
 SPAN = timedelta(days=30)
-WARM = 4096  # newest stored articles assigned through the real path
+WARM = 16384  # newest stored articles assigned through the real path
 
 
 @dataclass(frozen=True, slots=True)

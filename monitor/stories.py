@@ -69,7 +69,7 @@ class _FingerprintCache:
         self._items.clear()
 
 
-_cache = _FingerprintCache()
+_cache = _FingerprintCache(16384)
 
 
 def article_time(published: datetime | None, seen: datetime) -> datetime:
