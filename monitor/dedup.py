@@ -372,6 +372,7 @@ class Choice:
 
 
 MAX_CANDIDATES = 24
+CONFLICTS = frozenset({"different numbers", "different dates", "different names"})
 # A single shared band is what unrelated texts produce by chance; real copies share many
 # (the labelled copies in one language share 5 to 24 of 24).
 MIN_SHARED = 2
@@ -382,19 +383,36 @@ def choose(fp: Fingerprint, candidates: Iterable[Candidate], window: timedelta) 
 
     Every candidate that passes `same_story` votes for its story; joining the lowest story id
     and merging the others is what lets two stories created at the same moment (two replicas,
-    two copies) converge into one.
+    two copies) converge into one. Only matches with text on both sides merge stories; a
+    match through a bare headline just joins. A story is vetoed when another of its members
+    reads alike but conflicts (other dates, numbers or names), so a headline-only member does
+    not bridge two events that share a headline template ("Kim Receives Greetings from …").
     """
     best: dict[int, float] = {}
+    strong: set[int] = set()  # stories matched with text on both sides
+    vetoed: set[int] = set()
     usable = [c for c in candidates if c.shared >= MIN_SHARED]
     ranked = sorted(usable, key=lambda c: (-c.shared, c.article_id))[:MAX_CANDIDATES]
     for cand in ranked:
         verdict = same_story(fp, cand.fingerprint, window)
         if verdict.same:
             best[cand.story_id] = max(best.get(cand.story_id, 0.0), verdict.score)
+            if min(fp.text_len, cand.fingerprint.text_len) >= BODY_MIN:
+                strong.add(cand.story_id)
+        elif verdict.reason in CONFLICTS:
+            vetoed.add(cand.story_id)
+    for story in vetoed:
+        best.pop(story, None)
+    strong -= vetoed
+    if strong:
+        keep = min(strong)
+        return Choice(keep, best[keep], tuple(sorted(s for s in strong if s != keep)))
     if not best:
         return Choice(None, 0.0, ())
-    keep = min(best)
-    return Choice(keep, best[keep], tuple(sorted(s for s in best if s != keep)))
+    # Only bare headlines matched: weak evidence. Join the story resembled most and merge
+    # nothing, or template headlines would bridge different events.
+    keep = max(best, key=lambda s: (best[s], -s))
+    return Choice(keep, best[keep], ())
 
 
 @dataclass(slots=True)

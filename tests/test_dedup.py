@@ -180,3 +180,25 @@ def test_dedup_is_a_pure_stage() -> None:
     }
     banned = {"os", "httpx", "sqlmodel", "sqlalchemy", "slack_sdk", "smtplib"}
     assert not {name.split(".")[0] for name in imported} & banned
+
+
+def test_a_bare_template_headline_does_not_bridge_different_events(
+    corpus: dict[str, FileArticle],
+) -> None:
+    """KCNA, 7-10 Sept 2024: greetings from four heads of state share one headline template;
+    the headline-only "King of Sweden" item reads like all of them. It may join one story but
+    must not merge them; the two Singapore items (one headline-only) stay together."""
+    ids = {
+        "nicaragua": "k8f3e67b6ad",
+        "guinea": "kfee51a666e",
+        "sweden": "k0db1c1db20",
+        "palestine": "k833dde1909",
+        "singapore": "kd9a18bb81d",
+        "singapore_headline": "kebe0681f6e",
+    }
+    assert not corpus[ids["sweden"]].text and not corpus[ids["singapore_headline"]].text
+    stories = group([corpus[i] for i in ids.values()], 72.0)
+    story = {name: stories[i] for name, i in ids.items()}
+    bodies = ["nicaragua", "guinea", "palestine", "singapore"]
+    assert len({story[name] for name in bodies}) == 4
+    assert story["singapore"] == story["singapore_headline"]
