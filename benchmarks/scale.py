@@ -248,13 +248,20 @@ def table(results: list[Result], sources: int, interval: str) -> str:
         f"Demand in the steady window: {sources} sources every {interval} = {demand:.0f} polls/s;"
         " a configuration polling clearly less than that is saturated (its capacity)."
     )
+    state = "kept up" if base.steady_polls_per_second >= 0.9 * demand else "saturated"
     lines.append(
-        f"A 15-minute cycle of {sources} sources needs {need:.1f} polls/s; one replica polls "
-        f"{base.steady_polls_per_second:.0f}/s saturated "
-        f"({base.steady_polls_per_second / need:.1f}x what it needs), and at its measured "
+        f"A 15-minute cycle of {sources} sources needs {need:.1f} polls/s. One replica polled "
+        f"{base.steady_polls_per_second:.0f}/s against a demand of {demand:.0f}/s ({state}), "
+        f"{base.steady_polls_per_second / need:.1f}x the 15-minute need; at its measured "
         f"{base.cpu_ms_per_poll:.1f} ms CPU per poll the 15-minute load is "
-        f"{need * base.cpu_ms_per_poll / 10:.0f}% of one core."
+        f"{need * base.cpu_ms_per_poll / 10:.1f}% of one core "
+        f"(CPU-bound ceiling about {1000 / base.cpu_ms_per_poll:.0f} polls/s per core)."
     )
+    for r in results[1:]:
+        lines.append(
+            f"{r.replicas} replicas: catch-up {base.catchup_seconds / r.catchup_seconds:.2f}x "
+            f"as fast as one (linear: {r.replicas}x)."
+        )
     for r in results[1:]:
         ratio = r.steady_polls_per_second / max(base.steady_polls_per_second, 1e-9)
         lines.append(
