@@ -90,11 +90,14 @@ def safe_url(url: str) -> str:
     """A URL fit for logs: no credentials, no query string."""
     try:
         parts = urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:  # IPv6 literal: keep its brackets
+            host = f"[{host}]"
+        port = parts.port
     except ValueError:
         return "[unparsable url]"
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    if port:
+        host = f"{host}:{port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 

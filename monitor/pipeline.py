@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from monitor import alerting, stories
 from monitor.fetch import Fetcher
@@ -38,7 +39,7 @@ from monitor.schedule import next_poll_at
 from monitor.settings import Settings
 from monitor.store import queries
 from monitor.store.queries import ClaimedSource
-from monitor.store.tables import Story, utcnow
+from monitor.store.tables import ArticleRow, Story, utcnow
 
 log = get_logger(__name__)
 
@@ -59,6 +60,7 @@ class PollReport:
     seconds: float = 0.0
     message: str = ""
     matches: tuple[tuple[str, str, float], ...] = ()  # (article title, watchlist, score), dry runs
+    previews: tuple[str, ...] = ()  # dry runs: the alerts as they would be sent
 
 
 @dataclass
@@ -239,6 +241,7 @@ class Poller:
         values = self._success_values(claim, outcome, now, parsed, status="ok")
         values["body_hash"] = body_hash
         values["first_poll_done"] = True
+        previews: tuple[str, ...] = ()
         try:
             with Session(self.engine) as session, session.begin():
                 report = self._ingest(session, claim, articles, now)
@@ -246,6 +249,9 @@ class Poller:
                 if parsed.warning:
                     values["last_error"] = f"warning: {parsed.warning}"[:2000]
                 if self.dry_run:
+                    previews = tuple(
+                        alerting.preview_for_poll(session, source_id=claim.id, now=now)
+                    )
                     session.rollback()
                 elif not queries.complete_source(
                     session, claim, owner=self.owner, values=_resolve(values)
@@ -269,6 +275,7 @@ class Poller:
             seconds=time.monotonic() - started,
             message=parsed.warning or "",
             matches=report.matches,
+            previews=previews,
         )
 
     def _parse(self, claim: ClaimedSource, result: FetchResult) -> ParsedFeed:
@@ -350,13 +357,13 @@ class Poller:
     ) -> IngestedItem | None:
         """The same text from another outlet: a later member of the original's story."""
         row = session.execute(
-            select(Story.id, Story.key, Story.first_article_id)
-            .join_from(Story, _article_table(), Story.id == _article_table().c.story_id)
-            .where(_article_table().c.id == original)
+            select(col(Story.id), col(Story.key), col(Story.first_article_id))
+            .join(ArticleRow, col(ArticleRow.story_id) == col(Story.id))
+            .where(col(ArticleRow.id) == original)
         ).first()
         if row is None:
             return None
-        story = StoryAssignment(int(row[0]), str(row[1]), False, int(row[2]))
+        story = StoryAssignment(int(row[0] or 0), str(row[1]), False, int(row[2]))
         matches = tuple(matcher.match(article))
         return IngestedItem(original, article, "new", matches, story, catchup)
 
@@ -473,12 +480,6 @@ def _resolve(values: dict[str, object]) -> dict[str, object]:
     return {k: (v.column() if isinstance(v, _Incr) else v) for k, v in values.items()}
 
 
-def _article_table() -> Any:
-    from monitor.store.tables import ArticleRow
-
-    return ArticleRow.__table__
-
-
 def _with_seconds(report: PollReport, seconds: float) -> PollReport:
     return PollReport(
         report.source_id,
@@ -489,6 +490,7 @@ def _with_seconds(report: PollReport, seconds: float) -> PollReport:
         seconds,
         report.message,
         report.matches,
+        report.previews,
     )
 
 

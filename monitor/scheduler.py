@@ -39,6 +39,14 @@ def build_scheduler(service: Service) -> AsyncIOScheduler:
         next_run_time=_now(),
         **common,
     )
+    scheduler.add_job(
+        service.stories_tick,
+        "interval",
+        seconds=60,
+        id="stories",
+        jitter=10,
+        **common,
+    )
     return scheduler
 
 

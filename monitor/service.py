@@ -183,6 +183,8 @@ class Service:
             return bool(queries.list_sources(session))
 
     def _count(self, report: PollReport) -> None:
+        for preview in report.previews:  # --dry-run: show what would have been sent
+            print(f"[dry run] would send:\n{preview}\n", flush=True)
         key = (
             report.status.split(":", 1)[-1] if report.status.startswith("error:") else report.status
         )
@@ -214,6 +216,21 @@ class Service:
 
     async def heartbeat_tick(self) -> None:
         await self._timed("heartbeat", self._heartbeat)
+
+    async def stories_tick(self) -> None:
+        """Merge stories two replicas started at once; prune old band rows."""
+        await self._timed("stories", self._stories)
+
+    async def _stories(self) -> None:
+        from monitor import stories
+
+        if self.dry_run:
+            return
+        merged, pruned = await asyncio.to_thread(
+            stories.stories_tick, self.engine, self.settings.story_window_hours
+        )
+        if merged or pruned:
+            log.info("stories upkeep", merged=merged, pruned=pruned)
 
     async def _heartbeat(self) -> None:
         def beat() -> None:

@@ -149,3 +149,11 @@ def test_settings_secrets_cover_urls_and_tokens() -> None:
     assert "pw-SENTINEL-2" in found and "xoxb-SENTINEL-1" in found
     logs.add_secrets(["tiny", None, "plain-SENTINEL-4-long"])
     assert logs.scrub("x plain-SENTINEL-4-long tiny") == "x [redacted] tiny"
+
+
+def test_safe_url_keeps_ipv6_brackets_and_survives_bad_ports() -> None:
+    from monitor.logs import safe_url
+
+    assert safe_url("http://[::ffff:127.0.0.1]:8080/a?token=x") == "http://[::ffff:127.0.0.1]:8080/a"
+    assert safe_url("http://user:pw@host.example:99999/x") == "[unparsable url]"
+    assert safe_url("https://user:pw@a.example/feed?key=1") == "https://a.example/feed"

@@ -122,6 +122,9 @@ def cmd_poll(args: argparse.Namespace) -> int:
         print(line)
         for title, watchlist, score in report.matches:
             print(f"    match {watchlist} ({score:.1f}): {title[:120]}")
+        for preview in report.previews:
+            print("    would send:")
+            print("      " + preview.replace("\n", "\n      "))
     if not reports and not args.source:
         print("no source is due (use --all to poll every source now)")
     return 0 if all(not r.status.startswith("error") for r in reports) else 1
