@@ -12,10 +12,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import MarkedYAMLError
 
 from monitor.model import HtmlSelectors, SourceConfig
+from monitor.yamlfile import line_of as _line_of
 
 MIN_EVERY_SECONDS = 10
 _DURATION = re.compile(r"^\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*$")
@@ -107,21 +108,6 @@ class SourcesFile(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     sources: list[SourceModel] = Field(description="The polled sources")
-
-
-def _line_of(node: Any, loc: tuple[int | str, ...]) -> int | None:
-    """Walk the round-trip YAML tree along a pydantic error location to find its line."""
-    line: int | None = None
-    for part in loc:
-        if isinstance(node, CommentedMap) and part in node:
-            line = node.lc.key(part)[0] + 1
-            node = node[part]
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
-            line = node.lc.item(part)[0] + 1
-            node = node[part]
-        else:
-            break
-    return line
 
 
 def load_sources(path: Path) -> list[SourceConfig]:

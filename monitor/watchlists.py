@@ -40,6 +40,7 @@ from monitor import query as q
 from monitor.match import Matcher, compile_matcher, compile_watchlist
 from monitor.query_eval import Compiler
 from monitor.textnorm import fold_term
+from monitor.yamlfile import line_of as _line_of
 
 log = structlog.get_logger(__name__)
 
@@ -290,24 +291,6 @@ def _read_yaml(path: Path, label: str) -> tuple[Any, list[WatchlistError]]:
         ]
     except Exception as exc:  # ruamel raises a few unmarked errors (e.g. duplicate keys)
         return None, [WatchlistError(label, None, f"YAML syntax: {exc}")]
-
-
-def _line_of(data: Any, loc: tuple[int | str, ...]) -> int | None:
-    """Walk ruamel's line info along a pydantic error location (0-based → 1-based)."""
-    node = data
-    line: int | None = None
-    for key in loc:
-        if isinstance(node, CommentedMap) and key in node:
-            line = node.lc.key(key)[0] + 1
-            node = node[key]
-        elif isinstance(node, CommentedSeq) and isinstance(key, int) and key < len(node):
-            line = node.lc.item(key)[0] + 1
-            node = node[key]
-        else:
-            break
-    if line is None and isinstance(data, CommentedMap):
-        line = data.lc.line + 1
-    return line
 
 
 def _query_error(data: CommentedMap, key: str, exc: q.QueryError) -> tuple[int, str]:
