@@ -39,7 +39,7 @@ from monitor import __version__
 from monitor.store.tables import AlertRow, ReplicaRow, SourceRow
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-ALERT_STATES = ("pending", "sending", "sent", "retry", "dead")
+ALERT_STATES = ("held", "pending", "sending", "sent", "retry", "dead", "digested")
 # Outbox states that still wait for a delivery.
 WAITING_STATES = ("pending", "sending", "retry")
 REPLICA_ALIVE_SECONDS = 60.0
