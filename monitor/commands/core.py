@@ -52,11 +52,17 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     ).set_defaults(func=cmd_config_check)
 
 
-def _settings() -> Settings:
+def _settings(*, logs_to_stderr: bool = False) -> Settings:
+    """Settings plus logging; one-shot commands keep stdout for their own output."""
+    import logging
+
     from monitor import logs
 
     settings = get_settings()
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(
+        settings.log_level, settings.log_format, stream=sys.stderr if logs_to_stderr else None
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     return settings
 
 
@@ -84,13 +90,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StartupError as exc:
         service.engine.dispose()
         return _fail(str(exc))
-    return asyncio.run(service.run())
+    try:
+        return asyncio.run(service.run())
+    except OSError as exc:  # e.g. the health port is taken: one clear line, not a traceback
+        return _fail(f"cannot start: {exc}")
 
 
 def cmd_poll(args: argparse.Namespace) -> int:
     from monitor.service import Service, StartupError
 
-    settings = _settings()
+    settings = _settings(logs_to_stderr=True)
     service = Service(settings, dry_run=args.dry_run)
     try:
         service.prepare(exclusive=False)
@@ -224,7 +233,7 @@ def cmd_articles_list(args: argparse.Namespace) -> int:
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from monitor.store import db
 
-    settings = _settings()
+    settings = _settings(logs_to_stderr=True)
     try:
         db.upgrade(settings.db_url)
     except Exception as exc:
