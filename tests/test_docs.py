@@ -24,3 +24,36 @@ def test_readme_opens_with_the_two_commands() -> None:
     assert (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text().strip().endswith(
         "exec scripts/test"
     )
+
+
+def test_every_runtime_import_is_a_declared_dependency() -> None:
+    """The image installs only `dependencies`: an import that rides on a dev or transitive
+    package works in a checkout and fails in the container."""
+    import ast
+    import re
+    import sys
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    declared = {
+        re.split(r"[<>=\[ ;]", dep, maxsplit=1)[0].lower().replace("_", "-")
+        for dep in project["dependencies"]
+    }
+    dists = packages_distributions()
+    missing = set()
+    for path in (root / "monitor").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module.split(".")[0]]
+            for name in names:
+                if name in sys.stdlib_module_names or name in ("monitor", "__future__"):
+                    continue
+                owners = {d.lower().replace("_", "-") for d in dists.get(name, [name])}
+                if not owners & declared:
+                    missing.add(f"{name} ({path.relative_to(root)})")
+    assert not missing, f"add to [project].dependencies: {sorted(missing)}"
