@@ -206,11 +206,17 @@ class Poller:
         if not batch:
             return 0
         written = 0
+        lost: list[str] = []
         with Session(self.engine) as session, session.begin():
             for claim, values in batch:
-                written += queries.complete_source(
+                if queries.complete_source(
                     session, claim, owner=self.owner, values=_resolve(values)
-                )
+                ):
+                    written += 1
+                else:
+                    lost.append(claim.id)
+        for source_id in lost:  # fenced off: another replica took the source over meanwhile
+            log.warning("lease lost; poll result dropped", source=source_id, status="lost_lease")
         return written
 
     def _release_all(self) -> None:

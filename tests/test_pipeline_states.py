@@ -143,3 +143,41 @@ def test_gone_source_is_not_polled_again(
         service.engine.dispose()
     assert [r.source_id for r in second] == ["ok"]
     assert server.hits["/gone"] == 1
+
+
+def test_batched_304_updates_are_fenced(
+    server: FeedServer, tmp_path: Path, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replica that lost its lease while its 304 waited in the batch writes nothing."""
+    from monitor.model import FetchResult
+    from monitor.store import queries
+    from monitor.store.tables import utcnow
+
+    server.add("/ok.xml", rss([("a", "http://127.0.0.1/a/1")]))
+    service = _service(tmp_path, sqlite_url, server, {"ok": "/ok.xml"})
+    try:
+        asyncio.run(service.poller.poll_due(force=True))  # first poll: catch-up, validators
+        now = utcnow()
+        with Session(service.engine) as session, session.begin():
+            (stale,) = queries.claim_sources(
+                session, owner=service.owner, now=now, lease_seconds=1, limit=1, force=True
+            )
+        with Session(service.engine) as session, session.begin():
+            (taken,) = queries.claim_sources(
+                session,
+                owner="other",
+                now=now + timedelta(seconds=5),
+                lease_seconds=60,
+                limit=1,
+                force=True,
+            )
+        result = FetchResult("ok", server.url("/ok.xml"), 304, None, {}, None, None, None, 0.0)
+        report = service.poller._quiet_outcome(stale, result, 0.0)
+        assert report is not None and report.status == "not_modified"
+        assert service.poller.flush_quiet() == 0
+        row = _rows(service)["ok"]
+        assert row.lease_owner == "other" and row.lease_epoch == taken.lease_epoch
+        assert row.last_status == "ok"  # the stale 304 did not overwrite the state
+        asyncio.run(service.aclose())
+    finally:
+        service.engine.dispose()
