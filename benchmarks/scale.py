@@ -44,9 +44,15 @@ from sqlmodel import col  # noqa: E402
 from monitor.sources import parse_duration  # noqa: E402
 from monitor.store import db  # noqa: E402
 from monitor.store.tables import SourceRow  # noqa: E402
-from tests.support.cluster import Replica, free_port, replica_env, start_replica  # noqa: E402
+from tests.support.cluster import (  # noqa: E402
+    SLACK_TOKEN,
+    Replica,
+    free_port,
+    replica_env,
+    start_replica,
+)
 from tests.support.publisher import WATCHLIST_YAML, Item, Publisher  # noqa: E402
-from tests.support.slack import SlackStandIn  # noqa: E402
+from tests.support.slackfake import SlackFake  # noqa: E402
 
 PG_ADMIN = os.environ.get(
     "MONITOR_TEST_PG_URL",
@@ -115,7 +121,7 @@ def run(args: argparse.Namespace, replicas: int, workdir: Path) -> Result:
     try:
         db.upgrade(url)
         engine = db.make_engine(url)
-        with Publisher(args.sources, baseline=1) as publisher, SlackStandIn() as slack:
+        with Publisher(args.sources, baseline=1) as publisher, SlackFake(SLACK_TOKEN) as slack:
             config = workdir / f"config-{replicas}"
             config.mkdir()
             (config / "bench.yaml").write_text(WATCHLIST_YAML)
@@ -123,7 +129,7 @@ def run(args: argparse.Namespace, replicas: int, workdir: Path) -> Result:
             env = replica_env(
                 database_url=url,
                 watchlists_dir=config,
-                slack_api_url=slack.api_url,
+                slack_api_url=slack.url,
                 extra={
                     "MONITOR_TICK_SECONDS": "1",
                     "MONITOR_FETCH_CONCURRENCY": str(args.concurrency),
@@ -178,9 +184,9 @@ def run(args: argparse.Namespace, replicas: int, workdir: Path) -> Result:
                     break
                 time.sleep(0.5)
             posted_at: dict[str, float] = {}
-            for message in slack.posted():
-                for guid in _guids(message.get("text", "") + str(message.get("blocks", ""))):
-                    posted_at.setdefault(guid, message["received_at"])
+            for message in slack.messages:
+                for guid in _guids(message.text + str(message.blocks)):
+                    posted_at.setdefault(guid, message.at)
             latency = [posted_at[i.guid] - i.published for i in items if i.guid in posted_at]
             processing = []
             for item in items:
@@ -217,10 +223,10 @@ def _guids(text_: str) -> list[str]:
     return re.findall(r"\bs\d+-n\d+\b", text_)
 
 
-def _posted(slack: SlackStandIn) -> set[str]:
+def _posted(slack: SlackFake) -> set[str]:
     found: set[str] = set()
-    for message in slack.posted():
-        found.update(_guids(message.get("text", "") + str(message.get("blocks", ""))))
+    for message in slack.messages:
+        found.update(_guids(message.text + str(message.blocks)))
     return found
 
 

@@ -26,9 +26,9 @@ from sqlmodel import col
 from monitor.metrics import sample_value
 from monitor.store import db
 from monitor.store.tables import AlertRow, SourceRow
-from tests.support.cluster import Replica, replica_env, start_replica
+from tests.support.cluster import SLACK_TOKEN, Replica, replica_env, start_replica
 from tests.support.publisher import WATCHLIST_YAML, Item, Publisher
-from tests.support.slack import SlackStandIn
+from tests.support.slackfake import SlackFake
 
 SOURCES = 200
 INTERVAL = "10s"
@@ -50,8 +50,8 @@ def publisher() -> Iterator[Publisher]:
 
 
 @pytest.fixture
-def slack() -> Iterator[SlackStandIn]:
-    with SlackStandIn() as fake:
+def slack() -> Iterator[SlackFake]:
+    with SlackFake(SLACK_TOKEN) as fake:
         yield fake
 
 
@@ -83,14 +83,12 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(
-    tmp_path: Path, pg_url: str, config_dir: Path, slack: SlackStandIn
-) -> Iterator[Cluster]:
+def cluster(tmp_path: Path, pg_url: str, config_dir: Path, slack: SlackFake) -> Iterator[Cluster]:
     db.upgrade(pg_url)
     env = replica_env(
         database_url=pg_url,
         watchlists_dir=config_dir,
-        slack_api_url=slack.api_url,
+        slack_api_url=slack.url,
         extra={"MONITOR_LEASE_SECONDS": "6", "MONITOR_SHUTDOWN_GRACE_SECONDS": "6"},
     )
     group = Cluster(tmp_path, env)
@@ -131,11 +129,11 @@ def alerts_by_status(engine: Engine) -> Counter[str]:
         )
 
 
-def posted_guids(slack: SlackStandIn) -> Counter[str]:
+def posted_guids(slack: SlackFake) -> Counter[str]:
     """How many Slack posts mention each published item."""
     counts: Counter[str] = Counter()
-    for message in slack.posted():
-        text = message.get("text", "") + str(message.get("blocks", ""))
+    for message in slack.messages:
+        text = message.text + str(message.blocks)
         for guid in set(_guids(text)):
             counts[guid] += 1
     return counts
@@ -159,7 +157,7 @@ def publish_rounds(
     return items
 
 
-def assert_each_alerted_once(slack: SlackStandIn, publisher: Publisher, items: list[Item]) -> None:
+def assert_each_alerted_once(slack: SlackFake, publisher: Publisher, items: list[Item]) -> None:
     wanted = {item.guid for item in items}
     wait_for(
         lambda: wanted <= set(posted_guids(slack)),
@@ -208,11 +206,11 @@ def pause_holding_leases(replica: Replica, engine: Engine, timeout: float = 20) 
 
 
 def test_three_replicas_share_the_sources_and_alert_once(
-    cluster: Cluster, publisher: Publisher, slack: SlackStandIn, engine: Engine
+    cluster: Cluster, publisher: Publisher, slack: SlackFake, engine: Engine
 ) -> None:
     replicas = cluster.start("r1", "r2", "r3")
     wait_for(lambda: polled_sources(engine) == SOURCES, 40, "the catch-up poll of 200 sources")
-    assert not slack.posted(), "the first poll of a source must alert nobody"
+    assert not slack.messages, "the first poll of a source must alert nobody"
     publisher.reset_counts()
 
     items = publish_rounds(publisher, rounds=5, per_round=5, pause=3, during=lambda _n: None)
@@ -243,7 +241,7 @@ def test_three_replicas_share_the_sources_and_alert_once(
 
 
 def test_killed_and_paused_replicas_neither_lose_nor_double(
-    cluster: Cluster, publisher: Publisher, slack: SlackStandIn, engine: Engine
+    cluster: Cluster, publisher: Publisher, slack: SlackFake, engine: Engine
 ) -> None:
     r1, r2, r3 = cluster.start("r1", "r2", "r3")
     wait_for(lambda: polled_sources(engine) == SOURCES, 40, "the catch-up poll of 200 sources")
@@ -275,7 +273,7 @@ def pg_cluster(action: str) -> None:
 
 
 def test_health_follows_the_database_going_down_and_back(
-    cluster: Cluster, publisher: Publisher, slack: SlackStandIn, engine: Engine
+    cluster: Cluster, publisher: Publisher, slack: SlackFake, engine: Engine
 ) -> None:
     (replica,) = cluster.start("solo")
     wait_for(lambda: polled_sources(engine) == SOURCES, 40, "the catch-up poll")
@@ -306,12 +304,12 @@ def test_health_follows_the_database_going_down_and_back(
 
 
 def test_second_replica_on_one_sqlite_file_refuses(
-    tmp_path: Path, config_dir: Path, slack: SlackStandIn
+    tmp_path: Path, config_dir: Path, slack: SlackFake
 ) -> None:
     env = replica_env(
         database_url=f"sqlite:///{tmp_path / 'monitor.db'}",
         watchlists_dir=config_dir,
-        slack_api_url=slack.api_url,
+        slack_api_url=slack.url,
     )
     first = start_replica("first", env, tmp_path / "logs")
     try:

@@ -17,9 +17,9 @@ from sqlmodel import col
 
 from monitor.store import db
 from monitor.store.tables import ReplicaRow, SourceRow
-from tests.support.cluster import replica_env, start_replica
+from tests.support.cluster import SLACK_TOKEN, replica_env, start_replica
 from tests.support.publisher import WATCHLIST_YAML, Publisher
-from tests.support.slack import SlackStandIn
+from tests.support.slackfake import SlackFake
 from tests.test_replicas import assert_each_alerted_once, wait_for
 
 SOURCES = 40
@@ -44,7 +44,7 @@ def count(engine: Engine, *where: object) -> int:
 def test_sigterm_mid_poll_exits_in_time_and_loses_nothing(
     tmp_path: Path, db_url: str, engine: Engine
 ) -> None:
-    with Publisher(SOURCES, baseline=2) as publisher, SlackStandIn() as slack:
+    with Publisher(SOURCES, baseline=2) as publisher, SlackFake(SLACK_TOKEN) as slack:
         folder = tmp_path / "watchlists"
         folder.mkdir()
         (folder / "replica-test.yaml").write_text(WATCHLIST_YAML)
@@ -52,7 +52,7 @@ def test_sigterm_mid_poll_exits_in_time_and_loses_nothing(
         env = replica_env(
             database_url=db_url,
             watchlists_dir=folder,
-            slack_api_url=slack.api_url,
+            slack_api_url=slack.url,
             extra={"MONITOR_SHUTDOWN_GRACE_SECONDS": "8"},
         )
         # First run: catch-up poll, then new items, then SIGTERM while slow fetches are in flight.

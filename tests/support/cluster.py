@@ -24,6 +24,9 @@ from typing import Any, TextIO
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+SLACK_TOKEN = "xoxb-test-token-0000"  # what the Slack fake of these tests expects
+
+
 def replica_env(
     *,
     database_url: str,
@@ -47,7 +50,7 @@ def replica_env(
     )
     if slack_api_url is not None:
         env["MONITOR_SLACK_API_URL"] = slack_api_url
-        env["MONITOR_SLACK_BOT_TOKEN"] = "xoxb-test-token-0000"
+        env["MONITOR_SLACK_BOT_TOKEN"] = SLACK_TOKEN
     env.update(extra or {})
     return env
 
