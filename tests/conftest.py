@@ -85,3 +85,12 @@ def engine(db_url: str) -> Iterator[Engine]:
     eng = db.make_engine(db_url)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture
+def sq_engine(sqlite_url: str) -> Iterator[Engine]:
+    """A migrated SQLite database only, for rules that do not depend on the dialect."""
+    db.upgrade(sqlite_url)
+    eng = db.make_engine(sqlite_url)
+    yield eng
+    eng.dispose()

@@ -5,29 +5,17 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
 from monitor.deliver import Dispatcher
 from monitor.render import AlertContent
-from monitor.store import db
 from tests.support.alerts import enqueue, item, rows, settings, watchlist
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 
-
-@pytest.fixture
-def sq_engine(tmp_path: Path) -> Iterator[Engine]:
-    """Most planning rules are dialect-free: SQLite only, a few tests run on both engines."""
-    url = f"sqlite:///{tmp_path / 'alerts.db'}"
-    db.upgrade(url)
-    eng = db.make_engine(url)
-    yield eng
-    eng.dispose()
 
 
 def test_catchup_and_old_articles_never_alert(sq_engine: Engine) -> None:

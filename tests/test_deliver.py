@@ -9,7 +9,6 @@ import logging
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select
@@ -21,21 +20,13 @@ from monitor.notify import Outgoing
 from monitor.notify.slack import SlackNotifier
 from monitor.render import AlertContent
 from monitor.settings import Settings
-from monitor.store import db, outbox
+from monitor.store import outbox
 from monitor.store.tables import AlertRow, DestinationRow, utcnow
 from tests.support.alerts import enqueue, item, rows, run, run_due, settings, watchlist
 from tests.support.slackfake import Fault, SlackFake
 
 TOKEN = "xoxb-test-token"
 
-
-@pytest.fixture
-def sq_engine(tmp_path: Path) -> Iterator[Engine]:
-    url = f"sqlite:///{tmp_path / 'alerts.db'}"
-    db.upgrade(url)
-    engine = db.make_engine(url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

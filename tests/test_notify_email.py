@@ -13,21 +13,12 @@ from sqlalchemy import Engine
 from monitor.deliver import Dispatcher
 from monitor.notify.email import mail_domain, message_id
 from monitor.settings import Settings
-from monitor.store import db
 from monitor.store.tables import utcnow
 from tests.support.alerts import enqueue, item, later, rows, run, run_due, settings, watchlist
 from tests.support.smtpserver import SmtpServer
 
 DEST = "desk@example.org"
 
-
-@pytest.fixture
-def sq_engine(tmp_path: Path) -> Iterator[Engine]:
-    url = f"sqlite:///{tmp_path / 'alerts.db'}"
-    db.upgrade(url)
-    engine = db.make_engine(url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
