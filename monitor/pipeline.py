@@ -13,8 +13,8 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -61,16 +61,6 @@ class PollReport:
     message: str = ""
     matches: tuple[tuple[str, str, float], ...] = ()  # (article title, watchlist, score), dry runs
     previews: tuple[str, ...] = ()  # dry runs: the alerts as they would be sent
-
-
-@dataclass
-class PollStats:
-    """Counters the metrics endpoint reads."""
-
-    outcomes: dict[str, int] = field(default_factory=dict)
-    new_articles: int = 0
-    matches: int = 0
-    fetch_seconds: list[float] = field(default_factory=list)
 
 
 class Poller:
@@ -506,6 +496,3 @@ def _naive(value: datetime) -> datetime:
 
     return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
-
-def due_in(seconds: float) -> datetime:
-    return utcnow() + timedelta(seconds=seconds)

@@ -46,19 +46,11 @@ def default_owner(settings: Settings) -> str:
 
 @dataclass
 class Health:
-    """What /livez, /readyz and /metrics report; updated by the running service."""
+    """Process state the health endpoints read (database checks are made by web.py itself)."""
 
     started: float = field(default_factory=time.time)
     heartbeat: float = field(default_factory=time.monotonic)
     draining: bool = False
-    db_ok: bool = False
-    schema_ok: bool = False
-    last_db_error: str | None = None
-    tick_seconds: dict[str, list[float]] = field(default_factory=dict)
-    poll_outcomes: dict[str, int] = field(default_factory=dict)
-    new_articles: int = 0
-    alerts_enqueued: int = 0
-    fetch_seconds: list[float] = field(default_factory=list)
 
 
 class SqliteInstanceLock:
@@ -142,7 +134,6 @@ class Service:
                 "the database schema is not at the current version: run `monitor db upgrade` "
                 "(or set MONITOR_MIGRATE_ON_START=true)"
             )
-        self.health.db_ok = self.health.schema_ok = True
         errors = self.registry.reload()
         for error in errors:
             log.error("watchlist invalid", error=str(error))
@@ -185,14 +176,6 @@ class Service:
     def _count(self, report: PollReport) -> None:
         for preview in report.previews:  # --dry-run: show what would have been sent
             print(f"[dry run] would send:\n{preview}\n", flush=True)
-        key = (
-            report.status.split(":", 1)[-1] if report.status.startswith("error:") else report.status
-        )
-        self.health.poll_outcomes[key] = self.health.poll_outcomes.get(key, 0) + 1
-        self.health.new_articles += report.new
-        self.health.alerts_enqueued += report.alerts
-        self.health.fetch_seconds.append(report.seconds)
-        del self.health.fetch_seconds[:-1000]
         self.metrics.observe_poll(
             report.status,
             report.seconds,
@@ -241,16 +224,8 @@ class Service:
                     row = ReplicaRow(name=self.owner, started_at=now, version=__version__)
                 row.last_seen_at = now
                 session.add(row)
-            self.health.schema_ok = db.schema_is_current(self.engine)
 
-        try:
-            await asyncio.to_thread(beat)
-            self.health.db_ok = True
-            self.health.last_db_error = None
-        except Exception as exc:
-            self.health.db_ok = False
-            self.health.last_db_error = str(exc).splitlines()[0][:300]
-            raise
+        await asyncio.to_thread(beat)
 
     async def _timed(self, job: str, func: Any) -> None:
         started = time.monotonic()
@@ -260,11 +235,7 @@ class Service:
         except Exception as exc:
             log.error("tick failed", job=job, error=str(exc).splitlines()[0][:500])
         finally:
-            elapsed = time.monotonic() - started
-            samples = self.health.tick_seconds.setdefault(job, [])
-            samples.append(elapsed)
-            del samples[:-1000]
-            self.metrics.observe_tick(job, elapsed)
+            self.metrics.observe_tick(job, time.monotonic() - started)
 
     # --- run / stop ------------------------------------------------------------------------
 
