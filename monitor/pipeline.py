@@ -391,7 +391,7 @@ class Poller:
             "polls": _Incr(),
             "last_polled_at": now,
             "last_success_at": now,
-            "next_poll_at": _naive(when),
+            "next_poll_at": _aware_utc(when),
             "updated_at": now,
         }
         if result.status != 304:
@@ -419,7 +419,7 @@ class Poller:
             "failures": failures,
             "polls": _Incr(),
             "last_polled_at": now,
-            "next_poll_at": _naive(when),
+            "next_poll_at": _aware_utc(when),
             "updated_at": now,
         }
         if error.kind == "gone":
@@ -490,7 +490,7 @@ def _with_seconds(report: PollReport, seconds: float) -> PollReport:
     )
 
 
-def _naive(value: datetime) -> datetime:
+def _aware_utc(value: datetime) -> datetime:
     """Aware UTC (schedule maths may hand back whatever `now` it was given)."""
     from datetime import UTC
 
