@@ -7,7 +7,6 @@ against bare feedparser; a change in them means the parser lost or invented entr
 from __future__ import annotations
 
 import re
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -116,7 +115,6 @@ def test_real_feed_entry_counts(name: str) -> None:
 def test_feedparser_corpus_parses_or_is_refused_cleanly() -> None:
     refusals: Counter[tuple[str, str]] = Counter()
     documents = entries = 0
-    started = time.perf_counter()
     for path in sorted(FEEDPARSER_TESTS.rglob("*")):
         if not path.is_file() or path.name == "LICENSE":
             continue
@@ -133,8 +131,6 @@ def test_feedparser_corpus_parses_or_is_refused_cleanly() -> None:
         articles = [normalize_entry(entry, "fp") for entry in parsed.entries]
         _check_articles(articles, "fp")
         entries += len(articles)
-    elapsed = time.perf_counter() - started
     assert documents == 2107
     assert refusals == EXPECTED_REFUSALS
     assert entries > 1000
-    assert elapsed < 30, f"feedparser corpus took {elapsed:.1f} s"
