@@ -10,6 +10,7 @@ Every failure is classified here, once, into a `FetchError`; nothing network-rel
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import ssl
 import time
@@ -36,6 +37,7 @@ ACCEPT = (
     "text/xml;q=0.8, application/json;q=0.8, text/html;q=0.5, */*;q=0.1"
 )
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_PERMANENT = frozenset({301, 308})
 _STEP = 1024 * 1024
 
 
@@ -279,6 +281,7 @@ class Fetcher:
             if raw is not None:
                 headers[name] = raw
         request = self._client.build_request("GET", url, headers=headers)
+        permanent = True  # every redirect so far was a 301/308
         for hop in range(MAX_REDIRECTS + 1):
             try:
                 response = await self._client.send(request, stream=True)
@@ -289,10 +292,14 @@ class Fetcher:
                 return _error(req, "dns", True, f"{exc}{where}")
             try:
                 if response.status_code in _REDIRECTS and response.next_request is not None:
+                    permanent = permanent and response.status_code in _PERMANENT
                     request = response.next_request
                     await _drain(response)
                     continue
-                return await self._finish(req, response, started)
+                outcome = await self._finish(req, response, started)
+                if hop and permanent and isinstance(outcome, FetchResult):
+                    outcome = dataclasses.replace(outcome, moved_to=str(response.url))
+                return outcome
             finally:
                 await response.aclose()
         return _error(

@@ -60,6 +60,9 @@ class FetchResult:
     last_modified: str | None
     max_age_seconds: float | None  # Cache-Control max-age, a lower bound on the interval
     elapsed_seconds: float
+    # Set when every redirect from the configured URL was permanent (301/308): where the
+    # feed lives now, for the admin to put into sources.yaml.
+    moved_to: str | None = None
 
 
 ErrorKind = Literal[

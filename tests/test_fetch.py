@@ -273,6 +273,20 @@ async def test_every_redirect_status_is_followed(feed_server: FeedServer, status
     assert ok(await get(feed_server, "/r")).status == 200
 
 
+async def test_permanent_redirects_report_where_the_feed_moved(feed_server: FeedServer) -> None:
+    feed_server.add_redirect("/old-feed", GUARDIAN, status=301)
+    feed_server.add_redirect("/older-feed", "/old-feed", status=308)
+    assert ok(await get(feed_server, "/older-feed")).moved_to == feed_server.url(GUARDIAN)
+    assert ok(await get(feed_server, GUARDIAN)).moved_to is None
+
+
+async def test_a_temporary_hop_means_the_feed_has_not_moved(feed_server: FeedServer) -> None:
+    feed_server.add_redirect("/campaign", GUARDIAN, status=302)
+    feed_server.add_redirect("/mixed", "/campaign", status=301)
+    result = ok(await get(feed_server, "/mixed"))
+    assert result.url == feed_server.url(GUARDIAN) and result.moved_to is None
+
+
 async def test_conditional_headers_survive_a_redirect(feed_server: FeedServer) -> None:
     first = ok(await get(feed_server, GUARDIAN))
     feed_server.add_redirect("/old", GUARDIAN, status=301)
