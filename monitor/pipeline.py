@@ -393,7 +393,15 @@ class Poller:
             "last_success_at": now,
             "next_poll_at": _aware_utc(when),
             "updated_at": now,
+            "moved_to": result.moved_to,
         }
+        if result.moved_to and result.moved_to != claim.moved_to:
+            log.warning(
+                "source moved permanently: update its url in the sources file",
+                source=claim.id,
+                url=claim.url,
+                moved_to=result.moved_to,
+            )
         if result.status != 304:
             values["etag"] = result.etag
             values["last_modified"] = result.last_modified

@@ -143,3 +143,31 @@ def test_corpus_polled_twice_stored_once(
         "first_seen",
         "content_hash",
     } <= set(rows[0])
+
+
+def test_a_permanently_moved_feed_is_polled_and_shown_to_the_admin(
+    server: FeedServer, tmp_path: Path, sqlite_url: str
+) -> None:
+    name = FEEDS[0].name
+    server.add_redirect("/moved-away.xml", "/feeds/" + name, status=301)
+    folder = tmp_path / "watchlists"
+    folder.mkdir()
+    (folder / "sources.yaml").write_text(
+        f"sources:\n  - id: moved\n    name: Moved\n    url: {server.url('/moved-away.xml')}\n"
+    )
+    env = _env(tmp_path, sqlite_url)
+    assert _monitor(env, "db", "upgrade").returncode == 0
+    polled = _monitor(env, "poll", "--once", "--all")
+    assert polled.returncode == 0, polled.stdout + polled.stderr
+    assert "update its url in the sources file" in polled.stdout + polled.stderr
+    listed = _monitor(env, "sources", "list")
+    line = next(ln for ln in listed.stdout.splitlines() if ln.startswith("moved "))
+    assert f"moved permanently to {server.url('/feeds/' + name)}" in line
+
+    # The admin follows the advice: the note goes away with the old URL.
+    (folder / "sources.yaml").write_text(
+        f"sources:\n  - id: moved\n    name: Moved\n    url: {server.url('/feeds/' + name)}\n"
+    )
+    assert _monitor(env, "poll", "--once", "--all").returncode == 0
+    listed = _monitor(env, "sources", "list")
+    assert "moved permanently" not in listed.stdout

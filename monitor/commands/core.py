@@ -175,7 +175,9 @@ def cmd_sources_list(args: argparse.Namespace) -> int:
         status = row.last_status if row.enabled else "removed"
         if row.disabled_reason:
             status = "disabled"
-        note = row.disabled_reason or (row.last_error or "")
+        note = row.disabled_reason or row.last_error or ""
+        if not note and row.moved_to:
+            note = f"moved permanently to {row.moved_to}: update its url in the sources file"
         print(
             f"{row.id:<30} {status:<18} {row.failures:>5} {_fmt(row.last_polled_at):<20} "
             f"{_fmt(row.next_poll_at):<20} {note[:100]}"

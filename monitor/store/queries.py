@@ -43,6 +43,7 @@ class ClaimedSource:
     failures: int
     first_poll_done: bool
     lease_epoch: int
+    moved_to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +112,7 @@ def sync_sources(session: Session, configs: Sequence[SourceConfig], now: datetim
             # Another document: forget validators and treat the next poll as a catch-up.
             row.etag = row.last_modified = row.body_hash = None
             row.first_poll_done = False
-            row.disabled_reason = None
+            row.disabled_reason = row.moved_to = None
             row.failures = 0
             row.next_poll_at = now
         if cfg.every_seconds < row.every_seconds:
@@ -182,6 +183,7 @@ def claim_sources(
             failures=row.failures,
             first_poll_done=row.first_poll_done,
             lease_epoch=row.lease_epoch,
+            moved_to=row.moved_to,
         )
         for row in sorted(rows, key=lambda r: r.next_poll_at)
     ]

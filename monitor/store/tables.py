@@ -38,6 +38,7 @@ class SourceRow(SQLModel, table=True):
     selectors_json: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     enabled: bool = Field(default=True)  # present in sources.yaml
     disabled_reason: str | None = Field(default=None, max_length=500)  # e.g. 410 Gone
+    moved_to: str | None = Field(default=None, max_length=2048)  # 301/308 target, for the admin
     etag: str | None = Field(default=None, max_length=1024)
     last_modified: str | None = Field(default=None, max_length=200)
     body_hash: str | None = Field(default=None, max_length=64)
