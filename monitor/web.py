@@ -320,6 +320,7 @@ def read_status(engine: Engine, limit: int = STATUS_SOURCES_LIMIT) -> dict[str, 
                 "polls": r[10],
                 "lease_owner": r[11] if r[12] is not None and _aware(r[12]) > now else None,
                 "disabled_reason": r[13],
+                "moved_to": safe_url(r[14]) if r[14] else None,
             }
             for r in session.execute(
                 select(
@@ -337,6 +338,7 @@ def read_status(engine: Engine, limit: int = STATUS_SOURCES_LIMIT) -> dict[str, 
                     col(SourceRow.lease_owner),
                     col(SourceRow.lease_until),
                     col(SourceRow.disabled_reason),
+                    col(SourceRow.moved_to),
                 )
                 .where(col(SourceRow.enabled).is_(True))
                 .order_by(col(SourceRow.failures).desc(), col(SourceRow.id))
@@ -496,7 +498,8 @@ showing {{ s.sources_summary.shown }}, failing first.</p>
 <td class="{{ 'bad' if r.failures else '' }}">{{ r.status }}{% if r.http_status %}
 ({{ r.http_status }}){% endif %}</td><td>{{ r.failures }}</td><td>{{ r.last_polled_at or '' }}</td>
 <td>{{ r.last_success_at or '' }}</td><td>{{ r.next_poll_at }}</td>
-<td>{{ r.disabled_reason or r.error or '' }}</td></tr>{% endfor %}</table>
+<td>{{ r.disabled_reason or r.error or '' }}{% if r.moved_to and not r.error %}
+moved permanently to {{ r.moved_to }}{% endif %}</td></tr>{% endfor %}</table>
 {% endif %}
 <p><small>generated {{ s.generated_at or '' }}</small></p>
 </body></html>

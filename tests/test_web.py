@@ -84,7 +84,14 @@ async def get(url: str, **headers: str) -> tuple[int, str, str]:
 def seed(engine: Engine) -> None:
     now = utcnow()
     with Session(engine) as session, session.begin():
-        session.add(SourceRow(id="good", name="Good", url="http://127.0.0.1:9/feed.xml"))
+        session.add(
+            SourceRow(
+                id="good",
+                name="Good",
+                url="http://127.0.0.1:9/feed.xml",
+                moved_to="https://news.example.org/new-feed.xml",
+            )
+        )
         session.add(
             SourceRow(
                 id="broken",
@@ -267,6 +274,7 @@ async def test_status_json_and_html(served: tuple[FakeService, WebServer]) -> No
     assert [s["id"] for s in data["sources"]] == ["broken", "good"]  # failing first
     broken = data["sources"][0]
     assert broken["failures"] == 3 and broken["http_status"] == 503
+    assert data["sources"][1]["moved_to"] == "https://news.example.org/new-feed.xml"
     assert "SENTINEL" not in body  # the query string of URLs and errors is scrubbed
     assert data["outbox"]["waiting"] == 3 and data["outbox"]["dead"] == 1
     assert len(data["alerts"]) == 5 and data["alerts"][0]["watchlist"] == "missile-tests"
@@ -279,6 +287,7 @@ async def test_status_json_and_html(served: tuple[FakeService, WebServer]) -> No
     status, ctype, html = await get(server.url + "/status", Accept="text/html,*/*")
     assert status == 200 and ctype.startswith("text/html")
     assert "missile-tests" in html and "gone-replica" in html
+    assert "moved permanently to https://news.example.org/new-feed.xml" in html
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert (await get(server.url + "/status?limit=x"))[0] == 400
