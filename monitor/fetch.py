@@ -209,6 +209,7 @@ class Fetcher:
         )
         self._global = asyncio.Semaphore(max(settings.fetch_concurrency, 1))
         self._per_host: dict[str, asyncio.Semaphore] = {}
+        self._host_next: dict[str, float] = {}  # earliest start of the next request per host
 
     async def __aenter__(self) -> Fetcher:
         return self
@@ -237,31 +238,52 @@ class Fetcher:
                 False,
                 f"{_shown(req.url)}: only absolute http:// and https:// URLs can be polled",
             )
-        async with self._host_slot(url.host), self._global:
-            started = time.monotonic()
-            try:
-                async with asyncio.timeout(self.settings.fetch_total_timeout):
-                    outcome = await self._fetch(req, url, started)
-            except TimeoutError:
-                outcome = _error(
-                    req,
-                    "timeout",
-                    True,
-                    f"no complete answer within {self.settings.fetch_total_timeout:g}s "
-                    "(overall deadline)",
+        async with self._host_slot(url.host):
+            await self._space(url.host)
+            async with self._global:
+                return await self._fetch_guarded(req, url)
+
+    async def _space(self, host: str) -> None:
+        """Keep request starts to one public host `fetch_host_spacing` apart (politeness).
+
+        Each caller reserves its start time before sleeping, so callers that share the host's
+        slots queue up one spacing apart. Waiting happens outside the global limit, so a busy
+        host never holds back the others.
+        """
+        spacing = self.settings.fetch_host_spacing
+        if spacing <= 0 or self.allow.names(host):
+            return
+        now = time.monotonic()
+        start = max(now, self._host_next.get(host, now))
+        self._host_next[host] = start + spacing
+        if start > now:
+            await asyncio.sleep(start - now)
+
+    async def _fetch_guarded(self, req: FetchRequest, url: httpx.URL) -> FetchResult | FetchError:
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.settings.fetch_total_timeout):
+                outcome = await self._fetch(req, url, started)
+        except TimeoutError:
+            outcome = _error(
+                req,
+                "timeout",
+                True,
+                f"no complete answer within {self.settings.fetch_total_timeout:g}s "
+                "(overall deadline)",
+            )
+        except Exception as exc:  # the contract: classify, never raise
+            outcome = _classify(req, exc)
+        if isinstance(outcome, FetchError):
+            outcome = _with_elapsed(outcome, time.monotonic() - started)
+            if outcome.kind == "blocked_ssrf":
+                log.warning(
+                    "fetch blocked",
+                    source=req.source_id,
+                    url=_shown(req.url),
+                    reason=outcome.message,
                 )
-            except Exception as exc:  # the contract: classify, never raise
-                outcome = _classify(req, exc)
-            if isinstance(outcome, FetchError):
-                outcome = _with_elapsed(outcome, time.monotonic() - started)
-                if outcome.kind == "blocked_ssrf":
-                    log.warning(
-                        "fetch blocked",
-                        source=req.source_id,
-                        url=_shown(req.url),
-                        reason=outcome.message,
-                    )
-            return outcome
+        return outcome
 
     def _host_slot(self, host: str) -> asyncio.Semaphore:
         slot = self._per_host.get(host)

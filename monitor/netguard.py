@@ -139,6 +139,11 @@ class AllowList:
     def allows_host(self, host: str) -> bool:
         return host.lower().rstrip(".") in self.hosts
 
+    def names(self, host: str) -> bool:
+        """`host` is listed by name, or is an IP literal inside a listed network."""
+        literal = parse_ip(host.strip("[]"))
+        return self.allows_ip(literal) if literal is not None else self.allows_host(host)
+
     def allows_ip(self, ip: IPAddress) -> bool:
         candidates = {ip, embedded_ipv4(ip)}
         return any(c.version == n.version and c in n for c in candidates for n in self.networks)

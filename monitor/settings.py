@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     )
     fetch_concurrency: int = Field(10, description="Fetches in flight at once (all hosts).")
     fetch_per_host: int = Field(2, description="Fetches in flight at once per host.")
+    fetch_host_spacing: float = Field(
+        1.0,
+        ge=0,
+        description="Least seconds between two requests to one host; hosts listed in "
+        "MONITOR_ALLOW_PRIVATE_HOSTS (your own servers) are not spaced.",
+    )
 
     # --- watchlists (issue 3) ---
     watchlists_reload: bool = Field(True, description="Reload watchlists when files change.")

@@ -4,6 +4,7 @@ source never holds up the others (global and per-host limits)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import time
 import tracemalloc
@@ -226,7 +227,7 @@ async def resolve_to_loopback(host: str, port: int) -> list[str]:
 async def test_per_host_limit(feed_server: FeedServer) -> None:
     counter = InFlight()
     feed_server.add_handler("/slow", counter)
-    settings = local(fetch_concurrency=20, fetch_per_host=2)
+    settings = local(fetch_concurrency=20, fetch_per_host=2, fetch_host_spacing=0)
     async with Fetcher(settings, resolver=resolve_to_loopback) as fetcher:
         urls = [
             f"http://{host}:{feed_server.port}/slow"
@@ -239,10 +240,57 @@ async def test_per_host_limit(feed_server: FeedServer) -> None:
     assert counter.peak_total == 6
 
 
+class Arrivals:
+    """When each request reached the server, per Host header."""
+
+    def __init__(self) -> None:
+        self.at: dict[str, list[float]] = {}
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        self.at.setdefault(request.host.split(":")[0], []).append(time.monotonic())
+        return web.Response(body=SMALL_RSS, content_type="application/rss+xml")
+
+
+async def test_requests_to_one_public_host_are_spaced(feed_server: FeedServer) -> None:
+    arrivals = Arrivals()
+    feed_server.add_handler("/feed", arrivals)
+    # a.test and b.test resolve to loopback but are not listed: treated as someone else's hosts
+    settings = local(fetch_host_spacing=0.4, fetch_per_host=2)
+    async with Fetcher(settings, resolver=resolve_to_loopback) as fetcher:
+        urls = [
+            f"http://{host}:{feed_server.port}/feed"
+            for host in ("a.test", "b.test")
+            for _ in range(3)
+        ]
+        outcomes = await asyncio.gather(*(fetcher.fetch(FetchRequest(u, u)) for u in urls))
+    assert all(isinstance(o, FetchResult) for o in outcomes), outcomes
+    for host in ("a.test", "b.test"):
+        times = sorted(arrivals.at[host])
+        assert len(times) == 3
+        assert min(b - a for a, b in itertools.pairwise(times)) >= 0.35, (host, times)
+    # hosts are spaced on their own: the second host did not wait for the first
+    assert abs(arrivals.at["a.test"][0] - arrivals.at["b.test"][0]) < 0.35
+
+
+async def test_listed_hosts_are_not_spaced(feed_server: FeedServer) -> None:
+    arrivals = Arrivals()
+    feed_server.add_handler("/feed", arrivals)
+    settings = local(fetch_host_spacing=30.0)  # 127.0.0.1 is in MONITOR_ALLOW_PRIVATE_HOSTS
+    async with Fetcher(settings) as fetcher:
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(
+                *(fetcher.fetch(FetchRequest(str(i), feed_server.url("/feed"))) for i in range(3))
+            ),
+            timeout=20,
+        )
+    assert all(isinstance(o, FetchResult) for o in outcomes), outcomes
+    assert len(arrivals.at["127.0.0.1"]) == 3
+
+
 async def test_global_limit(feed_server: FeedServer) -> None:
     counter = InFlight()
     feed_server.add_handler("/slow", counter)
-    settings = local(fetch_concurrency=3, fetch_per_host=10)
+    settings = local(fetch_concurrency=3, fetch_per_host=10, fetch_host_spacing=0)
     async with Fetcher(settings, resolver=resolve_to_loopback) as fetcher:
         urls = [f"http://h{i}.test:{feed_server.port}/slow" for i in range(9)]
         outcomes = await asyncio.gather(*(fetcher.fetch(FetchRequest(u, u)) for u in urls))
