@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from monitor import stories  # noqa: E402
+from monitor import logs, stories  # noqa: E402
 from monitor.model import FetchResult, SourceConfig  # noqa: E402
 from monitor.normalize import normalize_entry  # noqa: E402
 from monitor.parse import ParseError, parse_feed  # noqa: E402
@@ -231,6 +231,9 @@ def main() -> None:
     parser.add_argument("--sources", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=10)
     args = parser.parse_args()
+    # Log as `monitor run` does by default (INFO, JSON): structlog's unconfigured default
+    # renders every debug line to the console, a cost the service never pays.
+    logs.configure("INFO", "json", stream=sys.stderr)
     docs = _docs()
     # warm-up (imports, caches)
     bare_feedparser(docs[:3], 1)

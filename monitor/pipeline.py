@@ -195,16 +195,10 @@ class Poller:
             batch, self._quiet = self._quiet, []
         if not batch:
             return 0
-        written = 0
-        lost: list[str] = []
+        increments = {k for _c, values in batch for k, v in values.items() if isinstance(v, _Incr)}
         with Session(self.engine) as session, session.begin():
-            for claim, values in batch:
-                if queries.complete_source(
-                    session, claim, owner=self.owner, values=_resolve(values)
-                ):
-                    written += 1
-                else:
-                    lost.append(claim.id)
+            lost = queries.complete_sources(session, self.owner, batch, increments)
+        written = len(batch) - len(lost)
         for source_id in lost:  # fenced off: another replica took the source over meanwhile
             log.warning("lease lost; poll result dropped", source=source_id, status="lost_lease")
         return written

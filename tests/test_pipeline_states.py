@@ -181,3 +181,49 @@ def test_batched_304_updates_are_fenced(
         asyncio.run(service.aclose())
     finally:
         service.engine.dispose()
+
+
+def test_a_batch_with_one_lost_lease_writes_the_others(
+    server: FeedServer, tmp_path: Path, db_url: str
+) -> None:
+    """The batched 304 write is all-or-retry: one fenced-off row must not cost the others."""
+    from monitor.model import FetchResult
+    from monitor.store import queries
+    from monitor.store.tables import utcnow
+
+    routes = {f"s{i}": f"/s{i}.xml" for i in range(4)}
+    for path in routes.values():
+        server.add(path, rss([("a", "http://127.0.0.1/a/1")]))
+    service = _service(tmp_path, db_url, server, routes)
+    try:
+        asyncio.run(service.poller.poll_due(force=True))  # first poll: catch-up, validators
+        polls_before = {k: r.polls for k, r in _rows(service).items()}
+        now = utcnow()
+        with Session(service.engine) as session, session.begin():
+            claims = queries.claim_sources(
+                session, owner=service.owner, now=now, lease_seconds=1, limit=4, force=True
+            )
+        with Session(service.engine) as session, session.begin():
+            (taken,) = queries.claim_sources(
+                session,
+                owner="other",
+                now=now + timedelta(seconds=5),
+                lease_seconds=60,
+                limit=1,
+                force=True,
+                only=["s2"],
+            )
+        for claim in claims:
+            result = FetchResult(claim.id, claim.url, 304, None, {}, None, None, None, 0.0)
+            assert service.poller._quiet_outcome(claim, result, 0.0) is not None
+        assert service.poller.flush_quiet() == 3
+        rows = _rows(service)
+        asyncio.run(service.aclose())
+    finally:
+        service.engine.dispose()
+    assert rows["s2"].lease_owner == "other" and rows["s2"].lease_epoch == taken.lease_epoch
+    assert rows["s2"].last_status == "ok" and rows["s2"].polls == polls_before["s2"]
+    for source_id in ("s0", "s1", "s3"):
+        row = rows[source_id]
+        assert row.lease_owner is None and row.last_status == "not_modified", source_id
+        assert row.polls == polls_before[source_id] + 1, source_id

@@ -11,8 +11,9 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlmodel import col
@@ -204,6 +205,58 @@ def complete_source(
         .execution_options(synchronize_session=False)
     )
     return session.execute(stmt).rowcount == 1  # type: ignore[attr-defined, no-any-return]
+
+
+def complete_sources(
+    session: Session,
+    owner: str,
+    outcomes: Sequence[tuple[ClaimedSource, dict[str, object]]],
+    increments: Iterable[str] = (),
+) -> list[str]:
+    """`complete_source` for many sources at once; returns the ids whose lease was lost.
+
+    One executemany per set of columns instead of one statement per source: 1,000 unchanged
+    sources take milliseconds, not a second. The batch runs in a savepoint and is trusted only
+    when every row matched its fence; otherwise (a lease lost meanwhile, which is rare) it is
+    undone and written row by row to learn which ones were fenced off. Columns named in
+    `increments` are written as `column + 1` rather than from the values.
+    """
+    table = SourceRow.__table__  # type: ignore[attr-defined]
+    step = set(increments)
+    groups: dict[tuple[str, ...], list[tuple[ClaimedSource, dict[str, object]]]] = {}
+    for claim, values in outcomes:
+        groups.setdefault(tuple(sorted(values)), []).append((claim, values))
+    lost: list[str] = []
+    for keys, items in groups.items():
+        assigned: dict[str, Any] = {"lease_owner": None, "lease_until": None}
+        for key in keys:
+            column = table.c[key]
+            assigned[key] = column + 1 if key in step else bindparam(f"v_{key}")
+        stmt = (
+            update(table)
+            .where(
+                table.c.id == bindparam("f_id"),
+                table.c.lease_owner == owner,
+                table.c.lease_epoch == bindparam("f_epoch"),
+            )
+            .values(assigned)
+        )
+        params = [
+            {"f_id": claim.id, "f_epoch": claim.lease_epoch}
+            | {f"v_{k}": v for k, v in values.items() if k not in step}
+            for claim, values in items
+        ]
+        savepoint = session.begin_nested()
+        written = session.connection().execute(stmt, params).rowcount
+        if written == len(items):
+            savepoint.commit()
+            continue
+        savepoint.rollback()
+        for claim, values in items:
+            resolved = {k: (table.c[k] + 1 if k in step else v) for k, v in values.items()}
+            if not complete_source(session, claim, owner=owner, values=resolved):
+                lost.append(claim.id)
+    return lost
 
 
 def release_sources(session: Session, owner: str, ids: Iterable[str] | None = None) -> int:
