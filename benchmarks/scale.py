@@ -27,6 +27,8 @@ import argparse
 import os
 import random
 import re
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -115,6 +117,25 @@ def first_fetch_after(publisher: Publisher, item: Item) -> float | None:
     return None
 
 
+def stop_all(group: list[Replica]) -> None:
+    """SIGTERM every replica at once, as an orchestrator does; report how long each took."""
+    for replica in group:
+        replica.signal(signal.SIGTERM)
+    for replica in group:
+        started = time.monotonic()
+        try:
+            replica.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            print(f"  {replica.name} still running 30 s after SIGTERM; last log lines:")
+            print("\n".join(replica.tail().splitlines()[-15:]))
+            replica.kill()
+            raise
+        seconds = time.monotonic() - started
+        print(f"  {replica.name}: exit {replica.proc.returncode} {seconds:.1f} s after SIGTERM")
+        if seconds > 10:  # over the shutdown budget: show what it was doing
+            print("\n".join(replica.tail(20000).splitlines()[-25:]))
+
+
 def run(args: argparse.Namespace, replicas: int, workdir: Path) -> Result:
     name, url = fresh_database()
     group: list[Replica] = []
@@ -193,8 +214,7 @@ def run(args: argparse.Namespace, replicas: int, workdir: Path) -> Result:
                 seen = first_fetch_after(publisher, item)
                 if item.guid in posted_at and seen is not None:
                     processing.append(posted_at[item.guid] - seen)
-            for replica in group:
-                replica.terminate(20)
+            stop_all(group)
             engine.dispose()
             return Result(
                 replicas=replicas,

@@ -107,6 +107,9 @@ class Poller:
         claims = await asyncio.to_thread(self._claim, now, force, only_ids)
         if not claims:
             return []
+        if self.draining:  # shutdown began while we were claiming: give them straight back
+            await asyncio.to_thread(self._release_ids, [c.id for c in claims])
+            return []
         tasks = [asyncio.create_task(self.poll_source(claim)) for claim in claims]
         self._fetching.update(tasks)
         try:
@@ -133,7 +136,10 @@ class Poller:
         try:
             outcome = await self.fetcher.fetch(request)
         except asyncio.CancelledError:
-            await asyncio.to_thread(self._release, claim)
+            # While draining, `drain` gives back every lease in one statement afterwards: a
+            # transaction per cancelled claim (hundreds at scale) would outlast the grace period.
+            if not self.draining:
+                await asyncio.to_thread(self._release, claim)
             raise
         quiet = self._quiet_outcome(claim, outcome, started)
         if quiet is not None:
@@ -154,8 +160,11 @@ class Poller:
         return report
 
     def _release(self, claim: ClaimedSource) -> None:
+        self._release_ids([claim.id])
+
+    def _release_ids(self, ids: list[str]) -> None:
         with Session(self.engine) as session, session.begin():
-            queries.release_sources(session, self.owner, [claim.id])
+            queries.release_sources(session, self.owner, ids)
 
     async def drain(self, grace: float) -> None:
         """Stop claiming, give in-flight fetches `grace` seconds, keep every fetched result."""

@@ -210,7 +210,10 @@ class Service:
         if self.dry_run:
             return
         merged, pruned = await asyncio.to_thread(
-            stories.stories_tick, self.engine, self.settings.story_window_hours
+            stories.stories_tick,
+            self.engine,
+            self.settings.story_window_hours,
+            should_stop=lambda: self.health.draining,
         )
         if merged or pruned:
             log.info("stories upkeep", merged=merged, pruned=pruned)

@@ -17,7 +17,7 @@ stories and merges the same way. A merged story keeps its row with `article_coun
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -273,13 +273,19 @@ def assign_story(
 
 
 def reconcile_stories(
-    session: Session, now: datetime, window_hours: float, lookback: timedelta
+    session: Session,
+    now: datetime,
+    window_hours: float,
+    lookback: timedelta,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> int:
     """Merge stories started within `lookback` into older stories they turn out to duplicate.
 
     This closes the multi-replica race: two transactions that each started a story for copies
     of one event (neither could see the other) are merged into the lower story id here.
-    Returns the number of stories merged away.
+    Returns the number of stories merged away. `should_stop` is asked before each story: after
+    a large catch-up there are thousands, and a shutdown must not wait for them (the next tick,
+    here or on another replica, takes up where this one stopped).
     """
     now = _utc(now)
     window = timedelta(hours=window_hours)
@@ -290,6 +296,8 @@ def reconcile_stories(
     ).scalars()
     merged = 0
     for story_id in list(recent):
+        if should_stop():
+            break
         # The story's earliest article still in it (the first may have been moved by a merge).
         row = session.execute(
             select(
@@ -341,7 +349,10 @@ def prune_bands(session: Session, now: datetime, keep: timedelta) -> int:
 
 
 def stories_tick(
-    engine: Engine, window_hours: float, lookback: timedelta = timedelta(minutes=10)
+    engine: Engine,
+    window_hours: float,
+    lookback: timedelta = timedelta(minutes=10),
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> tuple[int, int]:
     """The periodic upkeep of the index, for the service's scheduler (blocking: run it in a
     thread), in its own transaction: merge concurrently started stories (PostgreSQL only:
@@ -351,7 +362,7 @@ def stories_tick(
     with Session(engine) as session, session.begin():
         merged = 0
         if engine.dialect.name != "sqlite":
-            merged = reconcile_stories(session, now, window_hours, lookback)
+            merged = reconcile_stories(session, now, window_hours, lookback, should_stop)
         pruned = prune_bands(session, now, timedelta(hours=2 * window_hours))
     return merged, pruned
 

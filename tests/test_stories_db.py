@@ -271,6 +271,8 @@ def test_stories_tick_merges_on_postgresql_and_is_idle_on_sqlite(
         one.commit()
         two.commit()
     assert a.story_id != b.story_id
+    # A shutdown asks it to stop: nothing is merged now, and the next tick does the work.
+    assert stories.stories_tick(pg_engine, 72.0, should_stop=lambda: True) == (0, 0)
     assert stories.stories_tick(pg_engine, 72.0) == (1, 0)
     assert stories.stories_tick(pg_engine, 72.0) == (0, 0)
     db.upgrade(sqlite_url)
