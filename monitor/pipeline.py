@@ -139,7 +139,7 @@ class Poller:
             # While draining, `drain` gives back every lease in one statement afterwards: a
             # transaction per cancelled claim (hundreds at scale) would outlast the grace period.
             if not self.draining:
-                await asyncio.to_thread(self._release, claim)
+                await asyncio.to_thread(self._release_ids, [claim.id])
             raise
         quiet = self._quiet_outcome(claim, outcome, started)
         if quiet is not None:
@@ -158,9 +158,6 @@ class Poller:
         if self.on_report is not None:
             self.on_report(report)
         return report
-
-    def _release(self, claim: ClaimedSource) -> None:
-        self._release_ids([claim.id])
 
     def _release_ids(self, ids: list[str]) -> None:
         with Session(self.engine) as session, session.begin():
@@ -204,9 +201,8 @@ class Poller:
             batch, self._quiet = self._quiet, []
         if not batch:
             return 0
-        increments = {k for _c, values in batch for k, v in values.items() if isinstance(v, _Incr)}
         with Session(self.engine) as session, session.begin():
-            lost = queries.complete_sources(session, self.owner, batch, increments)
+            lost = queries.complete_sources(session, self.owner, batch)
         written = len(batch) - len(lost)
         for source_id in lost:  # fenced off: another replica took the source over meanwhile
             log.warning("lease lost; poll result dropped", source=source_id, status="lost_lease")
@@ -253,7 +249,7 @@ class Poller:
                     )
                     session.rollback()
                 elif not queries.complete_source(
-                    session, claim, owner=self.owner, values=_resolve(values)
+                    session, claim, owner=self.owner, values=values
                 ):
                     raise LostLease(claim.id)
         except LostLease:
@@ -264,7 +260,7 @@ class Poller:
                 message="another replica took this source over; results dropped",
             )
         if self.dry_run:
-            self._release(claim)
+            self._release_ids([claim.id])
         return PollReport(
             claim.id,
             "dry_run" if self.dry_run else "ok",
@@ -391,7 +387,6 @@ class Poller:
             "last_error": None,
             "error_transient": None,
             "failures": 0,
-            "polls": _Incr(),
             "last_polled_at": now,
             "last_success_at": now,
             "next_poll_at": _aware_utc(when),
@@ -428,7 +423,6 @@ class Poller:
             "last_error": error.message[:2000],
             "error_transient": error.transient,
             "failures": failures,
-            "polls": _Incr(),
             "last_polled_at": now,
             "next_poll_at": _aware_utc(when),
             "updated_at": now,
@@ -445,11 +439,11 @@ class Poller:
     ) -> PollReport:
         seconds = time.monotonic() - started
         if self.dry_run:
-            self._release(claim)
+            self._release_ids([claim.id])
             return _with_seconds(report, seconds)
         with Session(self.engine) as session, session.begin():
             if not queries.complete_source(
-                session, claim, owner=self.owner, values=_resolve(values)
+                session, claim, owner=self.owner, values=values
             ):
                 return PollReport(claim.id, "lost_lease", seconds=seconds)
         return _with_seconds(report, seconds)
@@ -472,19 +466,6 @@ class Poller:
             log.debug("polled", **fields)
         else:
             log.info("polled", **fields)
-
-
-class _Incr:
-    """Marker for `polls = polls + 1` in a fenced UPDATE."""
-
-    def column(self) -> Any:
-        from monitor.store.tables import SourceRow
-
-        return SourceRow.polls + 1
-
-
-def _resolve(values: dict[str, object]) -> dict[str, object]:
-    return {k: (v.column() if isinstance(v, _Incr) else v) for k, v in values.items()}
 
 
 def _with_seconds(report: PollReport, seconds: float) -> PollReport:

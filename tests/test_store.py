@@ -89,6 +89,7 @@ def test_completion_is_fenced_by_epoch(engine: Engine) -> None:
     with Session(engine) as s:
         row = s.get(SourceRow, "s1")
         assert row is not None and row.lease_owner is None and row.last_status == "ok"
+        assert row.polls == 1  # the fenced-off completion did not count
 
 
 def test_articles_stored_once_copies_linked_edits_recorded(engine: Engine) -> None:
