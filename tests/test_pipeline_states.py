@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
+from monitor.model import FetchResult
 from monitor.service import Service
 from monitor.settings import Settings
-from monitor.store import db
-from monitor.store.tables import SourceRow
+from monitor.store import db, queries
+from monitor.store.queries import ClaimedSource
+from monitor.store.tables import SourceRow, utcnow
 from tests.support.feedserver import SMALL_RSS, FeedServer, rss
 
 
@@ -145,32 +147,35 @@ def test_gone_source_is_not_polled_again(
     assert server.hits["/gone"] == 1
 
 
+def _claim_then_lose(service: Service, lost: str) -> tuple[list[ClaimedSource], ClaimedSource]:
+    """Claim every source with a 1 s lease, then let "other" take `lost` over once it expired."""
+    now = utcnow()
+    with Session(service.engine) as session, session.begin():
+        claims = queries.claim_sources(
+            session, owner=service.owner, now=now, lease_seconds=1, limit=100, force=True
+        )
+    with Session(service.engine) as session, session.begin():
+        (taken,) = queries.claim_sources(
+            session,
+            owner="other",
+            now=now + timedelta(seconds=5),
+            lease_seconds=60,
+            limit=1,
+            force=True,
+            only=[lost],
+        )
+    return claims, taken
+
+
 def test_batched_304_updates_are_fenced(
     server: FeedServer, tmp_path: Path, sqlite_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A replica that lost its lease while its 304 waited in the batch writes nothing."""
-    from monitor.model import FetchResult
-    from monitor.store import queries
-    from monitor.store.tables import utcnow
-
     server.add("/ok.xml", rss([("a", "http://127.0.0.1/a/1")]))
     service = _service(tmp_path, sqlite_url, server, {"ok": "/ok.xml"})
     try:
         asyncio.run(service.poller.poll_due(force=True))  # first poll: catch-up, validators
-        now = utcnow()
-        with Session(service.engine) as session, session.begin():
-            (stale,) = queries.claim_sources(
-                session, owner=service.owner, now=now, lease_seconds=1, limit=1, force=True
-            )
-        with Session(service.engine) as session, session.begin():
-            (taken,) = queries.claim_sources(
-                session,
-                owner="other",
-                now=now + timedelta(seconds=5),
-                lease_seconds=60,
-                limit=1,
-                force=True,
-            )
+        (stale,), taken = _claim_then_lose(service, "ok")
         result = FetchResult("ok", server.url("/ok.xml"), 304, None, {}, None, None, None, 0.0)
         report = service.poller._quiet_outcome(stale, result, 0.0)
         assert report is not None and report.status == "not_modified"
@@ -187,10 +192,6 @@ def test_a_batch_with_one_lost_lease_writes_the_others(
     server: FeedServer, tmp_path: Path, db_url: str
 ) -> None:
     """The batched 304 write is all-or-retry: one fenced-off row must not cost the others."""
-    from monitor.model import FetchResult
-    from monitor.store import queries
-    from monitor.store.tables import utcnow
-
     routes = {f"s{i}": f"/s{i}.xml" for i in range(4)}
     for path in routes.values():
         server.add(path, rss([("a", "http://127.0.0.1/a/1")]))
@@ -198,21 +199,7 @@ def test_a_batch_with_one_lost_lease_writes_the_others(
     try:
         asyncio.run(service.poller.poll_due(force=True))  # first poll: catch-up, validators
         polls_before = {k: r.polls for k, r in _rows(service).items()}
-        now = utcnow()
-        with Session(service.engine) as session, session.begin():
-            claims = queries.claim_sources(
-                session, owner=service.owner, now=now, lease_seconds=1, limit=4, force=True
-            )
-        with Session(service.engine) as session, session.begin():
-            (taken,) = queries.claim_sources(
-                session,
-                owner="other",
-                now=now + timedelta(seconds=5),
-                lease_seconds=60,
-                limit=1,
-                force=True,
-                only=["s2"],
-            )
+        claims, taken = _claim_then_lose(service, "s2")
         for claim in claims:
             result = FetchResult(claim.id, claim.url, 304, None, {}, None, None, None, 0.0)
             assert service.poller._quiet_outcome(claim, result, 0.0) is not None
