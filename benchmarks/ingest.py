@@ -27,13 +27,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from monitor import logs, stories  # noqa: E402
+from monitor.clock import utcnow  # noqa: E402
 from monitor.model import FetchResult, SourceConfig  # noqa: E402
 from monitor.normalize import normalize_entry  # noqa: E402
 from monitor.parse import ParseError, parse_feed  # noqa: E402
 from monitor.service import Service  # noqa: E402
 from monitor.settings import Settings  # noqa: E402
 from monitor.store import db, queries  # noqa: E402
-from monitor.store.tables import utcnow  # noqa: E402
 from tests.support.feedserver import FeedServer  # noqa: E402
 
 FEEDS = sorted((REPO.parent / "shared" / "corpus" / "feeds").iterdir())

@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from monitor.commands.watchlists import read_articles  # noqa: E402
-from monitor.match import compile_matcher  # noqa: E402
 from monitor.model import Article  # noqa: E402
+from monitor.query.matcher import compile_matcher  # noqa: E402
 from monitor.textnorm import words  # noqa: E402
 from monitor.watchlists import AlertSpec, Watchlist  # noqa: E402
 

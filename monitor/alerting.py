@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
+from monitor.clock import as_utc_or_none
 from monitor.logs import get_logger
 from monitor.model import IngestedItem, Match
 from monitor.render import AlertContent, AlertKind
@@ -100,12 +101,6 @@ def _warn_once(watchlist_id: str, what: str, message: str) -> None:
         log.warning(message, watchlist=watchlist_id)
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _key(*parts: object) -> str:
     key = ":".join(str(p) for p in parts)
     return key if len(key) <= 400 else f"{key[:300]}#{short_hash(key)}"
@@ -115,7 +110,7 @@ def content_for(
     item: IngestedItem, match: Match, source_name: str, kind: AlertKind
 ) -> AlertContent:
     article = item.article
-    published = _utc(article.published)
+    published = as_utc_or_none(article.published)
     return AlertContent(
         kind=kind,
         watchlist_id=match.watchlist_id,
@@ -161,7 +156,7 @@ def enqueue_for_poll(
     for item in items:
         if item.catchup:
             continue
-        published = _utc(item.article.published)
+        published = as_utc_or_none(item.article.published)
         if published is not None and published < cutoff:
             continue
         for match in item.matches:

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from monitor.clock import utcnow
 from monitor.logs import get_logger
 from monitor.notify import DeliveryError, Notifier, Outgoing
 from monitor.notify.console import ConsoleNotifier
@@ -30,7 +31,7 @@ from monitor.render import MAX_LIST, AlertContent, render_console
 from monitor.settings import Settings
 from monitor.store import outbox
 from monitor.store.outbox import ClaimedAlert
-from monitor.store.tables import AlertRow, DestinationRow, utcnow
+from monitor.store.tables import AlertRow, DestinationRow
 
 log = get_logger(__name__)
 

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from monitor import __version__
+from monitor.clock import as_utc
 from monitor.store.tables import AlertRow, ReplicaRow, SourceRow
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -81,7 +82,7 @@ def read_store_state(engine: Engine, now: datetime | None = None) -> StoreState:
             .group_by(col(AlertRow.channel))
         ):
             if created is not None:
-                oldest[str(channel)] = max(0.0, (now - _aware(created)).total_seconds())
+                oldest[str(channel)] = max(0.0, (now - as_utc(created)).total_seconds())
         enabled = col(SourceRow.enabled).is_(True)
         total = session.scalar(select(func.count()).select_from(SourceRow).where(enabled)) or 0
         failing = (
@@ -132,10 +133,6 @@ def read_store_state(engine: Engine, now: datetime | None = None) -> StoreState:
         sources_overdue=int(overdue),
         replicas_alive=int(alive),
     )
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class _StoreCollector(Collector):

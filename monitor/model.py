@@ -1,13 +1,15 @@
 """Frozen values passed between pipeline stages.
 
 Nothing here does I/O; SQLModel rows never leave `monitor/store/` and feedparser dicts never
-leave `monitor/parse.py`, so every stage can be tested with plain values.
+leave `monitor/parse/`, so every stage can be tested with plain values.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Literal
 
 SourceKind = Literal["feed", "html"]
@@ -175,3 +177,28 @@ class IngestedItem:
     matches: tuple[Match, ...]
     story: StoryAssignment | None
     catchup: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AlertSpec:
+    slack: tuple[str, ...] = ()
+    email: tuple[str, ...] = ()
+    mode: Literal["immediate", "digest"] = "immediate"
+    digest: str | None = None  # schedule text for mode "digest", see next_digest_at
+
+
+@dataclass(frozen=True, slots=True)
+class Watchlist:
+    id: str
+    name: str
+    description: str
+    query: str
+    exclude: str | None
+    min_score: float
+    sources: tuple[str, ...]
+    alert: AlertSpec
+    path: Path
+    # The alias table the query was validated against (so it compiles the same way later).
+    aliases: Mapping[str, tuple[str, ...]] = field(
+        default_factory=dict, compare=False, repr=False, hash=False
+    )

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from monitor import alerting, stories
+from monitor.clock import as_utc, utcnow
 from monitor.fetch import Fetcher
 from monitor.logs import get_logger
 from monitor.model import (
@@ -39,7 +40,7 @@ from monitor.schedule import next_poll_at
 from monitor.settings import Settings
 from monitor.store import queries
 from monitor.store.queries import ClaimedSource
-from monitor.store.tables import ArticleRow, Story, utcnow
+from monitor.store.tables import ArticleRow, Story
 
 log = get_logger(__name__)
 
@@ -389,7 +390,7 @@ class Poller:
             "failures": 0,
             "last_polled_at": now,
             "last_success_at": now,
-            "next_poll_at": _aware_utc(when),
+            "next_poll_at": as_utc(when),
             "updated_at": now,
             "moved_to": result.moved_to,
         }
@@ -424,7 +425,7 @@ class Poller:
             "error_transient": error.transient,
             "failures": failures,
             "last_polled_at": now,
-            "next_poll_at": _aware_utc(when),
+            "next_poll_at": as_utc(when),
             "updated_at": now,
         }
         if error.kind == "gone":
@@ -480,11 +481,4 @@ def _with_seconds(report: PollReport, seconds: float) -> PollReport:
         report.matches,
         report.previews,
     )
-
-
-def _aware_utc(value: datetime) -> datetime:
-    """Aware UTC (schedule maths may hand back whatever `now` it was given)."""
-    from datetime import UTC
-
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 

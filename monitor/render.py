@@ -19,6 +19,8 @@ from urllib.parse import quote, urlsplit
 
 import jinja2
 
+from monitor.clock import as_utc
+
 AlertKind = Literal["alert", "update", "also", "summary", "digest"]
 
 HEADER_LIMIT = 150  # Slack header block, plain_text
@@ -191,7 +193,7 @@ def _parse_time(value: str | None) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return as_utc(parsed)
 
 
 def _human_time(value: str | None) -> str:

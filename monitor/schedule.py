@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import random
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
+
+from monitor.clock import as_utc
 
 # Backoff doubling stops mattering long before this; it keeps 2**n finite.
 _MAX_EXPONENT = 32
@@ -70,10 +72,7 @@ def parse_retry_after(value: str, now: datetime) -> float | None:
         return None
     if when is None:  # older Pythons returned None instead of raising
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    ref = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
-    return min(max((when - ref).total_seconds(), 0.0), _MAX_RETRY_AFTER)
+    return min(max((as_utc(when) - as_utc(now)).total_seconds(), 0.0), _MAX_RETRY_AFTER)
 
 
 def parse_max_age(cache_control: str) -> float | None:

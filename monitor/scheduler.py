@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from typing import Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-if TYPE_CHECKING:
-    from monitor.service import Service
+from monitor.settings import Settings
 
 
-def build_scheduler(service: Service) -> AsyncIOScheduler:
+class Ticks(Protocol):
+    """What the scheduler triggers; the service implements it (so neither imports the other)."""
+
+    settings: Settings
+
+    def poll_tick(self) -> Awaitable[None]: ...
+    def deliver_tick(self) -> Awaitable[None]: ...
+    def heartbeat_tick(self) -> Awaitable[None]: ...
+    def stories_tick(self) -> Awaitable[None]: ...
+
+
+def build_scheduler(service: Ticks) -> AsyncIOScheduler:
     settings = service.settings
     scheduler = AsyncIOScheduler(timezone="UTC")
     common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 30}
@@ -50,7 +62,5 @@ def build_scheduler(service: Service) -> AsyncIOScheduler:
     return scheduler
 
 
-def _now() -> object:
-    from datetime import UTC, datetime
-
+def _now() -> datetime:
     return datetime.now(UTC)

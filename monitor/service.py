@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from monitor import __version__
+from monitor.clock import utcnow
 from monitor.deliver import Dispatcher
 from monitor.fetch import Fetcher
 from monitor.logs import get_logger
@@ -30,7 +31,7 @@ from monitor.pipeline import Poller, PollReport
 from monitor.settings import Settings
 from monitor.sources import SourcesError, load_sources
 from monitor.store import db, queries
-from monitor.store.tables import ReplicaRow, utcnow
+from monitor.store.tables import ReplicaRow
 from monitor.watchlists import WatchlistRegistry
 
 log = get_logger(__name__)

@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, selec
 from sqlalchemy.orm import Session
 
 from monitor import dedup
+from monitor.clock import as_utc
 from monitor.model import Article, StoryAssignment
 from monitor.store.tables import ArticleRow, Story, StoryBand
 
@@ -33,13 +34,6 @@ _STORY = cast(Table, Story.__table__)  # type: ignore[attr-defined]
 _BAND = cast(Table, StoryBand.__table__)  # type: ignore[attr-defined]
 _ARTICLE = cast(Table, ArticleRow.__table__)  # type: ignore[attr-defined]
 TITLE_MAX = 500
-
-
-def _utc(value: datetime) -> datetime:
-    """The database clock format: aware UTC (a naive value is taken to be UTC already)."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
 
 
 class _FingerprintCache:
@@ -74,7 +68,7 @@ _cache = _FingerprintCache(16384)
 
 def article_time(published: datetime | None, seen: datetime) -> datetime:
     """When an article happened, for the window: its publication time, else when we saw it."""
-    return _utc(published) if published is not None else _utc(seen)
+    return as_utc(published) if published is not None else as_utc(seen)
 
 
 # Statements are built once: constructing SQLAlchemy expressions per call costs more than
@@ -241,7 +235,7 @@ def assign_story(
 
     Runs inside the caller's transaction; sets `article.story_id` and writes the band rows.
     """
-    now = _utc(now)
+    now = as_utc(now)
     when = article_time(article.published, now)
     window = timedelta(hours=window_hours)
     fp = dedup.fingerprint(article.title, article.text, when)
@@ -287,7 +281,7 @@ def reconcile_stories(
     a large catch-up there are thousands, and a shutdown must not wait for them (the next tick,
     here or on another replica, takes up where this one stopped).
     """
-    now = _utc(now)
+    now = as_utc(now)
     window = timedelta(hours=window_hours)
     recent = session.execute(
         select(_STORY.c.id)
@@ -337,7 +331,7 @@ def prune_bands(session: Session, now: datetime, keep: timedelta) -> int:
     Articles and stories stay. Returns the number of rows deleted.
     """
     cut = session.execute(
-        select(func.min(_ARTICLE.c.id)).where(_ARTICLE.c.first_seen >= _utc(now) - keep)
+        select(func.min(_ARTICLE.c.id)).where(_ARTICLE.c.first_seen >= as_utc(now) - keep)
     ).scalar()
     if cut is None:
         cut = session.execute(select(func.max(_ARTICLE.c.id))).scalar()
@@ -382,7 +376,7 @@ def rebuild_bands(session: Session, since: datetime) -> int:
             _ARTICLE.c.published,
             _ARTICLE.c.first_seen,
             _ARTICLE.c.story_id,
-        ).where(_ARTICLE.c.first_seen >= _utc(since), _ARTICLE.c.story_id.is_not(None))
+        ).where(_ARTICLE.c.first_seen >= as_utc(since), _ARTICLE.c.story_id.is_not(None))
     ).all()
     ids = [int(r.id) for r in rows]
     for start in range(0, len(ids), 500):
@@ -433,7 +427,7 @@ def list_stories(session: Session, since: datetime, limit: int = 200) -> list[St
     """Stories seen since `since`, most recently active first."""
     rows = session.execute(
         select(_STORY)
-        .where(_STORY.c.last_seen_at >= _utc(since), _STORY.c.article_count > 0)
+        .where(_STORY.c.last_seen_at >= as_utc(since), _STORY.c.article_count > 0)
         .order_by(_STORY.c.last_seen_at.desc(), _STORY.c.id.desc())
         .limit(limit)
     ).all()

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from monitor import __version__
+from monitor.clock import as_utc
 from monitor.logs import get_logger, safe_url, scrub
 from monitor.metrics import CONTENT_TYPE, StoreState, read_store_state
 from monitor.store import db
@@ -318,7 +319,7 @@ def read_status(engine: Engine, limit: int = STATUS_SOURCES_LIMIT) -> dict[str, 
                 "last_success_at": _iso(r[8]),
                 "next_poll_at": _iso(r[9]),
                 "polls": r[10],
-                "lease_owner": r[11] if r[12] is not None and _aware(r[12]) > now else None,
+                "lease_owner": r[11] if r[12] is not None and as_utc(r[12]) > now else None,
                 "disabled_reason": r[13],
                 "moved_to": safe_url(r[14]) if r[14] else None,
             }
@@ -386,7 +387,7 @@ def read_status(engine: Engine, limit: int = STATUS_SOURCES_LIMIT) -> dict[str, 
                 "version": r[1],
                 "started_at": _iso(r[2]),
                 "last_seen_at": _iso(r[3]),
-                "alive": (now - _aware(r[3])).total_seconds() < 60,
+                "alive": (now - as_utc(r[3])).total_seconds() < 60,
             }
             for r in session.execute(
                 select(
@@ -436,12 +437,8 @@ def _short(exc: BaseException) -> str:
     return scrub(f"{type(exc).__name__}: {text_[0] if text_ else ''}")[:300]
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else _aware(value).isoformat(timespec="seconds")
+    return None if value is None else as_utc(value).isoformat(timespec="seconds")
 
 
 def _iso_ts(ts: float) -> str:

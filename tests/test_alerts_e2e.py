@@ -23,8 +23,9 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from monitor.clock import utcnow
 from monitor.store import db
-from monitor.store.tables import AlertRow, utcnow
+from monitor.store.tables import AlertRow
 from tests.support.alerts import enqueue, item, settings, watchlist
 from tests.support.cluster import Replica, replica_env, start_replica
 from tests.support.feedserver import FeedServer

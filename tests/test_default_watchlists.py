@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from monitor.commands.watchlists import Outcome, evaluate, read_articles, read_labels
-from monitor.match import compile_matcher
+from monitor.query.matcher import compile_matcher
 from monitor.watchlists import load_watchlists
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,13 +15,14 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from monitor import logs
+from monitor.clock import utcnow
 from monitor.deliver import Dispatcher, backoff
 from monitor.notify import Outgoing
 from monitor.notify.slack import SlackNotifier
 from monitor.render import AlertContent
 from monitor.settings import Settings
 from monitor.store import outbox
-from monitor.store.tables import AlertRow, DestinationRow, utcnow
+from monitor.store.tables import AlertRow, DestinationRow
 from tests.support.alerts import enqueue, item, rows, run, run_due, settings, watchlist
 from tests.support.slackfake import Fault, SlackFake
 

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from monitor.clock import utcnow
 from monitor.store import db
-from monitor.store.tables import utcnow
 from tests.support.alerts import enqueue, item, settings, watchlist
 from tests.support.slackfake import SlackFake
 

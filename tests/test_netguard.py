@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from monitor.netguard import (
+from monitor.fetch.netguard import (
     AllowList,
     BlockedError,
     ResolveError,

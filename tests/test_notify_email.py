@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from monitor.clock import utcnow
 from monitor.deliver import Dispatcher
 from monitor.notify.email import mail_domain, message_id
 from monitor.settings import Settings
-from monitor.store.tables import utcnow
 from tests.support.alerts import enqueue, item, later, rows, run, run_due, settings, watchlist
 from tests.support.smtpserver import SmtpServer
 

@@ -16,7 +16,8 @@ import pytest
 
 from monitor.model import HtmlSelectors
 from monitor.normalize import normalize_entry
-from monitor.parse import SUMMARY_CAP, TITLE_CAP, ParseError, parse_html_page, validate_selectors
+from monitor.parse import ParseError, parse_html_page, validate_selectors
+from monitor.parse.common import SUMMARY_CAP, TITLE_CAP
 
 DATA = Path(__file__).resolve().parent / "data" / "html"
 NK_URL = "https://www.nknews.org/tag/foreign-relations/"

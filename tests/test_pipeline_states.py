@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
+from monitor.clock import utcnow
 from monitor.model import FetchResult
 from monitor.service import Service
 from monitor.settings import Settings
 from monitor.store import db, queries
 from monitor.store.queries import ClaimedSource
-from monitor.store.tables import SourceRow, utcnow
+from monitor.store.tables import SourceRow
 from tests.support.feedserver import SMALL_RSS, FeedServer, rss
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.query import (
+from monitor.query.syntax import (
     Alias,
     And,
     Field,
@@ -164,7 +164,7 @@ _LEAF = st.one_of(
 
 
 def _positional(node: Node) -> bool:
-    from monitor.query import is_positional
+    from monitor.query.syntax import is_positional
 
     return is_positional(node)
 

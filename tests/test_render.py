@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import email
 import email.policy
 import json
@@ -230,21 +229,3 @@ def test_content_round_trips_json() -> None:
     c = content(items=(content(kind="also"),), extra={"digest": "hourly"})
     assert AlertContent.from_json(c.to_json()) == c
 
-
-def test_render_is_pure() -> None:
-    tree = ast.parse((REPO / "monitor" / "render.py").read_text())
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module.split(".")[0])
-    assert not names & {
-        "httpx",
-        "sqlmodel",
-        "sqlalchemy",
-        "slack_sdk",
-        "smtplib",
-        "aiosmtplib",
-        "os",
-    }

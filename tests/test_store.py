@@ -7,9 +7,10 @@ from datetime import timedelta
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from monitor.clock import utcnow
 from monitor.model import Article, HtmlSelectors, SourceConfig
 from monitor.store import db, queries
-from monitor.store.tables import ArticleCopyRow, ArticleRevisionRow, ArticleRow, SourceRow, utcnow
+from monitor.store.tables import ArticleCopyRow, ArticleRevisionRow, ArticleRow, SourceRow
 
 
 def _cfg(i: int, **kw: object) -> SourceConfig:

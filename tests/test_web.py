@@ -23,10 +23,11 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from monitor.clock import utcnow
 from monitor.metrics import ServiceMetrics, metric_names, sample_value
 from monitor.settings import Settings
 from monitor.store import db
-from monitor.store.tables import AlertRow, ArticleRow, ReplicaRow, SourceRow, utcnow
+from monitor.store.tables import AlertRow, ArticleRow, ReplicaRow, SourceRow
 from monitor.watchlists import WatchlistRegistry
 from monitor.web import LIVEZ_MAX_AGE_SECONDS, WebServer
 

@@ -125,8 +125,8 @@ def cmd_alerts_list(args: argparse.Namespace) -> int:
 def cmd_alerts_retry(args: argparse.Namespace) -> int:
     from sqlalchemy.orm import Session
 
+    from monitor.clock import utcnow
     from monitor.store import outbox
-    from monitor.store.tables import utcnow
 
     settings = _settings()
     engine = _open(settings)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from monitor import dedup
+from monitor.clock import as_utc
 
 
 def _fallback_html_to_text(value: str) -> str:
@@ -59,7 +60,7 @@ def _parse_time(value: object, where: str) -> datetime | None:
         raise InputError(
             f"{where}: 'published' {value!r} is not ISO 8601 (e.g. 2023-11-21T14:42:32+00:00)"
         ) from exc
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return as_utc(when)
 
 
 def read_articles(path: Path) -> list[FileArticle]:

@@ -14,10 +14,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from monitor.match import Explanation, Matcher, compile_matcher
-from monitor.model import Article, Match
+from monitor.clock import as_utc
+from monitor.model import Article, Match, Watchlist
+from monitor.query.matcher import Explanation, Matcher, compile_matcher
 from monitor.watchlists import (
-    Watchlist,
     WatchlistError,
     load_aliases,
     load_watchlist_file,
@@ -174,7 +174,7 @@ def _parse_date(value: object) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return as_utc(parsed)
 
 
 def read_articles(path: Path) -> Iterator[Item]:

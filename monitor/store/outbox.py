@@ -16,7 +16,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from monitor.clock import as_utc_or_none
 from monitor.store.tables import AlertRow, DestinationRow
 
 WAITING = ("pending", "retry")
@@ -87,12 +88,6 @@ def short_hash(*parts: object) -> str:
 
 def destination_key(channel: str, destination: str) -> str:
     return f"{channel}:{destination}"[:400]
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _insert(session: Session, table: type, values: dict[str, object], returning: bool) -> object:
@@ -231,7 +226,7 @@ def _eligible(
             status, ref = state.get(int(parent_id), ("dead", None))
             if status not in ("sent", "dead", "digested"):
                 continue  # the thread does not exist yet
-        out.append((int(row_id or 0), _aware(started), ref))
+        out.append((int(row_id or 0), as_utc_or_none(started), ref))
     return out
 
 
@@ -506,7 +501,9 @@ def due_digest_items(session: Session, now: datetime, limit: int = 5000) -> list
         .with_for_update(skip_locked=True)
     ).all()
     return [
-        HeldItem(int(r[0] or 0), str(r[1]), str(r[2]), str(r[3]), _aware(r[4]) or now, str(r[5]))
+        HeldItem(
+            int(r[0] or 0), str(r[1]), str(r[2]), str(r[3]), as_utc_or_none(r[4]) or now, str(r[5])
+        )
         for r in rows
     ]
 
@@ -569,9 +566,9 @@ def list_alerts(
                 destination=row.destination,
                 status=row.status,
                 attempts=row.attempts,
-                created_at=_aware(row.created_at) or row.created_at,
-                next_attempt_at=_aware(row.next_attempt_at) or row.next_attempt_at,
-                sent_at=_aware(row.sent_at),
+                created_at=as_utc_or_none(row.created_at) or row.created_at,
+                next_attempt_at=as_utc_or_none(row.next_attempt_at) or row.next_attempt_at,
+                sent_at=as_utc_or_none(row.sent_at),
                 last_error=row.last_error,
                 title=title,
                 parent_alert_id=row.parent_alert_id,

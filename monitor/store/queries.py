@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
@@ -18,13 +18,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from monitor.clock import as_utc_or_none, utcnow
 from monitor.model import Article, HtmlSelectors, SourceConfig
 from monitor.store.tables import (
     ArticleCopyRow,
     ArticleRevisionRow,
     ArticleRow,
     SourceRow,
-    utcnow,
 )
 
 
@@ -330,7 +330,7 @@ def insert_article(
             "link": article.link,
             "title": article.title,
             "summary": article.text,
-            "published": _utc(article.published),
+            "published": as_utc_or_none(article.published),
             "first_seen": now,
             "content_hash": article.content_hash,
             "catchup": catchup,
@@ -359,7 +359,7 @@ def insert_articles(
             "link": a.link,
             "title": a.title,
             "summary": a.text,
-            "published": _utc(a.published),
+            "published": as_utc_or_none(a.published),
             "first_seen": now,
             "content_hash": a.content_hash,
             "catchup": catchup,
@@ -431,7 +431,7 @@ def list_articles(
     """Stored articles, newest first."""
     stmt = select(ArticleRow).order_by(col(ArticleRow.first_seen).desc(), col(ArticleRow.id).desc())
     if since is not None:
-        stmt = stmt.where(col(ArticleRow.first_seen) >= _utc(since))
+        stmt = stmt.where(col(ArticleRow.first_seen) >= as_utc_or_none(since))
     if source_id:
         stmt = stmt.where(col(ArticleRow.source_id) == source_id)
     if limit:
@@ -469,15 +469,6 @@ def to_stored(row: ArticleRow) -> StoredArticle:
 
 def list_sources(session: Session) -> list[SourceRow]:
     return list(session.scalars(select(SourceRow).order_by(col(SourceRow.id))))
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    """Aware UTC for the database; a naive value is taken to be UTC already."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
 
 
 def _chunks(items: Sequence[str] | Sequence[int], size: int) -> Iterable[list]:  # type: ignore[type-arg]

@@ -6,10 +6,12 @@ stores them as UTC text without offset and PostgreSQL as timestamptz, so both co
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+from monitor.clock import utcnow
 
 SQLModel.metadata.naming_convention = {
     "ix": "ix_%(column_0_label)s",
@@ -19,10 +21,6 @@ SQLModel.metadata.naming_convention = {
     "pk": "pk_%(table_name)s",
 }
 
-
-def utcnow() -> datetime:
-    """Aware UTC now, the one clock of the service."""
-    return datetime.now(UTC)
 
 
 class SourceRow(SQLModel, table=True):

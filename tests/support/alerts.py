@@ -12,10 +12,11 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from monitor import alerting
+from monitor.clock import utcnow
 from monitor.deliver import Dispatcher
 from monitor.model import Article, IngestedItem, Match, Span, StoryAssignment
 from monitor.settings import Settings
-from monitor.store.tables import AlertRow, DestinationRow, utcnow
+from monitor.store.tables import AlertRow, DestinationRow
 from monitor.watchlists import AlertSpec, Watchlist
 
 

@@ -14,7 +14,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
@@ -36,9 +36,10 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
 
-from monitor import query as q
-from monitor.match import Matcher, compile_matcher, compile_watchlist
-from monitor.query_eval import Compiler
+from monitor.model import AlertSpec, Watchlist
+from monitor.query import syntax as q
+from monitor.query.evaluate import Compiler
+from monitor.query.matcher import Matcher, compile_matcher, compile_watchlist
 from monitor.textnorm import fold_term
 from monitor.yamlfile import line_of as _line_of
 
@@ -142,31 +143,6 @@ def next_digest_at(spec: str, after: datetime) -> datetime:
 
 
 # ------------------------------------------------------------------------------- values
-
-
-@dataclass(frozen=True, slots=True)
-class AlertSpec:
-    slack: tuple[str, ...] = ()
-    email: tuple[str, ...] = ()
-    mode: Literal["immediate", "digest"] = "immediate"
-    digest: str | None = None  # schedule text for mode "digest", see next_digest_at
-
-
-@dataclass(frozen=True, slots=True)
-class Watchlist:
-    id: str
-    name: str
-    description: str
-    query: str
-    exclude: str | None
-    min_score: float
-    sources: tuple[str, ...]
-    alert: AlertSpec
-    path: Path
-    # The alias table the query was validated against (so it compiles the same way later).
-    aliases: Mapping[str, tuple[str, ...]] = field(
-        default_factory=dict, compare=False, repr=False, hash=False
-    )
 
 
 # ------------------------------------------------------------------------------- models

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import certifi
 import httpx
 
-from monitor import netguard
+from monitor.fetch import netguard
 from monitor.logs import get_logger
 from monitor.model import ErrorKind, FetchError, FetchRequest, FetchResult
 from monitor.schedule import parse_max_age, parse_retry_after

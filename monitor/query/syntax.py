@@ -5,7 +5,7 @@ parentheses, prefix wildcards (``launch*``), proximity (``"kim letter"~10`` or
 ``a NEAR/10 b``), fields (``title:``, ``summary:``, ``source:``, ``url:``), aliases (``@kim``)
 and RE2 regular expressions (``/hwasong-?\\d+/``). Adjacent terms without an operator are ANDed.
 Precedence, loosest first: OR, AND, NEAR, NOT/field. `to_string(parse(s))` is canonical and
-parses back to an equal AST. Compiled evaluation lives in `monitor.query_eval`.
+parses back to an equal AST. Compiled evaluation lives in `monitor.query.evaluate`.
 """
 
 from __future__ import annotations

@@ -14,18 +14,15 @@ from typing import Any
 
 import feedparser
 
-from monitor.dates import struct_to_datetime
 from monitor.model import ParsedEntry, ParsedFeed
 from monitor.normalize import html_to_text
-from monitor.parse_common import (
+from monitor.parse.common import (
     AUTHOR_CAP,
     GUID_CAP,
-    LINK_CAP,
     MAX_TTL_SECONDS,
     SUMMARY_CAP,
     TITLE_CAP,
     ParseError,
-    ParseErrorKind,
     cap,
     dedupe_guids,
     describe,
@@ -33,24 +30,9 @@ from monitor.parse_common import (
     plain_to_html,
     web_link,
 )
-from monitor.parse_entities import check_entities
-from monitor.parse_html import parse_html_page, validate_selectors
-from monitor.parse_json import parse_json_feed
-
-__all__ = [
-    "AUTHOR_CAP",
-    "GUID_CAP",
-    "LINK_CAP",
-    "SUMMARY_CAP",
-    "TITLE_CAP",
-    "ParseError",
-    "ParseErrorKind",
-    "cap",
-    "check_entities",
-    "parse_feed",
-    "parse_html_page",
-    "validate_selectors",
-]
+from monitor.parse.dates import struct_to_datetime
+from monitor.parse.entities import check_entities
+from monitor.parse.jsonfeed import parse_json_feed
 
 _WARNING_TYPES: tuple[type[BaseException], ...] = (
     feedparser.CharacterEncodingOverride,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from monitor.parse_common import PROLOG_CAP, ParseError
+from monitor.parse.common import PROLOG_CAP, ParseError
 
 _BOMS: tuple[tuple[bytes, str], ...] = (
     (b"\x00\x00\xfe\xff", "utf-32-be"),

@@ -12,6 +12,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
+from monitor.clock import as_utc
+
 _MONTHS = {
     name: number
     for number, names in enumerate(
@@ -104,7 +106,7 @@ def _iso(value: str) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return as_utc(parsed)
 
 
 def _rfc822(value: str) -> datetime | None:
@@ -114,7 +116,7 @@ def _rfc822(value: str) -> datetime | None:
         parsed = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return as_utc(parsed)
 
 
 def parse_date(value: str) -> datetime | None:

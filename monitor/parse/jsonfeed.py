@@ -9,9 +9,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urljoin
 
-from monitor.dates import parse_date
 from monitor.model import ParsedEntry, ParsedFeed
-from monitor.parse_common import (
+from monitor.parse.common import (
     AUTHOR_CAP,
     GUID_CAP,
     SUMMARY_CAP,
@@ -23,6 +22,7 @@ from monitor.parse_common import (
     optional_text,
     web_link,
 )
+from monitor.parse.dates import parse_date
 
 _JSON_FEED_PREFIX = "https://jsonfeed.org/version/"
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")

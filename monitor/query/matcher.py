@@ -1,6 +1,6 @@
 """All watchlists against one article: a literal prefilter, then exact evaluation.
 
-Every watchlist query is compiled (monitor.query_eval) into evaluators. For the prefilter, each
+Every watchlist query is compiled (monitor.query.evaluate) into evaluators. For the prefilter, each
 query states the literals any match must contain (an AND of OR-sets); the most selective set is
 indexed (whole words by a set intersection with the article's words, prefixes and Hangul by an
 Aho-Corasick automaton) and the others are checked by substring search, so an article only
@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ahocorasick
 
-from monitor import query as q
-from monitor.model import Article, Match, Span
-from monitor.query_eval import (
+from monitor.model import Article, Match, Span, Watchlist
+from monitor.query import syntax as q
+from monitor.query.evaluate import (
     DEFAULT_FIELDS,
     FIELD_WEIGHT,
     SUMMARY,
@@ -41,9 +41,6 @@ from monitor.query_eval import (
     rarity,
 )
 from monitor.textnorm import fold, fold_words, split_folded
-
-if TYPE_CHECKING:
-    from monitor.watchlists import Watchlist
 
 SNIPPET_CHARS = 240
 

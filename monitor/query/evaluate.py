@@ -1,9 +1,9 @@
 """Compiled queries: a tree of evaluators over one article's words, and the article view.
 
-`Compiler` turns a parsed query (monitor.query) into these nodes. Each node evaluates against a
-`Doc` (the article's folded words, positions found on demand) and records hits as word ranges;
-each also states, as `clauses()`, the literals any match must contain, which the matcher's
-prefilter indexes. Pure: no I/O.
+`Compiler` turns a parsed query (`monitor.query.syntax`) into these nodes. Each node evaluates
+against a `Doc` (the article's folded words, positions found on demand) and records hits as word
+ranges; each also states, as `clauses()`, the literals any match must contain, which the
+matcher's prefilter indexes. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 import re2
 
-from monitor import query as q
 from monitor.model import Article
+from monitor.query import syntax as q
 from monitor.textnorm import HANGUL_RE, WORD_RE, Folded, fold_mapped, fold_term, fold_words
 from monitor.textnorm import is_hangul_word as _hangul
 

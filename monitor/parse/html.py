@@ -9,10 +9,9 @@ from urllib.parse import urljoin
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
 
-from monitor.dates import parse_date
 from monitor.model import HtmlSelectors, ParsedEntry, ParsedFeed
 from monitor.normalize import html_to_text
-from monitor.parse_common import (
+from monitor.parse.common import (
     SUMMARY_CAP,
     TITLE_CAP,
     ParseError,
@@ -21,6 +20,7 @@ from monitor.parse_common import (
     plain_to_html,
     web_link,
 )
+from monitor.parse.dates import parse_date
 
 _CHARSET = re.compile(r"charset\s*=\s*[\"']?([\w.:-]+)", re.IGNORECASE)
 
