@@ -16,7 +16,8 @@ from typing import Any, TextIO
 
 from monitor.clock import as_utc
 from monitor.model import Article, Match, Watchlist
-from monitor.query.matcher import Explanation, Matcher, compile_matcher
+from monitor.query.explain import Explanation
+from monitor.query.matcher import Matcher, compile_matcher
 from monitor.watchlists import (
     WatchlistError,
     load_aliases,

@@ -1,21 +1,18 @@
-"""All watchlists against one article: a literal prefilter, then exact evaluation.
+"""All watchlists against one article: the prefilter picks the candidates, then each is
+evaluated exactly, scored (title hits weigh double) and given a highlighted snippet.
 
-Every watchlist query is compiled (monitor.query.evaluate) into evaluators. For the prefilter, each
-query states the literals any match must contain (an AND of OR-sets); the most selective set is
-indexed (whole words by a set intersection with the article's words, prefixes and Hangul by an
-Aho-Corasick automaton) and the others are checked by substring search, so an article only
-evaluates the watchlists whose every required literal occurs in it. Watchlists with no such
-literal (a lone NOT, a bare regex, `source:` filters) are always evaluated. Pure: plain values
-in, `Match` values out.
+Every watchlist query is compiled (`monitor.query.evaluate`) into evaluators; `Prefilter`
+(`monitor.query.prefilter`) indexes the literals each must contain, so an article only evaluates
+the watchlists whose every required literal occurs in it. A watchlist that does not match says
+why, as a typed `Miss`; `explain` turns that into words for admins. Pure: plain values in,
+`Match` values out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import ahocorasick
+from enum import StrEnum
 
 from monitor.model import Article, Match, Span, Watchlist
 from monitor.query import syntax as q
@@ -24,40 +21,31 @@ from monitor.query.evaluate import (
     FIELD_WEIGHT,
     SUMMARY,
     TITLE,
-    CAlias,
-    CAnd,
-    CField,
-    CNear,
     CNode,
-    CNot,
     Compiler,
-    COr,
-    CRegex,
-    CWords,
     Doc,
-    Fields,
     Hit,
-    key_rarity,
-    rarity,
 )
+from monitor.query.explain import Explanation, found_terms, why_not
+from monitor.query.prefilter import Prefilter
 from monitor.textnorm import fold, fold_words, split_folded
 
 SNIPPET_CHARS = 240
 
 
-# ------------------------------------------------------------------------------- matcher
+class MissKind(StrEnum):
+    SOURCE = "source"  # the watchlist is limited to other sources
+    NO_MATCH = "no_match"
+    EXCLUDED = "excluded"
+    LOW_SCORE = "low_score"
 
 
 @dataclass(frozen=True, slots=True)
-class Explanation:
-    """Why a watchlist did or did not match an article (for `test`, `eval` and admins)."""
+class Miss:
+    """Why one watchlist did not match one article."""
 
-    watchlist_id: str
-    matched: bool
+    kind: MissKind
     reason: str
-    score: float
-    terms: tuple[str, ...]
-    match: Match | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,77 +154,20 @@ class Matcher:
     def __init__(self, compiled: Iterable[CompiledWatchlist]):
         self.compiled = list(compiled)
         self.by_id = {c.watchlist.id: c for c in self.compiled}
-        self._always: list[int] = []
-        # Whole-word keys are found by a set intersection on their rarest word, then confirmed
-        # by substring search; prefix and Hangul keys go through the Aho-Corasick automaton.
-        self._by_word: dict[str, list[tuple[str | None, int]]] = {}  # key None: the word itself
-        self._by_ac: dict[str, list[int]] = {}
-        self._rest: list[tuple[tuple[frozenset[str], tuple[str, ...]], ...]] = []
-        for index, item in enumerate(self.compiled):
-            if not item.requires:
-                self._always.append(index)
-                self._rest.append(())
-                continue
-            best = max(item.requires, key=rarity)
-            self._rest.append(tuple(_split_clause(c) for c in item.requires if c is not best))
-            for key in best:
-                if len(key) > 2 and key[0] == " " and key[-1] == " ":
-                    word = max(key.split(), key=key_rarity)
-                    single = key == f" {word} "
-                    self._by_word.setdefault(word, []).append((None if single else key, index))
-                else:
-                    self._by_ac.setdefault(key, []).append(index)
-        self._word_keys = frozenset(self._by_word)
-        # Keys with non-ASCII letters (Hangul) can only occur in non-ASCII text: a second
-        # automaton spares the scan of every English article.
-        self._ac_ascii = _automaton([k for k in self._by_ac if k.isascii()])
-        self._ac_other = _automaton([k for k in self._by_ac if not k.isascii()])
+        self._prefilter = Prefilter([c.requires for c in self.compiled])
 
     def __len__(self) -> int:
         return len(self.compiled)
 
     def candidates(self, article: Article) -> list[int]:
         """Indices of the watchlists whose required literals all occur in the article."""
-        return self._candidates(fold_words(article.title), fold_words(article.text))[0]
-
-    def _candidates(self, title: list[str], text: list[str]) -> tuple[list[int], set[str] | None]:
-        found: set[int] = set(self._always)
-        # Two spaces between the fields: a phrase key never spans title and summary.
-        hay = " " + " ".join(title) + "  " + " ".join(text) + " "
-        words = title + text
-        present: set[str] | None = None
-        rest = self._rest
-        hits: list[int] = []
-        by_word = self._by_word
-        for word in self._word_keys.intersection(words):
-            for key, index in by_word[word]:
-                if key is None or key in hay:
-                    hits.append(index)
-        for automaton in (self._ac_ascii, self._ac_other if not hay.isascii() else None):
-            if automaton is not None:
-                for key in {key for _, key in automaton.iter(hay)}:
-                    hits.extend(self._by_ac[key])
-        for index in hits:
-            if index in found:
-                continue
-            clauses = rest[index]
-            if clauses:
-                if present is None:
-                    present = set(words)
-                for bare, other in clauses:
-                    if bare.isdisjoint(present) and not any(k in hay for k in other):
-                        break
-                else:
-                    found.add(index)
-                continue
-            found.add(index)
-        return sorted(found), present
+        return self._prefilter.candidates(fold_words(article.title), fold_words(article.text))[0]
 
     def match(self, article: Article) -> list[Match]:
         """Every watchlist that matches, best score first."""
         folded = (fold(article.title), fold(article.text))
         title, text = split_folded(folded[0]), split_folded(folded[1])
-        indices, present = self._candidates(title, text)
+        indices, present = self._prefilter.candidates(title, text)
         if not indices:
             return []
         doc = Doc(article, (title, text), folded, present)
@@ -249,21 +180,22 @@ class Matcher:
         out.sort(key=lambda m: (-m.score, m.watchlist_id))
         return out
 
-    def _run(self, item: CompiledWatchlist, article: Article, doc: Doc) -> Match | str:
+    def _run(self, item: CompiledWatchlist, article: Article, doc: Doc) -> Match | Miss:
         wl = item.watchlist
         if wl.sources and article.source_id not in wl.sources:
-            return f"source {article.source_id!r} is not in sources: {', '.join(wl.sources)}"
+            reason = f"source {article.source_id!r} is not in sources: {', '.join(wl.sources)}"
+            return Miss(MissKind.SOURCE, reason)
         hits: list[Hit] = []
         if not item.query.evaluate(doc, DEFAULT_FIELDS, hits):
-            return "no match"
+            return Miss(MissKind.NO_MATCH, "no match")
         score, terms = _score(hits)
         if item.exclude is not None:
             vetoed: list[Hit] = []
             if item.exclude.evaluate(doc, DEFAULT_FIELDS, vetoed):
                 vetoing = ", ".join(dict.fromkeys(h[0] for h in vetoed)) or "exclude"
-                return f"vetoed by exclude ({vetoing})"
+                return Miss(MissKind.EXCLUDED, f"vetoed by exclude ({vetoing})")
         if score < wl.min_score:
-            return f"score {score:g} is below min_score {wl.min_score:g}"
+            return Miss(MissKind.LOW_SCORE, f"score {score:g} is below min_score {wl.min_score:g}")
         snippet, highlights = _snippet(doc, hits)
         return Match(wl.id, wl.name, score, terms, snippet, highlights)
 
@@ -281,82 +213,14 @@ class Matcher:
         hits: list[Hit] = []
         item.query.evaluate(doc, DEFAULT_FIELDS, hits)
         score, terms = _score(hits)
-        if result == "no match":
-            result = _why_not(item.ast, item.query, doc, DEFAULT_FIELDS)
-            found = _found_terms(item.query, doc, DEFAULT_FIELDS)
+        reason = result.reason
+        if result.kind is MissKind.NO_MATCH:
+            reason = why_not(item.ast, item.query, doc, DEFAULT_FIELDS)
+            found = found_terms(item.query, doc, DEFAULT_FIELDS)
             if found:
-                result += "; found: " + ", ".join(found)
+                reason += "; found: " + ", ".join(found)
                 terms = tuple(found)
-        return Explanation(watchlist_id, False, result, score, terms, None)
-
-
-def _short(node: q.Node, limit: int = 80) -> str:
-    text = q.to_string(node)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _why_not(ast: q.Node, node: CNode, doc: Doc, fields: Fields) -> str:
-    """The smallest part of a query that explains a miss, e.g. 'no @un_activity OR …'."""
-    if isinstance(node, CAnd) and isinstance(ast, q.And):
-        return "; ".join(
-            _why_not(a, c, doc, fields)
-            for a, c in zip(ast.children, node.children, strict=True)
-            if not c.evaluate(doc, fields, [])
-        )
-    if isinstance(node, CField) and isinstance(ast, q.Field):
-        return _why_not(ast.child, node.child, doc, node.fields)
-    if isinstance(node, CNear) and isinstance(ast, q.Near):
-        if not node.left.positions(doc, fields):
-            return _why_not(ast.left, node.left, doc, fields)
-        if not node.right.positions(doc, fields):
-            return _why_not(ast.right, node.right, doc, fields)
-        return (
-            f"{_short(ast.left, 40)} and {_short(ast.right, 40)} both found, "
-            f"but not within {node.distance} words"
-        )
-    if isinstance(node, CNot):
-        hits: list[Hit] = []
-        node.child.evaluate(doc, fields, hits)
-        return "excluded by NOT: " + ", ".join(dict.fromkeys(h[0] for h in hits))
-    return "no " + _short(ast)
-
-
-def _found_terms(node: CNode, doc: Doc, fields: Fields) -> list[str]:
-    """Positive terms present anywhere in the article, whether or not the query matched."""
-    if isinstance(node, CWords | CRegex):
-        return [node.label] if node.positions(doc, fields) else []
-    children: Sequence[CNode] = ()
-    if isinstance(node, CAlias):
-        children = node.members
-    elif isinstance(node, CAnd | COr):
-        children = node.children
-    elif isinstance(node, CNear):
-        children = (node.left, node.right)
-    elif isinstance(node, CField):
-        return _found_terms(node.child, doc, node.fields)
-    out: list[str] = []
-    for child in children:
-        out.extend(t for t in _found_terms(child, doc, fields) if t not in out)
-    return out
-
-
-def _split_clause(clause: frozenset[str]) -> tuple[frozenset[str], tuple[str, ...]]:
-    """Single whole words (checked against the article's word set) and the other keys."""
-    bare = frozenset(
-        k.strip() for k in clause if k.startswith(" ") and k.endswith(" ") and k.count(" ") == 2
-    )
-    other = tuple(k for k in clause if k.strip() not in bare or k.count(" ") != 2)
-    return bare, other
-
-
-def _automaton(keys: list[str]) -> Any:
-    if not keys:
-        return None
-    automaton = ahocorasick.Automaton()
-    for key in keys:
-        automaton.add_word(key, key)
-    automaton.make_automaton()
-    return automaton
+        return Explanation(watchlist_id, False, reason, score, terms, None)
 
 
 def compile_matcher(
