@@ -16,10 +16,10 @@ from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import MarkedYAMLError
 
 from monitor.model import HtmlSelectors, SourceConfig
+from monitor.timeparse import duration_seconds
 from monitor.yamlfile import line_of as _line_of
 
 MIN_EVERY_SECONDS = 10
-_DURATION = re.compile(r"^\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*$")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 
 
@@ -29,18 +29,6 @@ class SourcesError(Exception):
     def __init__(self, errors: list[str]) -> None:
         super().__init__("\n".join(errors))
         self.errors = errors
-
-
-def parse_duration(text: str) -> int:
-    """'10m', '1h30m', '45s', '2d' → seconds; a bare number means seconds."""
-    value = text.strip().lower()
-    if value.isdigit():
-        return int(value)
-    found = _DURATION.match(value)
-    if not value or not found or not any(found.groups()):
-        raise ValueError(f"{text!r} is not a duration: write e.g. 10m, 1h, 90s or 1h30m")
-    days, hours, minutes, seconds = (int(g) if g else 0 for g in found.groups())
-    return days * 86400 + hours * 3600 + minutes * 60 + seconds
 
 
 class SelectorsModel(BaseModel):
@@ -85,13 +73,13 @@ class SourceModel(BaseModel):
     @field_validator("every")
     @classmethod
     def _every(cls, value: str | int) -> str | int:
-        seconds = value if isinstance(value, int) else parse_duration(value)
+        seconds = value if isinstance(value, int) else duration_seconds(value)
         if seconds < MIN_EVERY_SECONDS:
             raise ValueError(f"interval {value!r} is below the minimum of {MIN_EVERY_SECONDS}s")
         return value
 
     def to_config(self) -> SourceConfig:
-        seconds = self.every if isinstance(self.every, int) else parse_duration(self.every)
+        seconds = self.every if isinstance(self.every, int) else duration_seconds(self.every)
         selectors = HtmlSelectors(**self.selectors.model_dump()) if self.selectors else None
         return SourceConfig(
             id=self.id,

@@ -27,6 +27,7 @@ PURE = (
     "monitor.render",
     "monitor.schedule",
     "monitor.textnorm",
+    "monitor.timeparse",
 )
 IO_LIBRARIES = frozenset(
     {

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.sources import SourcesError, load_sources, parse_duration
+from monitor.sources import SourcesError, load_sources
+from monitor.timeparse import duration_seconds as parse_duration
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from monitor.settings import Settings, get_settings
@@ -68,11 +68,10 @@ def _settings(*, logs_to_stderr: bool = False) -> Settings:
 
 def since_arg(text: str | None) -> datetime | None:
     """'2d', '6h', '30m' → the UTC time that long ago."""
-    if not text:
-        return None
-    from monitor.sources import parse_duration
+    from monitor.clock import utcnow
+    from monitor.timeparse import ago
 
-    return datetime.now(UTC) - timedelta(seconds=parse_duration(text))
+    return ago(text, utcnow())
 
 
 def _fail(message: str) -> int:

@@ -6,7 +6,6 @@ import argparse
 import html
 import importlib
 import json
-import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any, cast
 
 from monitor import dedup
 from monitor.clock import as_utc
+from monitor.timeparse import duration_arg
 
 
 def _fallback_html_to_text(value: str) -> str:
@@ -171,16 +171,6 @@ def score_pairs(stories: dict[str, str], pairs: Iterable[tuple[str, str, bool]])
 
 # --- handlers -----------------------------------------------------------------------------------
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(value: str) -> timedelta:
-    match = _DURATION.match(value.strip())
-    if match is None:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a duration such as 30m, 12h, 1d or 2w")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
-
 
 def _window(args: argparse.Namespace) -> float:
     if args.window_hours is not None:
@@ -324,7 +314,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     cmds = parser.add_subparsers(dest="stories_command", metavar="SUBCOMMAND", required=True)
 
     p = cmds.add_parser("list", help="stories seen recently")
-    p.add_argument("--since", type=parse_duration, default=timedelta(days=1), help="e.g. 12h, 1d")
+    p.add_argument("--since", type=duration_arg, default=timedelta(days=1), help="e.g. 12h, 1d")
     p.add_argument("--limit", type=int, default=200)
     p.set_defaults(func=_cmd_list)
 
@@ -349,11 +339,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = cmds.add_parser(
         "reconcile", help="merge stories replicas started concurrently; prune old band rows"
     )
-    p.add_argument("--lookback", type=parse_duration, default=timedelta(hours=1))
+    p.add_argument("--lookback", type=duration_arg, default=timedelta(hours=1))
     p.set_defaults(func=_cmd_reconcile)
 
     p = cmds.add_parser(
         "rebuild-index", help="recompute band rows (after changing the band parameters)"
     )
-    p.add_argument("--since", type=parse_duration, default=timedelta(days=7))
+    p.add_argument("--since", type=duration_arg, default=timedelta(days=7))
     p.set_defaults(func=_cmd_rebuild)

@@ -18,6 +18,7 @@ from monitor.clock import as_utc
 from monitor.model import Article, Match, Watchlist
 from monitor.query.explain import Explanation
 from monitor.query.matcher import Matcher, compile_matcher
+from monitor.timeparse import duration_arg
 from monitor.watchlists import (
     WatchlistError,
     load_aliases,
@@ -45,7 +46,10 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "target", nargs="?", help="A watchlist id or a draft .yaml file (default: all)."
     )
     test.add_argument(
-        "--since", default="30d", help="Stored articles first seen within (30d, 12h)."
+        "--since",
+        type=duration_arg,
+        default="30d",
+        help="Stored articles first seen within (30d, 12h).",
     )
     test.add_argument("--articles", type=Path, help="JSONL file of articles (the corpus format).")
     test.add_argument("--format", choices=("text", "jsonl"), default="text")
@@ -208,14 +212,6 @@ def read_articles(path: Path) -> Iterator[Item]:
             yield Item(str(raw["id"]), article)
 
 
-def _since(text: str) -> timedelta:
-    found = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text)
-    if not found:
-        raise SystemExit(f"--since {text!r}: write a number and a unit, e.g. 30d, 12h, 90m")
-    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[found.group(2)]
-    return timedelta(seconds=int(found.group(1)) * unit)
-
-
 def _stored_items(since: timedelta) -> list[Item]:
     from sqlalchemy.orm import Session
 
@@ -275,9 +271,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         _print_errors(errors)
         return 1 if errors else 0
     matcher = compile_matcher(selected)
-    items = (
-        list(read_articles(args.articles)) if args.articles else _stored_items(_since(args.since))
-    )
+    items = list(read_articles(args.articles)) if args.articles else _stored_items(args.since)
     matched = 0
     for item in items:
         found = matcher.match(item.article)
