@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property, lru_cache
 
 import numpy as np
+
+from monitor.textnorm import fold
 
 STEM_LEN = 5
 TITLE_BANDS, TITLE_ROWS = 14, 2
@@ -31,9 +32,6 @@ _rng = np.random.default_rng(0x5EED_600D)
 _A = (_rng.integers(1, 2**63, size=_PERMS, dtype=np.uint64) | np.uint64(1)).astype(np.uint64)
 _B = _rng.integers(0, 2**63, size=_PERMS, dtype=np.uint64).astype(np.uint64)
 
-_EXTRA = str.maketrans(
-    {"ł": "l", "đ": "d", "ø": "o", "ħ": "h", "ı": "i", "ß": "ss", "æ": "ae", "œ": "oe"}
-)
 
 # Function words of the two main corpus languages; they carry no story identity.
 STOPWORDS = frozenset(
@@ -73,17 +71,8 @@ for _i, _month_names in enumerate(
 
 _ABBREV = re.compile(r"\b([A-Z])\.([A-Z])\.")  # U.S. -> US, U.N. -> UN
 _COMPASS = re.compile(r"\b([NS])\.? (?=[A-Z][a-z])")  # N. Korea / S Korea -> North/South
-_COMBINING = re.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _YEAR = re.compile(r"^(19|20)\d\d$")
 
-
-def fold(text: str) -> str:
-    """Casefold and strip diacritics, so "Północnej" and "Polnocnej" compare equal."""
-    if text.isascii():
-        return text.lower()
-    text = unicodedata.normalize("NFKD", text.casefold().translate(_EXTRA))
-    return _COMBINING.sub("", text)
 
 
 def _expand(text: str) -> str:
@@ -93,7 +82,7 @@ def _expand(text: str) -> str:
 
 def words(text: str) -> list[str]:
     """Folded words of a text, in order, with abbreviations expanded."""
-    return _WORD.findall(fold(_expand(text)))
+    return fold(_expand(text)).split()
 
 
 def stem(word: str) -> str:
@@ -196,8 +185,8 @@ def fingerprint(title: str, text: str, when: datetime | None) -> Fingerprint:
     """Build the features of one article from its plain-text headline and body."""
     title = _expand(strip_credit(title))
     text = _expand(text)
-    tw = _WORD.findall(fold(title))
-    bw = _WORD.findall(fold(text))
+    tw = fold(title).split()
+    bw = fold(text).split()
     ts = stems(tw)
     bs = stems(bw)
     both = ts + bs

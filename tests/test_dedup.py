@@ -141,7 +141,7 @@ def test_syndication_credit_and_abbreviations_are_ignored() -> None:
         "at",
         "un",
     ]
-    assert dedup.fold("Północnej Łódź") == "polnocnej lodz"
+    assert dedup.words("Północnej Łódź") == ["polnocnej", "lodz"]
 
 
 def test_band_keys_are_stable_across_processes() -> None:
