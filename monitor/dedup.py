@@ -279,22 +279,6 @@ def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / len(a | b)
 
 
-def scores(a: Fingerprint, b: Fingerprint) -> dict[str, float]:
-    """The similarity measures the decision combines (exposed for tuning and `eval`)."""
-    return {
-        "title": _containment(a.title, b.title),
-        "title_j": _jaccard(a.title, b.title),
-        "title_in_other": max(
-            _containment(a.title, b.words) if b.words else 0.0,
-            _containment(b.title, a.words) if a.words else 0.0,
-        ),
-        "words": _jaccard(a.words, b.words),
-        "words_c": _containment(a.words, b.words),
-        "shingles": _jaccard(a.shingles, b.shingles),
-        "shingles_c": _containment(a.shingles, b.shingles),
-    }
-
-
 def _conflict(a: Fingerprint, b: Fingerprint) -> str | None:
     """A reason why two alike texts still report different events, or None."""
     if a.numbers and b.numbers and not a.numbers & b.numbers:

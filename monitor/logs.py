@@ -2,7 +2,7 @@
 
 structlog renders our events; the stdlib logging of libraries goes through the same renderer, so
 every line on stdout is one JSON object. httpx logs full URLs at INFO and slack_sdk's webhook
-client logs the secret webhook URL on retries, hence WARNING for both (conventions.md §8.2).
+client logs the secret webhook URL on retries, hence WARNING for both.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
-    # --- core (issue 2) ---
+    # --- core ---
     database_url: SecretStr = Field(
         SecretStr("sqlite:///./data/monitor.db"),
         description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user:pw@host/db.",
@@ -81,10 +81,10 @@ class Settings(BaseSettings):
         "MONITOR_ALLOW_PRIVATE_HOSTS (your own servers) are not spaced.",
     )
 
-    # --- watchlists (issue 3) ---
+    # --- watchlists ---
     watchlists_reload: bool = Field(True, description="Reload watchlists when files change.")
 
-    # --- alerts (issue 4) ---
+    # --- alerts ---
     slack_bot_token: SecretStr | None = Field(None, description="Slack bot token (xoxb-…).")
     slack_api_url: str = Field("https://slack.com/api/", description="Slack Web API base URL.")
     slack_webhook_url: SecretStr | None = Field(
@@ -119,12 +119,12 @@ class Settings(BaseSettings):
         10, description="More new alerts than this from one source in one poll become a summary."
     )
 
-    # --- stories (issue 6) ---
+    # --- stories ---
     story_window_hours: float = Field(
         72.0, description="Near-duplicates within this window join the same story."
     )
 
-    # --- operations (issue 5) ---
+    # --- operations ---
     http_host: str = Field("0.0.0.0", description="Address of the health/metrics listener.")
     http_port: int = Field(
         8080, description="Port of /livez /readyz /metrics /status (0: free port, logged; -1: off)"

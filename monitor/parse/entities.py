@@ -2,7 +2,7 @@
 
 feedparser's strict parser (expat) limits amplification, but its fallback loose parser re-inserts
 "safe" text entities and expands them without limit: one 10 KB entity referenced 2,000 times
-became a 20,000,000-character title (conventions §6.2). Real feeds never declare entities.
+became a 20,000,000-character title. Real feeds never declare entities.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 SQLite gets WAL, a busy timeout and `BEGIN IMMEDIATE` for every transaction, because a
 deferred transaction that reads first and writes later can fail with SQLITE_BUSY in WAL mode
-whatever the timeout (conventions.md §7.3).
+whatever the timeout (SQLite documents this for WAL mode).
 """
 
 from __future__ import annotations

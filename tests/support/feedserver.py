@@ -82,7 +82,8 @@ def gzip_bomb(decoded_size: int = 200 * 1024 * 1024) -> bytes:
 
 
 def entity_expansion_feed(kind: Literal["quadratic", "billion_laughs", "xxe"]) -> bytes:
-    """The three entity payloads of conventions §6.2 wrapped in an otherwise valid RSS feed."""
+    """An entity payload (billion laughs, quadratic blow-up, external entity) wrapped in an
+    otherwise valid RSS feed."""
     if kind == "quadratic":
         entity = "A" * 20_000
         decl = f'<!DOCTYPE rss [<!ENTITY a "{entity}">]>'
