@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from monitor.commands.watchlists import read_articles  # noqa: E402
+from monitor.corpus import read_articles  # noqa: E402
 from monitor.model import Article  # noqa: E402
 from monitor.query.matcher import compile_matcher  # noqa: E402
 from monitor.textnorm import words  # noqa: E402

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.commands.watchlists import Outcome, evaluate, read_articles, read_labels
+from monitor.corpus import read_articles, read_labels
+from monitor.evaluation import Outcome, evaluate
 from monitor.query.matcher import compile_matcher
 from monitor.watchlists import load_watchlists
 

@@ -14,7 +14,7 @@ from sqlmodel import col
 
 from monitor import dedup, stories
 from monitor.cli import main
-from monitor.commands.stories import FileArticle, read_articles
+from monitor.corpus import CorpusItem, read_articles
 from monitor.model import Article, StoryAssignment
 from monitor.settings import get_settings
 from monitor.store import db, queries
@@ -25,7 +25,7 @@ T0 = datetime(2023, 3, 19, 6, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def corpus() -> list[FileArticle]:
+def corpus() -> list[CorpusItem]:
     return read_articles(CORPUS / "articles.jsonl")
 
 
@@ -127,9 +127,9 @@ def test_the_index_survives_a_restart(engine: Engine, db_url: str) -> None:
     assert copy.story_id == first.story_id and not copy.is_new
 
 
-def test_corpus_day_groups_like_the_memory_index(engine: Engine, corpus: list[FileArticle]) -> None:
+def test_corpus_day_groups_like_the_memory_index(engine: Engine, corpus: list[CorpusItem]) -> None:
     """The database path and `stories test` run one algorithm: same groups on real items."""
-    from monitor.commands.stories import group
+    from monitor.evaluation import group
 
     day = [
         a

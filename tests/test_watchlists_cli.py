@@ -131,7 +131,7 @@ def test_test_unknown_id_and_broken_draft(
 def test_test_bad_jsonl_names_the_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "title": "ok"}\nnot json\n')
-    with pytest.raises(SystemExit, match=f"{bad}:2: not JSON"):
+    with pytest.raises(SystemExit, match=f"{bad}:2: invalid JSON"):
         main(["watchlists", "test", "--dir", str(GOOD), "--articles", str(bad)])
 
 

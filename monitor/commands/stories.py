@@ -3,171 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import html
-import importlib
 import json
 import sys
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from monitor import dedup
-from monitor.clock import as_utc
+from monitor.corpus import CorpusItem, InputError, read_articles, read_pairs
+from monitor.evaluation import group, score_pairs
 from monitor.timeparse import duration_arg
-
-
-def _fallback_html_to_text(value: str) -> str:
-    """Used only until monitor.normalize lands: markup out, entities decoded, spaces folded."""
-    if "<" in value:
-        from selectolax.lexbor import LexborHTMLParser
-
-        value = LexborHTMLParser(value).text(separator=" ")
-    return " ".join(html.unescape(value).split())
-
-
-def _html_to_text() -> Callable[[str], str]:
-    try:
-        func = importlib.import_module("monitor.normalize").html_to_text
-    except (ImportError, AttributeError):
-        return _fallback_html_to_text
-    return cast(Callable[[str], str], func)
-
-
-class InputError(Exception):
-    """Bad input file; the message names the file and line."""
-
-
-@dataclass(frozen=True, slots=True)
-class FileArticle:
-    id: str
-    source: str
-    title: str
-    text: str
-    published: datetime | None
-    line: int
-
-
-def _parse_time(value: object, where: str) -> datetime | None:
-    if value in (None, ""):
-        return None
-    if not isinstance(value, str):
-        raise InputError(f"{where}: 'published' must be an ISO 8601 string")
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise InputError(
-            f"{where}: 'published' {value!r} is not ISO 8601 (e.g. 2023-11-21T14:42:32+00:00)"
-        ) from exc
-    return as_utc(when)
-
-
-def read_articles(path: Path) -> list[FileArticle]:
-    """Articles of a corpus-format JSONL file (id, source, url, title, summary, published)."""
-    to_text = _html_to_text()
-    found: list[FileArticle] = []
-    seen: set[str] = set()
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{where}: invalid JSON ({exc.msg}); one object per line") from exc
-        if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) or not obj["id"]:
-            raise InputError(f'{where}: each line needs a non-empty string "id"')
-        if obj["id"] in seen:
-            raise InputError(f"{where}: duplicate id {obj['id']!r}")
-        seen.add(obj["id"])
-        title, summary = obj.get("title") or "", obj.get("summary") or ""
-        if not isinstance(title, str) or not isinstance(summary, str):
-            raise InputError(f'{where}: "title" and "summary" must be strings')
-        found.append(
-            FileArticle(
-                id=obj["id"],
-                source=str(obj.get("source") or ""),
-                title=to_text(title),
-                text=to_text(summary),
-                published=_parse_time(obj.get("published"), where),
-                line=number,
-            )
-        )
-    return found
-
-
-def group(articles: Iterable[FileArticle], window_hours: float) -> dict[str, str]:
-    """Article id → story key, assigning in publication order as ingest would."""
-    ordered = sorted(
-        articles, key=lambda a: (a.published or datetime.max.replace(tzinfo=UTC), a.line)
-    )
-    index = dedup.MemoryStoryIndex(timedelta(hours=window_hours))
-    for art in ordered:
-        index.assign(art.id, dedup.fingerprint(art.title, art.text, art.published))
-    return {art.id: index.story_of(i) for i, art in enumerate(ordered)}
-
-
-@dataclass(frozen=True, slots=True)
-class PairScore:
-    precision: float
-    recall: float
-    true_positive: int
-    false_positive: int
-    false_negative: int
-    true_negative: int
-    missed: tuple[tuple[str, str], ...]
-    wrong: tuple[tuple[str, str], ...]
-
-
-def read_pairs(path: Path, known: set[str]) -> list[tuple[str, str, bool]]:
-    pairs: list[tuple[str, str, bool]] = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{where}: invalid JSON ({exc.msg})") from exc
-        if not isinstance(obj, dict) or not isinstance(obj.get("same_story"), bool):
-            raise InputError(f'{where}: each pair needs "a", "b" and a boolean "same_story"')
-        for side in ("a", "b"):
-            if obj.get(side) not in known:
-                raise InputError(f"{where}: {side}={obj.get(side)!r} is not an id of the articles")
-        pairs.append((obj["a"], obj["b"], obj["same_story"]))
-    return pairs
-
-
-def score_pairs(stories: dict[str, str], pairs: Iterable[tuple[str, str, bool]]) -> PairScore:
-    """Pair precision/recall: a pair is predicted same when both ids got one story key."""
-    tp = fp = fn = tn = 0
-    missed: list[tuple[str, str]] = []
-    wrong: list[tuple[str, str]] = []
-    for a, b, same in pairs:
-        predicted = stories[a] == stories[b]
-        if same and predicted:
-            tp += 1
-        elif same:
-            fn += 1
-            missed.append((a, b))
-        elif predicted:
-            fp += 1
-            wrong.append((a, b))
-        else:
-            tn += 1
-    precision = tp / (tp + fp) if tp + fp else 1.0
-    recall = tp / (tp + fn) if tp + fn else 1.0
-    return PairScore(precision, recall, tp, fp, fn, tn, tuple(missed), tuple(wrong))
-
 
 # --- handlers -----------------------------------------------------------------------------------
 
@@ -192,14 +36,15 @@ def _cmd_test(args: argparse.Namespace) -> int:
         for art in articles:
             out.write(json.dumps({"id": art.id, "story": stories[art.id]}) + "\n")
         return 0
-    by_story: dict[str, list[FileArticle]] = {}
+    by_story: dict[str, list[CorpusItem]] = {}
     for art in articles:
         by_story.setdefault(stories[art.id], []).append(art)
     for key, members in by_story.items():
         if len(members) > 1 or args.all:
             out.write(f"{key}  ({len(members)} articles)\n")
             for art in members:
-                out.write(f"  {art.id}  {art.source[:24]:24}  {art.title[:90]}\n")
+                source, title = art.article.source_id, art.article.title
+                out.write(f"  {art.id}  {source[:24]:24}  {title[:90]}\n")
     return 0
 
 

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from monitor.clock import as_utc
-from monitor.model import Article, Match, Watchlist
-from monitor.query.explain import Explanation
-from monitor.query.matcher import Matcher, compile_matcher
+from monitor.corpus import CorpusItem, InputError, read_articles, read_labels
+from monitor.evaluation import evaluate, label_key
+from monitor.model import Match, Watchlist
+from monitor.query.matcher import compile_matcher
 from monitor.timeparse import duration_arg
 from monitor.watchlists import (
     WatchlistError,
@@ -146,64 +143,7 @@ def _key_line(path: Path, key: str) -> int:
     return 1
 
 
-# -------------------------------------------------------------------------------- input
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    id: str
-    article: Article
-
-
-
-
-def _plain(text: str) -> str:
-    from monitor.normalize import html_to_text
-
-    return html_to_text(text)
-
-
-def _parse_date(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return as_utc(parsed)
-
-
-def read_articles(path: Path) -> Iterator[Item]:
-    """Corpus-format JSONL ({id, source, url, title, summary, published}) as Articles."""
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SystemExit(
-                    f"{path}:{number}: not JSON ({exc.msg}); one object per line"
-                ) from exc
-            if not isinstance(raw, dict) or "id" not in raw:
-                raise SystemExit(f'{path}:{number}: write an object with at least "id" and "title"')
-            title = _plain(str(raw.get("title") or ""))
-            text = _plain(str(raw.get("summary") or ""))
-            url = str(raw.get("url") or "")
-            article = Article(
-                source_id=str(raw.get("source") or ""),
-                entry_key=str(raw["id"]),
-                url=url,
-                title=title,
-                text=text,
-                published=_parse_date(raw.get("published")),
-                content_hash=hashlib.sha256(f"{title}\n{text}".encode()).hexdigest(),
-                link=url,
-            )
-            yield Item(str(raw["id"]), article)
-
-
-def _stored_items(since: timedelta) -> list[Item]:
+def _stored_items(since: timedelta) -> list[CorpusItem]:
     from sqlalchemy.orm import Session
 
     from monitor.settings import get_settings
@@ -216,7 +156,7 @@ def _stored_items(since: timedelta) -> list[Item]:
             rows = list_articles(session, since=datetime.now(UTC) - since)
     finally:
         engine.dispose()
-    return [Item(str(row.id), row.article) for row in rows]
+    return [CorpusItem(str(row.id), 0, row.article) for row in rows]
 
 
 def _select(args: argparse.Namespace) -> tuple[list[Watchlist], list[WatchlistError]]:
@@ -262,7 +202,10 @@ def cmd_test(args: argparse.Namespace) -> int:
         _print_errors(errors)
         return 1 if errors else 0
     matcher = compile_matcher(selected)
-    items = list(read_articles(args.articles)) if args.articles else _stored_items(args.since)
+    try:
+        items = read_articles(args.articles) if args.articles else _stored_items(args.since)
+    except InputError as exc:
+        raise SystemExit(str(exc)) from None
     matched = 0
     for item in items:
         found = matcher.match(item.article)
@@ -289,96 +232,16 @@ def cmd_test(args: argparse.Namespace) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------------- eval
-
-
-@dataclass(frozen=True, slots=True)
-class Score:
-    watchlist: str
-    tp: int
-    fp: int
-    fn: int
-
-    @property
-    def precision(self) -> float:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
-
-    @property
-    def recall(self) -> float:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
-
-    @property
-    def f1(self) -> float:
-        p, r = self.precision, self.recall
-        return 2 * p * r / (p + r) if p + r else 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    score: Score
-    misses: list[tuple[Item, Explanation]]
-    false_alarms: list[tuple[Item, Explanation]]
-
-
-def read_labels(path: Path) -> dict[str, dict[str, Any]]:
-    labels: dict[str, dict[str, Any]] = {}
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SystemExit(f"{path}:{number}: not JSON ({exc.msg})") from exc
-            if not isinstance(raw, dict) or "id" not in raw:
-                raise SystemExit(f'{path}:{number}: write {{"id": …, "<watchlist>": true|false}}')
-            labels[str(raw["id"])] = raw
-    return labels
-
-
-def label_key(watchlist_id: str, row: dict[str, Any]) -> str | None:
-    """Labels may name a watchlist `un-mission` or `un_mission`."""
-    for key in (watchlist_id, watchlist_id.replace("-", "_")):
-        if key in row:
-            return key
-    return None
-
-
-def evaluate(
-    matcher: Matcher, watchlist_ids: list[str], items: list[Item], labels: dict[str, dict[str, Any]]
-) -> list[Outcome]:
-    """Confusion counts per watchlist over the labelled items (pure; used by tests too)."""
-    labelled = [item for item in items if item.id in labels]
-    results = {item.id: {m.watchlist_id for m in matcher.match(item.article)} for item in labelled}
-    outcomes: list[Outcome] = []
-    for wid in watchlist_ids:
-        tp = fp = fn = 0
-        misses: list[tuple[Item, Explanation]] = []
-        alarms: list[tuple[Item, Explanation]] = []
-        for item in labelled:
-            key = label_key(wid, labels[item.id])
-            if key is None:
-                continue
-            expected = bool(labels[item.id][key])
-            got = wid in results[item.id]
-            if expected and got:
-                tp += 1
-            elif got:
-                fp += 1
-                alarms.append((item, matcher.explain(item.article, wid)))
-            elif expected:
-                fn += 1
-                misses.append((item, matcher.explain(item.article, wid)))
-        outcomes.append(Outcome(Score(wid, tp, fp, fn), misses, alarms))
-    return outcomes
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     directory = _directory(args)
     watchlists, errors = load_watchlists(directory)
     if errors:
         _print_errors(errors)
-    labels = read_labels(args.labels)
+    try:
+        labels = read_labels(args.labels)
+        items = read_articles(args.articles)
+    except InputError as exc:
+        raise SystemExit(str(exc)) from None
     sample = next(iter(labels.values()), {})
     wanted = args.watchlist or [w for w in sorted(watchlists) if label_key(w, sample) is not None]
     unknown = [w for w in wanted if w not in watchlists]
@@ -389,7 +252,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print("no watchlist has labels in this file (keys such as un_mission)", file=sys.stderr)
         return 2
     matcher = compile_matcher([watchlists[w] for w in wanted])
-    outcomes = evaluate(matcher, wanted, list(read_articles(args.articles)), labels)
+    outcomes = evaluate(matcher, wanted, items, labels)
     print(
         f"{'watchlist':<24} {'tp':>4} {'fp':>4} {'fn':>4} {'precision':>9} {'recall':>7} {'f1':>6}"
     )

@@ -1,0 +1,128 @@
+"""Measuring watchlists and story grouping against labels (pure): the logic behind
+`monitor watchlists eval` and `monitor stories test|eval`, kept out of the commands so tests and
+benchmarks call the same code."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from monitor import dedup
+from monitor.corpus import CorpusItem
+from monitor.query.explain import Explanation
+from monitor.query.matcher import Matcher
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    watchlist: str
+    tp: int
+    fp: int
+    fn: int
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    score: Score
+    misses: list[tuple[CorpusItem, Explanation]]
+    false_alarms: list[tuple[CorpusItem, Explanation]]
+
+
+def label_key(watchlist_id: str, row: dict[str, Any]) -> str | None:
+    """Labels may name a watchlist `un-mission` or `un_mission`."""
+    for key in (watchlist_id, watchlist_id.replace("-", "_")):
+        if key in row:
+            return key
+    return None
+
+
+def evaluate(
+    matcher: Matcher,
+    watchlist_ids: list[str],
+    items: list[CorpusItem],
+    labels: dict[str, dict[str, Any]],
+) -> list[Outcome]:
+    """Confusion counts per watchlist over the labelled items, with each miss explained."""
+    labelled = [item for item in items if item.id in labels]
+    results = {item.id: {m.watchlist_id for m in matcher.match(item.article)} for item in labelled}
+    outcomes: list[Outcome] = []
+    for wid in watchlist_ids:
+        tp = fp = fn = 0
+        misses: list[tuple[CorpusItem, Explanation]] = []
+        alarms: list[tuple[CorpusItem, Explanation]] = []
+        for item in labelled:
+            key = label_key(wid, labels[item.id])
+            if key is None:
+                continue
+            expected = bool(labels[item.id][key])
+            got = wid in results[item.id]
+            if expected and got:
+                tp += 1
+            elif got:
+                fp += 1
+                alarms.append((item, matcher.explain(item.article, wid)))
+            elif expected:
+                fn += 1
+                misses.append((item, matcher.explain(item.article, wid)))
+        outcomes.append(Outcome(Score(wid, tp, fp, fn), misses, alarms))
+    return outcomes
+
+
+def group(items: Iterable[CorpusItem], window_hours: float) -> dict[str, str]:
+    """Article id → story key, assigning in publication order as ingest would."""
+    latest = datetime.max.replace(tzinfo=UTC)
+    ordered = sorted(items, key=lambda i: (i.article.published or latest, i.line))
+    index = dedup.MemoryStoryIndex(timedelta(hours=window_hours))
+    for item in ordered:
+        art = item.article
+        index.assign(item.id, dedup.fingerprint(art.title, art.text, art.published))
+    return {item.id: index.story_of(i) for i, item in enumerate(ordered)}
+
+
+@dataclass(frozen=True, slots=True)
+class PairScore:
+    precision: float
+    recall: float
+    true_positive: int
+    false_positive: int
+    false_negative: int
+    true_negative: int
+    missed: tuple[tuple[str, str], ...]
+    wrong: tuple[tuple[str, str], ...]
+
+
+def score_pairs(stories: dict[str, str], pairs: Iterable[tuple[str, str, bool]]) -> PairScore:
+    """Pair precision/recall: a pair is predicted same when both ids got one story key."""
+    tp = fp = fn = tn = 0
+    missed: list[tuple[str, str]] = []
+    wrong: list[tuple[str, str]] = []
+    for a, b, same in pairs:
+        predicted = stories[a] == stories[b]
+        if same and predicted:
+            tp += 1
+        elif same:
+            fn += 1
+            missed.append((a, b))
+        elif predicted:
+            fp += 1
+            wrong.append((a, b))
+        else:
+            tn += 1
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 1.0
+    return PairScore(precision, recall, tp, fp, fn, tn, tuple(missed), tuple(wrong))
