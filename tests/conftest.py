@@ -18,7 +18,6 @@ from sqlalchemy import Engine, create_engine, text
 from monitor.store import db
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus"
 PG_ADMIN_URL = os.environ.get(
     "MONITOR_TEST_PG_URL",
     "postgresql+psycopg://monitor_test:monitor_test@127.0.0.1:5432/monitor_test",

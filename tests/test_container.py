@@ -33,8 +33,9 @@ import pytest
 from dockerfile_parse import DockerfileParser
 from ruamel.yaml import YAML
 
+from tests.support.paths import CORPUS
+
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus"
 UV = str(Path(sys.executable).with_name("uv"))
 HADOLINT = str(Path(sys.executable).with_name("hadolint"))
 SYSTEM_PYTHON = "/usr/bin/python3.11"  # readable by any user, unlike a pyenv under /root

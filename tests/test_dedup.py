@@ -23,9 +23,9 @@ from monitor.commands.stories import (
     read_pairs,
     score_pairs,
 )
+from tests.support.paths import CORPUS
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus"
 ARTICLES = CORPUS / "articles.jsonl"
 PAIRS = CORPUS / "near-duplicates-dev.jsonl"
 WINDOW = timedelta(hours=72)

@@ -19,7 +19,8 @@ from monitor.fetch import Fetcher
 from monitor.model import FetchRequest, FetchResult
 from monitor.settings import Settings
 from tests.support import feedserver
-from tests.support.feedserver import FEEDS_DIR, REPO, FeedServer, rss
+from tests.support.feedserver import FEEDS_DIR, FeedServer, rss
+from tests.support.paths import REPO
 
 feed_server = feedserver.feed_server  # the shared fixture, used by name below
 

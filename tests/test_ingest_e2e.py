@@ -20,8 +20,8 @@ from monitor.normalize import normalize_entry
 from monitor.parse import ParseError, parse_feed
 from monitor.store import db
 from monitor.store.tables import AlertRow, ArticleCopyRow, ArticleRow, SourceRow
-from tests.conftest import CORPUS
 from tests.support.feedserver import FeedServer
+from tests.support.paths import CORPUS
 
 FEEDS = sorted((CORPUS / "feeds").iterdir())
 

@@ -21,8 +21,8 @@ from monitor.parse import (
     check_entities,
     parse_feed,
 )
+from tests.support.paths import FEEDS
 
-FEEDS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "feeds"
 RSS = {"content-type": "application/rss+xml; charset=utf-8"}
 URL = "https://news.example.org/feeds/nk/"
 
