@@ -109,6 +109,7 @@ def test_real_feed_entry_counts(name: str) -> None:
     assert sum(1 for a in articles if not (a.title or a.text)) <= 1
 
 
+@pytest.mark.slow
 def test_feedparser_corpus_parses_or_is_refused_cleanly() -> None:
     refusals: Counter[tuple[str, str]] = Counter()
     documents = entries = 0

@@ -159,6 +159,7 @@ def test_separate_process_mode_serves_until_sigterm() -> None:
         assert proc.wait(timeout=10) == 0
 
 
+@pytest.mark.slow
 async def test_a_thousand_unchanged_sources_poll_quickly(feed_server: FeedServer) -> None:
     """1,000 conditional GETs answered 304, through the real Fetcher, server in this process."""
     for i in range(1000):
