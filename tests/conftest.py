@@ -3,6 +3,10 @@
 PostgreSQL tests log in as the `monitor_test` role that `scripts/pg-test-setup` creates (the test
 command runs it). Each test gets a fresh database. In CI (CI=true) an unreachable server is an
 error, never a skip.
+
+Every test that reaches PostgreSQL (through `pg_url`/`pg_available`, or a `"postgresql"`
+parameter such as `db_url`'s) is marked `pg` here at collection, so `scripts/test --fast`
+(`-m "not slow and not pg"`) deselects it instead of failing without a server.
 """
 
 from __future__ import annotations
@@ -18,11 +22,20 @@ from sqlalchemy import Engine, create_engine, text
 from monitor.store import db
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus"
 PG_ADMIN_URL = os.environ.get(
     "MONITOR_TEST_PG_URL",
     "postgresql+psycopg://monitor_test:monitor_test@127.0.0.1:5432/monitor_test",
 )
+
+
+PG_FIXTURES = {"pg_url", "pg_available"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if PG_FIXTURES & set(getattr(item, "fixturenames", ())) or "postgresql" in params.values():
+            item.add_marker(pytest.mark.pg)
 
 
 def _pg_admin() -> Engine:

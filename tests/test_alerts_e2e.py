@@ -32,6 +32,8 @@ from tests.support.feedserver import FeedServer
 from tests.support.slackfake import Fault, SlackFake
 from tests.support.smtpserver import SmtpServer
 
+pytestmark = pytest.mark.slow  # `monitor run` processes end to end, a kill -9 among them
+
 TOKEN = "xoxb-test-token-0000"  # what tests/support/cluster.replica_env configures
 REPO = Path(__file__).resolve().parents[1]
 

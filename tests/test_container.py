@@ -33,8 +33,9 @@ import pytest
 from dockerfile_parse import DockerfileParser
 from ruamel.yaml import YAML
 
+from tests.support.paths import CORPUS
+
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus"
 UV = str(Path(sys.executable).with_name("uv"))
 HADOLINT = str(Path(sys.executable).with_name("hadolint"))
 SYSTEM_PYTHON = "/usr/bin/python3.11"  # readable by any user, unlike a pyenv under /root
@@ -240,6 +241,7 @@ def image_env() -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_replayed_environment_has_no_dev_tools(image_env: Path) -> None:
     bin_dir = image_env / ".venv" / "bin"
     assert (bin_dir / "monitor").exists()
@@ -254,6 +256,7 @@ def as_image_user(uid: int) -> list[str]:
     return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
 
 
+@pytest.mark.slow
 def test_runs_as_non_root_answers_health_and_stops_on_sigterm(image_env: Path) -> None:
     uid = int(values(final_stage(), "USER")[-1].split(":")[0])
     data = Path(tempfile.mkdtemp(prefix="monitor-data-", dir="/tmp"))

@@ -15,10 +15,7 @@ import pytest
 from monitor.model import Article
 from monitor.normalize import normalize_entry
 from monitor.parse import ParseError, parse_feed
-
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
-FEEDS = CORPUS / "feeds"
-FEEDPARSER_TESTS = CORPUS / "feedparser-tests"
+from tests.support.paths import FEEDPARSER_TESTS, FEEDS
 
 # file → (entries, distinct entry keys); None: the document must be refused with ParseError.
 FEED_COUNTS: dict[str, tuple[int, int] | None] = {
@@ -112,6 +109,7 @@ def test_real_feed_entry_counts(name: str) -> None:
     assert sum(1 for a in articles if not (a.title or a.text)) <= 1
 
 
+@pytest.mark.slow
 def test_feedparser_corpus_parses_or_is_refused_cleanly() -> None:
     refusals: Counter[tuple[str, str]] = Counter()
     documents = entries = 0

@@ -17,9 +17,9 @@ from monitor import dedup
 from monitor.cli import main
 from monitor.corpus import CorpusItem, read_articles, read_pairs
 from monitor.evaluation import group, score_pairs
+from tests.support.paths import CORPUS
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus"
 ARTICLES = CORPUS / "articles.jsonl"
 PAIRS = CORPUS / "near-duplicates-dev.jsonl"
 WINDOW = timedelta(hours=72)

@@ -14,9 +14,9 @@ from monitor.corpus import read_articles, read_labels
 from monitor.evaluation import Outcome, evaluate
 from monitor.query.matcher import compile_matcher
 from monitor.watchlists import load_watchlists
+from tests.support.paths import CORPUS
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus"
 
 FLOORS = {  # watchlist: (precision, recall) reached on labels-dev.jsonl
     "un-mission": (25 / 27, 25 / 27),

@@ -188,6 +188,7 @@ def test_gives_up_after_max_attempts(sq_engine: Engine, slack: SlackFake) -> Non
     assert row.status == "dead" and "gave up after 2 attempts" in (row.last_error or "")
 
 
+@pytest.mark.slow
 def test_one_message_per_second_per_channel(sq_engine: Engine, slack: SlackFake) -> None:
     cfg = cfg_for(slack, slack_channel_interval=0.5)
     queue(sq_engine, cfg, 4, channels=("#busy",))
@@ -219,6 +220,7 @@ def assert_paced(times: list[float], interval: float) -> None:
     assert times[-1] - times[0] >= interval * len(gaps) * 0.9, gaps
 
 
+@pytest.mark.slow
 def test_two_dispatchers_share_the_channel_budget(engine: Engine, slack: SlackFake) -> None:
     cfg = cfg_for(slack, slack_channel_interval=0.5)
     queue(engine, cfg, 4, channels=("#busy",))
@@ -269,6 +271,7 @@ def test_crash_mid_send_is_reconciled_by_another_process(
         assert not outbox.complete_sent(session, first, owner="A", provider_ref="x", now=utcnow())
 
 
+@pytest.mark.slow
 def test_drain_returns_fast_and_keeps_the_row_for_reconciliation(
     sq_engine: Engine, slack: SlackFake
 ) -> None:

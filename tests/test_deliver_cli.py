@@ -7,10 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from monitor.clock import utcnow
 from monitor.store import db
 from tests.support.alerts import enqueue, item, settings, watchlist
 from tests.support.slackfake import SlackFake
+
+pytestmark = pytest.mark.slow  # one `monitor` process per step, about 10 s a test
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "xoxb-cli-token"

@@ -19,7 +19,8 @@ from monitor.fetch import Fetcher
 from monitor.model import FetchRequest, FetchResult
 from monitor.settings import Settings
 from tests.support import feedserver
-from tests.support.feedserver import FEEDS_DIR, REPO, FeedServer, rss
+from tests.support.feedserver import FEEDS_DIR, FeedServer, rss
+from tests.support.paths import REPO
 
 feed_server = feedserver.feed_server  # the shared fixture, used by name below
 
@@ -158,6 +159,7 @@ def test_separate_process_mode_serves_until_sigterm() -> None:
         assert proc.wait(timeout=10) == 0
 
 
+@pytest.mark.slow
 async def test_a_thousand_unchanged_sources_poll_quickly(feed_server: FeedServer) -> None:
     """1,000 conditional GETs answered 304, through the real Fetcher, server in this process."""
     for i in range(1000):

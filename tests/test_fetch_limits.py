@@ -11,6 +11,7 @@ import tracemalloc
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import pytest
 from aiohttp import web
 
 from monitor.fetch import Fetcher
@@ -90,6 +91,7 @@ async def test_connection_refused_is_a_transient_connect_error() -> None:
     assert took < 3
 
 
+@pytest.mark.slow
 async def test_hanging_sources_do_not_delay_healthy_ones(feed_server: FeedServer) -> None:
     for i in range(3):
         feed_server.add_hang(f"/hang{i}")
@@ -298,6 +300,7 @@ async def test_global_limit(feed_server: FeedServer) -> None:
     assert counter.peak_total == 3
 
 
+@pytest.mark.slow
 async def test_waiting_for_a_slot_does_not_count_against_the_deadline(
     feed_server: FeedServer,
 ) -> None:

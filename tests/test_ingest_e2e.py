@@ -20,8 +20,8 @@ from monitor.normalize import normalize_entry
 from monitor.parse import ParseError, parse_feed
 from monitor.store import db
 from monitor.store.tables import AlertRow, ArticleCopyRow, ArticleRow, SourceRow
-from tests.conftest import CORPUS
 from tests.support.feedserver import FeedServer
+from tests.support.paths import CORPUS
 
 FEEDS = sorted((CORPUS / "feeds").iterdir())
 
@@ -81,6 +81,7 @@ def _expected_keys() -> int:
     return total
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_corpus_polled_twice_stored_once(
     backend: str, server: FeedServer, tmp_path: Path, request: pytest.FixtureRequest
@@ -145,6 +146,7 @@ def test_corpus_polled_twice_stored_once(
     } <= set(rows[0])
 
 
+@pytest.mark.slow
 def test_a_permanently_moved_feed_is_polled_and_shown_to_the_admin(
     server: FeedServer, tmp_path: Path, sqlite_url: str
 ) -> None:

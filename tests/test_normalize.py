@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -12,8 +11,6 @@ from hypothesis import strategies as st
 from monitor.model import ParsedEntry
 from monitor.normalize import canonical_url, content_hash, html_to_text, normalize_entry
 from monitor.parse import parse_feed
-
-FEEDS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "feeds"
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import codecs
 from datetime import UTC, datetime
-from pathlib import Path
 
 import feedparser
 import pytest
@@ -15,8 +14,8 @@ from monitor.normalize import normalize_entry
 from monitor.parse import ParseError, parse_feed
 from monitor.parse.common import LINK_CAP, SUMMARY_CAP, TITLE_CAP
 from monitor.parse.entities import check_entities
+from tests.support.paths import FEEDS
 
-FEEDS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "feeds"
 RSS = {"content-type": "application/rss+xml; charset=utf-8"}
 URL = "https://news.example.org/feeds/nk/"
 

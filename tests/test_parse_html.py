@@ -1,7 +1,7 @@
 """parse_html_page: section pages without a feed, read through the selectors of sources.yaml.
 
 `nknews_foreign_relations.html` reproduces the structure of the NK News "Foreign Relations"
-listing (the text of the seed `../shared/seeds/002_c18655516dc09091.txt`, page 269 of the tag): each
+listing (the text of a captured page of that tag, page 269; see tests/data/README.md): each
 headline appears four times (thumbnail alt, heading, screen-reader text), the byline and date
 share a line, and a sidebar links to an article again. `yonhap_nk_euckr.html` is an EUC-KR page
 with a <base href>, relative links, a duplicate, an ad slot and several date spellings.

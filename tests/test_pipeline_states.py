@@ -59,6 +59,7 @@ def _rows(service: Service) -> dict[str, SourceRow]:
         return {row.id: row for row in session.query(SourceRow)}
 
 
+@pytest.mark.slow
 def test_each_misbehaviour_ends_in_its_state(
     server: FeedServer, tmp_path: Path, db_url: str
 ) -> None:

@@ -30,6 +30,8 @@ from tests.support.cluster import SLACK_TOKEN, Replica, replica_env, start_repli
 from tests.support.publisher import WATCHLIST_YAML, Item, Publisher
 from tests.support.slackfake import SlackFake
 
+pytestmark = pytest.mark.slow  # several `monitor run` processes, kills and a PostgreSQL restart
+
 SOURCES = 200
 INTERVAL = "10s"
 

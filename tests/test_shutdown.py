@@ -22,6 +22,8 @@ from tests.support.publisher import WATCHLIST_YAML, Publisher
 from tests.support.slackfake import SlackFake
 from tests.test_replicas import assert_each_alerted_once, wait_for
 
+pytestmark = pytest.mark.slow  # SIGTERM under load, tens of seconds per database
+
 SOURCES = 40
 
 

@@ -86,6 +86,7 @@ def test_missing_file(tmp_path: Path) -> None:
         load_sources(tmp_path / "nope.yaml")
 
 
+@pytest.mark.slow
 def test_cli_sources_check(tmp_path: Path) -> None:
     bad = tmp_path / "sources.yaml"
     bad.write_text("sources:\n  - id: a\n    name: A\n    url: nope\n")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -19,8 +18,8 @@ from monitor.model import Article, StoryAssignment
 from monitor.settings import get_settings
 from monitor.store import db, queries
 from monitor.store.tables import ArticleRow, Story, StoryBand
+from tests.support.paths import CORPUS
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 T0 = datetime(2023, 3, 19, 6, 0, tzinfo=UTC)
 
 

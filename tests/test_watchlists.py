@@ -265,6 +265,7 @@ def test_registry_first_load_with_errors_is_not_loaded(tmp_path: Path) -> None:
     assert not registry.loaded and registry.reloads_error == 1 and registry.watchlists == {}
 
 
+@pytest.mark.slow
 async def test_watch_reloads_on_change(tmp_path: Path) -> None:
     _write(tmp_path / "m.yaml", "query: missile\n")
     registry = WatchlistRegistry(tmp_path, safety_reload_seconds=60)

@@ -347,6 +347,7 @@ def run_health(*args: str, port: int | None = None) -> subprocess.CompletedProce
     )
 
 
+@pytest.mark.slow
 async def test_monitor_health_exit_codes(sqlite_url: str) -> None:
     db.upgrade(sqlite_url)
     service = make_service(sqlite_url)

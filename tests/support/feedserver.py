@@ -20,15 +20,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
-from pathlib import Path
 from typing import Literal
 
 import pytest
 from aiohttp import web
 
-REPO = Path(__file__).resolve().parents[2]
-CORPUS = REPO.parent / "shared" / "corpus"
-FEEDS_DIR = CORPUS / "feeds"
+from tests.support.paths import FEEDS
+
+FEEDS_DIR = FEEDS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
