@@ -15,7 +15,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import MarkedYAMLError
 
-from monitor.model import HtmlSelectors, SourceConfig
+from monitor.model import HtmlSelectors, SourceConfig, SourceKind
 from monitor.yamlfile import line_of as _line_of
 
 MIN_EVERY_SECONDS = 10
@@ -98,7 +98,7 @@ class SourceModel(BaseModel):
             name=self.name,
             url=self.url,
             every_seconds=seconds,
-            kind=self.kind,
+            kind=SourceKind(self.kind),
             selectors=selectors,
             enabled=self.enabled,
         )

@@ -216,16 +216,13 @@ def _since(text: str) -> timedelta:
 
 
 def _stored_items(since: timedelta) -> list[Item]:
-    from sqlalchemy.orm import Session
-
     from monitor.settings import get_settings
+    from monitor.store.articles import read_articles
     from monitor.store.db import open_engine
-    from monitor.store.queries import list_articles
 
     engine = open_engine(get_settings())
     try:
-        with Session(engine) as session:
-            rows = list_articles(session, since=datetime.now(UTC) - since)
+        rows = read_articles(engine, since=datetime.now(UTC) - since)
     finally:
         engine.dispose()
     return [Item(str(row.id), row.article) for row in rows]
