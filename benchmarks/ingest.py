@@ -26,14 +26,14 @@ from sqlalchemy.orm import Session
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from monitor import logs, stories  # noqa: E402
+from monitor import logs  # noqa: E402
 from monitor.clock import utcnow  # noqa: E402
 from monitor.model import FetchResult, SourceConfig  # noqa: E402
 from monitor.normalize import normalize_entry  # noqa: E402
 from monitor.parse import ParseError, parse_feed  # noqa: E402
 from monitor.service import Service  # noqa: E402
 from monitor.settings import Settings  # noqa: E402
-from monitor.store import db, queries  # noqa: E402
+from monitor.store import db, sources, stories  # noqa: E402
 from tests.support.feedserver import FeedServer  # noqa: E402
 
 FEEDS = sorted((REPO.parent / "shared" / "corpus" / "feeds").iterdir())
@@ -125,9 +125,9 @@ def _our_path(docs: list[tuple[str, bytes, dict[str, str]]], repeat: int) -> tup
                 for i, (name, _b, _h) in enumerate(xml_docs)
             ]
             with Session(service.engine) as session, session.begin():
-                queries.sync_sources(session, configs, utcnow())
+                sources.sync_sources(session, configs, utcnow())
             with Session(service.engine) as session, session.begin():
-                claims = queries.claim_sources(
+                claims = sources.claim_sources(
                     session, owner=service.owner, now=utcnow(), lease_seconds=600, limit=1000
                 )
             by_id = {c.id: c for c in claims}
@@ -206,7 +206,7 @@ def unchanged_sources(count: int, concurrency: int) -> tuple[float, float, int]:
                 SourceConfig(id=f"u{i}", name=f"u{i}", url=base + p) for i, p in enumerate(paths)
             ]
             with Session(service.engine) as session, session.begin():
-                queries.sync_sources(session, configs, utcnow())
+                sources.sync_sources(session, configs, utcnow())
 
             async def two_polls() -> tuple[float, int]:
                 await service.poller.poll_due(force=True)  # first poll: 200s, validators stored

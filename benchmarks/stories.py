@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import insert  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
-from monitor import dedup, stories  # noqa: E402
+from monitor import dedup  # noqa: E402
 from monitor.model import Article  # noqa: E402
-from monitor.store import db, queries  # noqa: E402
+from monitor.store import articles, db, stories  # noqa: E402
 from monitor.store.tables import ArticleRow, Story, StoryBand  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "articles.jsonl"
@@ -158,7 +158,7 @@ def bench_db(url: str, probe_docs: list[Doc], prefix: str = "p") -> dict[str, fl
                     art = Article(
                         f"{prefix}{i % 7}", f"{prefix}{i}", "", doc.title, doc.text, doc.when, "h"
                     )
-                    aid = queries.insert_article(session, art, now=doc.when, catchup=False)
+                    aid = articles.insert_article(session, art, now=doc.when, catchup=False)
                     assert aid is not None
                     t, c = time.perf_counter(), time.process_time()
                     result = stories.assign_story(session, aid, art, doc.when, 72.0)

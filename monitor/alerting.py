@@ -1,5 +1,8 @@
 """Plan outbox rows for one poll, inside the ingest transaction (the transactional outbox).
 
+This module decides what to send; `monitor.store.alerts` looks up earlier alerts and writes
+the rows, in the poll's transaction (the session is passed through, never opened here).
+
 Rules, in the order they apply:
 * catch-up items (a new source's first poll) and articles published more than
   `max_article_age_hours` ago never alert;
@@ -22,19 +25,17 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy.orm import Session
-
 from monitor.clock import as_utc_or_none
 from monitor.logs import get_logger
-from monitor.model import IngestedItem, Match
-from monitor.render import AlertContent, AlertKind
+from monitor.model import AlertKind, AlertStatus, Channel, IngestedItem, Match
+from monitor.render import AlertContent
 from monitor.settings import Settings
-from monitor.store import outbox
-from monitor.store.outbox import NewAlert, short_hash
+from monitor.store import alerts as outbox
+from monitor.store.alerts import NewAlert, short_hash
+from monitor.store.db import Session
 
 log = get_logger(__name__)
 
-Channel = Literal["slack", "email", "console"]
 Route = tuple[Channel, str]
 SUMMARY_ITEMS = 40
 
@@ -68,9 +69,9 @@ class Routing:
         channels = list(spec.slack) or ([self.default_channel] if self.default_channel else [])
         if channels:
             if self.slack == "bot":
-                out.extend(("slack", ch) for ch in dict.fromkeys(channels))
+                out.extend((Channel.SLACK, ch) for ch in dict.fromkeys(channels))
             elif self.slack == "webhook":
-                out.append(("slack", "webhook"))  # one fixed channel per webhook URL
+                out.append((Channel.SLACK, "webhook"))  # one fixed channel per webhook URL
             elif spec.slack:
                 fallback = True
                 _warn_once(
@@ -81,7 +82,7 @@ class Routing:
                 )
         if spec.email:
             if self.email:
-                out.extend(("email", addr) for addr in dict.fromkeys(spec.email))
+                out.extend((Channel.EMAIL, addr) for addr in dict.fromkeys(spec.email))
             else:
                 fallback = True
                 _warn_once(
@@ -91,7 +92,7 @@ class Routing:
                     "alerts go to the console",
                 )
         if fallback or not out:
-            out.append(("console", "console"))
+            out.append((Channel.CONSOLE, "console"))
         return out
 
 
@@ -207,15 +208,15 @@ def _plan_immediate(
             article_id=item.article_id,
         )
         if parent is not None:
-            content = content_for(item, match, source_name, "update")
+            content = content_for(item, match, source_name, AlertKind.UPDATE)
             key = _key(
                 "u", wl, item.article_id, item.article.content_hash[:16], channel, destination
             )
-            return _write(session, key, "update", route, content, item, source_id, parent, now)
+            return _write(session, _row(key, route, content, item, source_id, parent), now)
     elif story is not None and not story.is_new:
         same_poll = story_plan.get((wl, route, story.story_id))
         if same_poll is not None:
-            same_poll.alsos.append((item, content_for(item, match, source_name, "also")))
+            same_poll.alsos.append((item, content_for(item, match, source_name, AlertKind.ALSO)))
             return 0
         parent = outbox.find_first_alert(
             session,
@@ -225,10 +226,10 @@ def _plan_immediate(
             story_id=story.story_id,
         )
         if parent is not None:
-            content = content_for(item, match, source_name, "also")
+            content = content_for(item, match, source_name, AlertKind.ALSO)
             key = _also_key(wl, item, route)
-            return _write(session, key, "also", route, content, item, source_id, parent, now)
-    top = _TopLevel(item, content_for(item, match, source_name, "alert"))
+            return _write(session, _row(key, route, content, item, source_id, parent), now)
+    top = _TopLevel(item, content_for(item, match, source_name, AlertKind.ALERT))
     planned.setdefault(route, []).append(top)
     if story is not None:
         story_plan.setdefault((wl, route, story.story_id), top)
@@ -240,39 +241,36 @@ def _also_key(wl: str, item: IngestedItem, route: Route) -> str:
     return _key("s", wl, short_hash(article.source_id, article.entry_key), route[0], route[1])
 
 
-def _write(
-    session: Session,
+def _row(
     key: str,
-    kind: str,
     route: Route,
     content: AlertContent,
     item: IngestedItem,
     source_id: str,
     parent: int | None,
-    now: datetime,
     *,
-    status: str = "pending",
+    status: AlertStatus = AlertStatus.PENDING,
     digest_at: datetime | None = None,
-) -> int:
-    row_id = outbox.enqueue(
-        session,
-        NewAlert(
-            dedup_key=key,
-            kind=kind,
-            watchlist_id=content.watchlist_id,
-            channel=route[0],
-            destination=route[1],
-            payload_json=content.to_json(),
-            article_id=item.article_id,
-            story_id=item.story.story_id if item.story else None,
-            source_id=source_id,
-            parent_alert_id=parent,
-            status=status,
-            digest_at=digest_at,
-        ),
-        now=now,
+) -> NewAlert:
+    """The outbox row for one item's message (its kind is the content's)."""
+    return NewAlert(
+        dedup_key=key,
+        kind=content.kind,
+        watchlist_id=content.watchlist_id,
+        channel=route[0],
+        destination=route[1],
+        payload_json=content.to_json(),
+        article_id=item.article_id,
+        story_id=item.story.story_id if item.story else None,
+        source_id=source_id,
+        parent_alert_id=parent,
+        status=status,
+        digest_at=digest_at,
     )
-    return 0 if row_id is None else 1
+
+
+def _write(session: Session, row: NewAlert, now: datetime) -> int:
+    return 0 if outbox.enqueue(session, row, now=now) is None else 1
 
 
 def _write_top(
@@ -280,45 +278,12 @@ def _write_top(
 ) -> int:
     wl = top.content.watchlist_id
     key = _key("a", wl, top.item.article_id, route[0], route[1])
-    row_id = outbox.enqueue(
-        session,
-        NewAlert(
-            dedup_key=key,
-            kind="alert",
-            watchlist_id=wl,
-            channel=route[0],
-            destination=route[1],
-            payload_json=top.content.to_json(),
-            article_id=top.item.article_id,
-            story_id=top.item.story.story_id if top.item.story else None,
-            source_id=source_id,
-        ),
-        now=now,
-    )
-    if row_id is None:  # written by an earlier run of this poll: find it for the follow-ups
-        row_id = outbox.find_first_alert(
-            session,
-            watchlist_id=wl,
-            channel=route[0],
-            destination=route[1],
-            article_id=top.item.article_id,
-        )
-        written = 0
-    else:
-        written = 1
-    for item, content in top.alsos:
-        written += _write(
-            session,
-            _also_key(wl, item, route),
-            "also",
-            route,
-            content,
-            item,
-            source_id,
-            row_id,
-            now,
-        )
-    return written
+    alert = _row(key, route, top.content, top.item, source_id, None)
+    alsos = [
+        _row(_also_key(wl, item, route), route, content, item, source_id, None)
+        for item, content in top.alsos
+    ]
+    return outbox.enqueue_thread(session, alert, alsos, now=now)
 
 
 def _write_summary(
@@ -336,7 +301,7 @@ def _write_summary(
         entries.extend(content for _item, content in top.alsos)
     names = sorted({t.content.watchlist_name for t in tops})
     summary = AlertContent(
-        kind="summary",
+        kind=AlertKind.SUMMARY,
         watchlist_id=",".join(sorted({t.content.watchlist_id for t in tops}))[:200],
         watchlist_name=", ".join(names)[:300],
         source=source_name or source_id,
@@ -357,7 +322,7 @@ def _write_summary(
         session,
         NewAlert(
             dedup_key=key,
-            kind="summary",
+            kind=AlertKind.SUMMARY,
             watchlist_id=summary.watchlist_id,
             channel=route[0],
             destination=route[1],
@@ -386,32 +351,23 @@ def _hold_for_digest(
     wl = match.watchlist_id
     story = item.story
     if item.change == "update":
-        kind: AlertKind = "update"
+        kind = AlertKind.UPDATE
         key = _key("hu", wl, item.article_id, item.article.content_hash[:16], *route)
     elif (
         story is not None
         and not story.is_new
         and outbox.story_alerted(session, watchlist_id=wl, story_id=story.story_id)
     ):
-        kind = "also"
+        kind = AlertKind.ALSO
         key = _key("hs", wl, short_hash(item.article.source_id, item.article.entry_key), *route)
     else:
-        kind = "alert"
+        kind = AlertKind.ALERT
         key = _key("a", wl, item.article_id, *route)
     content = replace(content_for(item, match, source_name, kind), extra={"digest": spec})
-    return _write(
-        session,
-        key,
-        kind,
-        route,
-        content,
-        item,
-        source_id,
-        None,
-        now,
-        status="held",
-        digest_at=digest_at,
+    row = _row(
+        key, route, content, item, source_id, None, status=AlertStatus.HELD, digest_at=digest_at
     )
+    return _write(session, row, now)
 
 
 def preview_for_poll(session: Session, *, source_id: str, now: datetime) -> list[str]:
@@ -421,7 +377,7 @@ def preview_for_poll(session: Session, *, source_id: str, now: datetime) -> list
     out = []
     for row in outbox.rows_for_poll(session, source_id=source_id, created_at=now):
         label = f"{row.channel}:{row.destination}"
-        if row.status == "held":
+        if row.status == AlertStatus.HELD:
             label += " (digest)"
         out.append(render_console(AlertContent.from_json(row.payload_json), label))
     return out

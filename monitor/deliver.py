@@ -14,24 +14,21 @@ import asyncio
 import contextlib
 import random
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TextIO
 
-from sqlalchemy import Engine, select, update
-from sqlalchemy.orm import Session
-from sqlmodel import col
-
 from monitor.clock import utcnow
 from monitor.logs import get_logger
+from monitor.model import AlertKind, Channel
 from monitor.notify import DeliveryError, Notifier, Outgoing
 from monitor.notify.console import ConsoleNotifier
 from monitor.render import MAX_LIST, AlertContent, render_console
 from monitor.settings import Settings
-from monitor.store import outbox
-from monitor.store.outbox import ClaimedAlert
-from monitor.store.tables import AlertRow, DestinationRow
+from monitor.store import alerts as outbox
+from monitor.store.alerts import ClaimedAlert, HeldItem, NewAlert
+from monitor.store.db import Engine
 
 log = get_logger(__name__)
 
@@ -142,17 +139,15 @@ class Dispatcher:
         return sum(1 for r in results if r == "sent")
 
     def _claim(self, now: datetime) -> list[ClaimedAlert]:
-        with Session(self.engine) as session, session.begin():
-            claims = outbox.claim(
-                session,
-                owner=self.owner,
-                now=now,
-                lease_seconds=self.lease_seconds,
-                limit=self.settings.deliver_batch,
-                slack_interval=self.settings.slack_channel_interval,
-                exclude=set(self._inflight),
-            )
-        return claims
+        return outbox.claim_due(
+            self.engine,
+            owner=self.owner,
+            now=now,
+            lease_seconds=self.lease_seconds,
+            limit=self.settings.deliver_batch,
+            slack_interval=self.settings.slack_channel_interval,
+            exclude=set(self._inflight),
+        )
 
     # --- one row --------------------------------------------------------------------------------
 
@@ -190,7 +185,7 @@ class Dispatcher:
                     )
                     await asyncio.to_thread(self._finish_sent, claim, found, reconciled=True)
                     return "sent"
-            if claim.channel == "email":
+            if claim.channel == Channel.EMAIL:
                 async with self._email_gate():
                     ref = await notifier.send(message)
             else:
@@ -221,17 +216,10 @@ class Dispatcher:
 
     async def _lookup_target(self, claim: ClaimedAlert, message: Outgoing) -> Outgoing:
         """Slack reads need the channel id: pass the one learned from earlier posts."""
-        if claim.channel != "slack":
+        if claim.channel != Channel.SLACK:
             return message
-        ref = await asyncio.to_thread(self._channel_ref, claim.destination)
+        ref = await asyncio.to_thread(outbox.channel_ref, self.engine, claim.destination)
         return replace(message, channel_ref=ref) if ref else message
-
-    def _channel_ref(self, destination: str) -> str | None:
-        key = outbox.destination_key("slack", destination)
-        with Session(self.engine) as session:
-            return session.scalar(
-                select(col(DestinationRow.channel_ref)).where(col(DestinationRow.key) == key)
-            )
 
     # --- outcomes (each its own short transaction, fenced) ------------------------------------
 
@@ -243,21 +231,7 @@ class Dispatcher:
                 log.warning("result callback failed", error=repr(exc)[:200])
 
     def _finish_sent(self, claim: ClaimedAlert, ref: str, *, reconciled: bool = False) -> None:
-        now = utcnow()
-        with Session(self.engine) as session, session.begin():
-            ok = outbox.complete_sent(session, claim, owner=self.owner, provider_ref=ref, now=now)
-            if ok and claim.channel == "slack" and " " in ref:
-                channel_id = ref.split(" ", 1)[0]
-                session.execute(
-                    update(DestinationRow)
-                    .where(
-                        col(DestinationRow.key)
-                        == outbox.destination_key("slack", claim.destination),
-                        col(DestinationRow.channel_ref).is_(None),
-                    )
-                    .values(channel_ref=channel_id[:100])
-                    .execution_options(synchronize_session=False)
-                )
+        ok = outbox.mark_sent(self.engine, claim, owner=self.owner, provider_ref=ref, now=utcnow())
         self._report(claim.channel, ("reconciled" if reconciled else "sent") if ok else "lost")
         if ok:
             self.sent_total += 1
@@ -279,61 +253,58 @@ class Dispatcher:
     def _record_error(self, claim: ClaimedAlert, exc: DeliveryError) -> str:
         now = utcnow()
         self.failed_total += 1
-        with Session(self.engine) as session, session.begin():
-            if exc.kind == "rate_limited":
-                wait = exc.retry_after if exc.retry_after is not None else 1.0
-                until = now + timedelta(seconds=wait)
-                if claim.channel == "slack":
-                    outbox.hold_destination(session, claim.channel, claim.destination, until)
-                outbox.complete_retry(
-                    session,
-                    claim,
-                    owner=self.owner,
-                    at=until,
-                    error=exc.reason,
-                    maybe_sent=claim.reconcile_since is not None and exc.ambiguous,
-                    count_attempt=False,
-                )
-                log.warning(
-                    "alert rate limited; retry persisted",
-                    alert=claim.id,
-                    retry_after=wait,
-                    channel=claim.channel,
-                )
-                return "rate_limited"
-            if not exc.transient:
-                outbox.complete_dead(session, claim, owner=self.owner, error=exc.reason, now=now)
-                log.error(
-                    "alert dead: permanent failure",
-                    alert=claim.id,
-                    channel=claim.channel,
-                    reason=exc.reason,
-                )
-                return "dead"
-            if claim.attempts >= self.settings.deliver_max_attempts:
-                reason = f"gave up after {claim.attempts} attempts: {exc.reason}"
-                outbox.complete_dead(session, claim, owner=self.owner, error=reason, now=now)
-                log.error(
-                    "alert dead: too many attempts",
-                    alert=claim.id,
-                    channel=claim.channel,
-                    reason=exc.reason,
-                )
-                return "dead"
-            delay = backoff(claim.attempts, self.settings.deliver_retry_base_seconds)
-            if exc.retry_after:
-                delay = max(delay, exc.retry_after)
-            maybe_sent = exc.ambiguous or (
-                claim.reconcile_since is not None and exc.reason.startswith("reconciling")
-            )
-            outbox.complete_retry(
-                session,
+        if exc.kind == "rate_limited":
+            wait = exc.retry_after if exc.retry_after is not None else 1.0
+            outbox.retry_later(
+                self.engine,
                 claim,
                 owner=self.owner,
-                at=now + timedelta(seconds=delay),
+                at=now + timedelta(seconds=wait),
                 error=exc.reason,
-                maybe_sent=maybe_sent,
+                maybe_sent=claim.reconcile_since is not None and exc.ambiguous,
+                count_attempt=False,
+                hold_channel=claim.channel == Channel.SLACK,
             )
+            log.warning(
+                "alert rate limited; retry persisted",
+                alert=claim.id,
+                retry_after=wait,
+                channel=claim.channel,
+            )
+            return "rate_limited"
+        if not exc.transient:
+            outbox.mark_dead(self.engine, claim, owner=self.owner, error=exc.reason, now=now)
+            log.error(
+                "alert dead: permanent failure",
+                alert=claim.id,
+                channel=claim.channel,
+                reason=exc.reason,
+            )
+            return "dead"
+        if claim.attempts >= self.settings.deliver_max_attempts:
+            reason = f"gave up after {claim.attempts} attempts: {exc.reason}"
+            outbox.mark_dead(self.engine, claim, owner=self.owner, error=reason, now=now)
+            log.error(
+                "alert dead: too many attempts",
+                alert=claim.id,
+                channel=claim.channel,
+                reason=exc.reason,
+            )
+            return "dead"
+        delay = backoff(claim.attempts, self.settings.deliver_retry_base_seconds)
+        if exc.retry_after:
+            delay = max(delay, exc.retry_after)
+        maybe_sent = exc.ambiguous or (
+            claim.reconcile_since is not None and exc.reason.startswith("reconciling")
+        )
+        outbox.retry_later(
+            self.engine,
+            claim,
+            owner=self.owner,
+            at=now + timedelta(seconds=delay),
+            error=exc.reason,
+            maybe_sent=maybe_sent,
+        )
         log.warning(
             "alert delivery failed; will retry",
             alert=claim.id,
@@ -346,61 +317,21 @@ class Dispatcher:
         return "retry"
 
     def _finish_dead(self, claim: ClaimedAlert, error: str) -> None:
-        with Session(self.engine) as session, session.begin():
-            outbox.complete_dead(session, claim, owner=self.owner, error=error, now=utcnow())
+        outbox.mark_dead(self.engine, claim, owner=self.owner, error=error, now=utcnow())
         self._report(claim.channel, "dead")
         log.error("alert dead", alert=claim.id, reason=error)
 
     def _unclaim(self, claims: list[ClaimedAlert]) -> None:
-        with Session(self.engine) as session, session.begin():
-            outbox.unclaim(session, claims, owner=self.owner, now=utcnow())
+        outbox.give_back(self.engine, claims, owner=self.owner, now=utcnow())
 
     def _release(self, claim: ClaimedAlert) -> None:
-        with Session(self.engine) as session, session.begin():
-            outbox.release(session, self.owner, [claim.id], now=utcnow())
+        outbox.release_claims(self.engine, self.owner, [claim.id], now=utcnow())
 
     # --- digests ------------------------------------------------------------------------------
 
     def _build_digests(self, now: datetime) -> int:
         """Fold the held entries of every ended period into one digest row per destination."""
-        built = 0
-        with Session(self.engine) as session, session.begin():
-            items = outbox.due_digest_items(session, now)
-            groups: dict[tuple[str, str, str, datetime], list[outbox.HeldItem]] = {}
-            for item in items:
-                groups.setdefault(
-                    (item.watchlist_id, item.channel, item.destination, item.digest_at), []
-                ).append(item)
-            for (watchlist_id, channel, destination, at), members in groups.items():
-                contents = [AlertContent.from_json(m.payload_json) for m in members]
-                first = contents[0]
-                spec = first.extra.get("digest", "")
-                digest = AlertContent(
-                    kind="digest",
-                    watchlist_id=watchlist_id,
-                    watchlist_name=first.watchlist_name,
-                    items=tuple(contents[: MAX_LIST * 3]),
-                    total=len(contents),
-                    period=f"{spec}, until {at:%Y-%m-%d %H:%M} UTC"
-                    if spec
-                    else f"until {at:%Y-%m-%d %H:%M} UTC",
-                )
-                key = f"d:{watchlist_id}:{channel}:{destination}:{at:%Y%m%dT%H%M}:{members[0].id}"
-                digest_id = outbox.enqueue(
-                    session,
-                    outbox.NewAlert(
-                        dedup_key=key if len(key) <= 400 else key[:300] + outbox.short_hash(key),
-                        kind="digest",
-                        watchlist_id=watchlist_id,
-                        channel=channel,
-                        destination=destination,
-                        payload_json=digest.to_json(),
-                    ),
-                    now=now,
-                )
-                if digest_id is not None:
-                    outbox.mark_digested(session, [m.id for m in members], digest_id)
-                    built += 1
+        built = outbox.build_digests(self.engine, now, plan_digests)
         if built:
             log.info("digests built", digests=built)
         return built
@@ -410,27 +341,13 @@ class Dispatcher:
     def _dry_run(self, now: datetime) -> int:
         """Render what is due without claiming or sending anything."""
         out = self.console or sys.stdout
-        with Session(self.engine) as session:
-            rows = session.execute(
-                select(
-                    col(AlertRow.id),
-                    col(AlertRow.channel),
-                    col(AlertRow.destination),
-                    col(AlertRow.payload_json),
-                )
-                .where(
-                    col(AlertRow.status).in_(outbox.WAITING),
-                    col(AlertRow.next_attempt_at) <= now,
-                )
-                .order_by(col(AlertRow.id))
-                .limit(self.settings.deliver_batch)
-            ).all()
-        rows = [r for r in rows if int(r[0] or 0) not in self._previewed]
-        for alert_id, channel, destination, payload in rows:
-            self._previewed.add(int(alert_id or 0))
-            content = AlertContent.from_json(payload)
-            out.write(f"[dry run] alert {alert_id} would go to {channel} {destination}\n")
-            out.write(render_console(content, f"{channel}:{destination}"))
+        due = outbox.due_alerts(self.engine, now, self.settings.deliver_batch)
+        rows = [r for r in due if r.id not in self._previewed]
+        for row in rows:
+            self._previewed.add(row.id)
+            content = AlertContent.from_json(row.payload_json)
+            out.write(f"[dry run] alert {row.id} would go to {row.channel} {row.destination}\n")
+            out.write(render_console(content, f"{row.channel}:{row.destination}"))
         out.flush()
         return len(rows)
 
@@ -461,8 +378,7 @@ class Dispatcher:
             await asyncio.to_thread(self._release_all)
 
     def _release_all(self) -> None:
-        with Session(self.engine) as session, session.begin():
-            released = outbox.release(session, self.owner, now=utcnow())
+        released = outbox.release_claims(self.engine, self.owner, now=utcnow())
         if released:
             log.info("alerts released for another replica", alerts=released)
 
@@ -477,17 +393,52 @@ def _thread_ref(claim: ClaimedAlert) -> str | None:
     ref = claim.parent_ref
     if not ref:
         return None
-    if claim.channel == "slack" and " " in ref:
+    if claim.channel == Channel.SLACK and " " in ref:
         return ref
-    if claim.channel == "email" and ref.startswith("<"):
+    if claim.channel == Channel.EMAIL and ref.startswith("<"):
         return ref
     return None
 
 
+def plan_digests(items: Sequence[HeldItem]) -> list[tuple[NewAlert, list[int]]]:
+    """One digest row per (watchlist, destination, period end), listing its held entries."""
+    groups: dict[tuple[str, str, str, datetime], list[HeldItem]] = {}
+    for item in items:
+        groups.setdefault(
+            (item.watchlist_id, item.channel, item.destination, item.digest_at), []
+        ).append(item)
+    planned: list[tuple[NewAlert, list[int]]] = []
+    for (watchlist_id, channel, destination, at), members in groups.items():
+        contents = [AlertContent.from_json(m.payload_json) for m in members]
+        first = contents[0]
+        spec = first.extra.get("digest", "")
+        digest = AlertContent(
+            kind=AlertKind.DIGEST,
+            watchlist_id=watchlist_id,
+            watchlist_name=first.watchlist_name,
+            items=tuple(contents[: MAX_LIST * 3]),
+            total=len(contents),
+            period=f"{spec}, until {at:%Y-%m-%d %H:%M} UTC"
+            if spec
+            else f"until {at:%Y-%m-%d %H:%M} UTC",
+        )
+        key = f"d:{watchlist_id}:{channel}:{destination}:{at:%Y%m%dT%H%M}:{members[0].id}"
+        row = NewAlert(
+            dedup_key=key if len(key) <= 400 else key[:300] + outbox.short_hash(key),
+            kind=AlertKind.DIGEST,
+            watchlist_id=watchlist_id,
+            channel=channel,
+            destination=destination,
+            payload_json=digest.to_json(),
+        )
+        planned.append((row, [m.id for m in members]))
+    return planned
+
+
 def _config_hint(channel: str) -> str:
-    if channel == "slack":
+    if channel == Channel.SLACK:
         return "MONITOR_SLACK_BOT_TOKEN (or MONITOR_SLACK_WEBHOOK_URL)"
-    if channel == "email":
+    if channel == Channel.EMAIL:
         return "MONITOR_SMTP_HOST"
     return "nothing (console is always available)"
 

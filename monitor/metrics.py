@@ -17,8 +17,6 @@ import platform
 import subprocess
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from prometheus_client import (
@@ -31,108 +29,27 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, func, select
-from sqlalchemy.orm import Session
-from sqlmodel import col
 
 from monitor import __version__
-from monitor.clock import as_utc
-from monitor.store.tables import AlertRow, ReplicaRow, SourceRow
+from monitor.model import WAITING, AlertStatus, PollStatus
+from monitor.store.status import REPLICA_ALIVE_SECONDS, StoreState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-ALERT_STATES = ("held", "pending", "sending", "sent", "retry", "dead", "digested")
-# Outbox states that still wait for a delivery.
-WAITING_STATES = ("pending", "sending", "retry")
-REPLICA_ALIVE_SECONDS = 60.0
+# The order the `monitor_alerts` series are listed in.
+ALERT_STATES = (
+    AlertStatus.HELD,
+    AlertStatus.PENDING,
+    AlertStatus.SENDING,
+    AlertStatus.SENT,
+    AlertStatus.RETRY,
+    AlertStatus.DEAD,
+    AlertStatus.DIGESTED,
+)
 FETCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 TICK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 # `_created` series double the output and no dashboard of ours reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
-
-
-@dataclass(frozen=True, slots=True)
-class StoreState:
-    """Counts read from the shared database at scrape time."""
-
-    alerts_by_state: dict[tuple[str, str], int] = field(default_factory=dict)  # (channel, status)
-    oldest_waiting_age: dict[str, float] = field(default_factory=dict)  # channel -> seconds
-    sources_total: int = 0
-    sources_failing: int = 0
-    sources_leased: int = 0
-    sources_overdue: int = 0
-    replicas_alive: int = 0
-
-
-def read_store_state(engine: Engine, now: datetime | None = None) -> StoreState:
-    """A few aggregate queries; no per-row data leaves the database."""
-    now = now or datetime.now(UTC)
-    with Session(engine) as session:
-        by_state: dict[tuple[str, str], int] = {}
-        for channel, status, count in session.execute(
-            select(col(AlertRow.channel), col(AlertRow.status), func.count()).group_by(
-                col(AlertRow.channel), col(AlertRow.status)
-            )
-        ):
-            by_state[(str(channel), str(status))] = int(count)
-        oldest: dict[str, float] = {}
-        for channel, created in session.execute(
-            select(col(AlertRow.channel), func.min(col(AlertRow.created_at)))
-            .where(col(AlertRow.status).in_(WAITING_STATES))
-            .group_by(col(AlertRow.channel))
-        ):
-            if created is not None:
-                oldest[str(channel)] = max(0.0, (now - as_utc(created)).total_seconds())
-        enabled = col(SourceRow.enabled).is_(True)
-        total = session.scalar(select(func.count()).select_from(SourceRow).where(enabled)) or 0
-        failing = (
-            session.scalar(
-                select(func.count())
-                .select_from(SourceRow)
-                .where(enabled, col(SourceRow.failures) > 0)
-            )
-            or 0
-        )
-        leased = (
-            session.scalar(
-                select(func.count())
-                .select_from(SourceRow)
-                .where(enabled, col(SourceRow.lease_until) > now)
-            )
-            or 0
-        )
-        # Overdue: due for more than a minute and nobody holds it. Growing means too few replicas.
-        overdue = (
-            session.scalar(
-                select(func.count())
-                .select_from(SourceRow)
-                .where(
-                    enabled,
-                    col(SourceRow.disabled_reason).is_(None),
-                    col(SourceRow.next_poll_at) < now - timedelta(seconds=60),
-                )
-            )
-            or 0
-        )
-        alive = (
-            session.scalar(
-                select(func.count())
-                .select_from(ReplicaRow)
-                .where(
-                    col(ReplicaRow.last_seen_at) > now - timedelta(seconds=REPLICA_ALIVE_SECONDS)
-                )
-            )
-            or 0
-        )
-    return StoreState(
-        alerts_by_state=by_state,
-        oldest_waiting_age=oldest,
-        sources_total=int(total),
-        sources_failing=int(failing),
-        sources_leased=int(leased),
-        sources_overdue=int(overdue),
-        replicas_alive=int(alive),
-    )
 
 
 class _StoreCollector(Collector):
@@ -184,7 +101,7 @@ class _StoreCollector(Collector):
             labels=["channel"],
         )
         for channel in channels:
-            waiting = sum(state.alerts_by_state.get((channel, s), 0) for s in WAITING_STATES)
+            waiting = sum(state.alerts_by_state.get((channel, s), 0) for s in WAITING)
             depth.add_metric([channel], waiting)
             age.add_metric([channel], state.oldest_waiting_age.get(channel, 0.0))
         yield depth
@@ -317,10 +234,18 @@ class ServiceMetrics:
     # --- observations --------------------------------------------------------------------
 
     def observe_poll(
-        self, status: str, seconds: float, *, new: int, updated: int, alerts: int, matches: int
+        self,
+        status: PollStatus,
+        seconds: float,
+        *,
+        new: int,
+        updated: int,
+        alerts: int,
+        matches: int,
+        error_kind: str | None = None,
     ) -> None:
-        """One polled source (PollReport fields; the status prefix `error:` is dropped)."""
-        outcome = status.split(":", 1)[-1] if status.startswith("error:") else status
+        """One polled source (PollReport fields); a failed poll counts under its error kind."""
+        outcome = error_kind if status == PollStatus.ERROR and error_kind else status
         self.fetches.labels(outcome).inc()
         self.fetch_duration.observe(max(0.0, seconds))
         if new:

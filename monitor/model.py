@@ -9,10 +9,71 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-SourceKind = Literal["feed", "html"]
+
+class SourceKind(StrEnum):
+    """What a source's document is: a feed (RSS/Atom/RDF/JSON Feed) or an HTML section page."""
+
+    FEED = "feed"
+    HTML = "html"
+
+
+class PollStatus(StrEnum):
+    """The outcome of one poll of one source (`PollReport.status`).
+
+    A failed poll is `ERROR` with the classified kind beside it (`PollReport.error_kind`); its
+    label on the CLI and in logs stays `error:<kind>`.
+    """
+
+    OK = "ok"
+    NOT_MODIFIED = "not_modified"
+    UNCHANGED = "unchanged"
+    ERROR = "error"
+    LOST_LEASE = "lost_lease"
+    DRY_RUN = "dry_run"
+
+
+class AlertStatus(StrEnum):
+    """Where an outbox row is: `pending → sending → sent | retry | dead`; digest entries wait
+    as `held` until their period ends and then become `digested`."""
+
+    HELD = "held"
+    PENDING = "pending"
+    SENDING = "sending"
+    RETRY = "retry"
+    SENT = "sent"
+    DEAD = "dead"
+    DIGESTED = "digested"
+
+
+# Every state, in the order the CLI and the metrics list them.
+ALERT_STATES: tuple[AlertStatus, ...] = tuple(AlertStatus)
+# Not delivered yet and not given up on: what the outbox depth and its oldest age count.
+WAITING: tuple[AlertStatus, ...] = (AlertStatus.PENDING, AlertStatus.SENDING, AlertStatus.RETRY)
+# Queued for an attempt at `next_attempt_at` (a `sending` row is only taken over once its
+# lease expired, which the claim checks separately).
+QUEUED: tuple[AlertStatus, ...] = (AlertStatus.PENDING, AlertStatus.RETRY)
+# A parent in one of these states no longer holds back its follow-ups.
+SETTLED: tuple[AlertStatus, ...] = (AlertStatus.SENT, AlertStatus.DEAD, AlertStatus.DIGESTED)
+
+
+class AlertKind(StrEnum):
+    """What an outbox row (and the message rendered from it) is."""
+
+    ALERT = "alert"  # a top-level alert
+    UPDATE = "update"  # an edited article, in the thread of its alert
+    ALSO = "also"  # another outlet with the same story, in the thread of its alert
+    SUMMARY = "summary"  # the flood guard's one message for many alerts
+    DIGEST = "digest"  # a digest watchlist's message for one period
+
+
+class Channel(StrEnum):
+    SLACK = "slack"
+    EMAIL = "email"
+    CONSOLE = "console"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +95,7 @@ class SourceConfig:
     name: str
     url: str
     every_seconds: int = 900
-    kind: SourceKind = "feed"
+    kind: SourceKind = SourceKind.FEED
     selectors: HtmlSelectors | None = None
     enabled: bool = True
 

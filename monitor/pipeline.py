@@ -13,34 +13,33 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
-from sqlmodel import col
-
-from monitor import alerting, stories
+from monitor import alerting
 from monitor.clock import as_utc, utcnow
 from monitor.fetch import Fetcher
 from monitor.logs import get_logger
 from monitor.model import (
     Article,
+    ErrorKind,
     FetchError,
     FetchRequest,
     FetchResult,
     IngestedItem,
     ParsedFeed,
-    StoryAssignment,
+    PollStatus,
+    SourceKind,
 )
 from monitor.normalize import normalize_entry
 from monitor.parse import ParseError, parse_feed, parse_html_page
 from monitor.schedule import next_poll_at
 from monitor.settings import Settings
-from monitor.store import queries
-from monitor.store.queries import ClaimedSource
-from monitor.store.tables import ArticleRow, Story
+from monitor.store import articles as store_articles
+from monitor.store import db, sources, stories
+from monitor.store.db import Engine, Session
+from monitor.store.sources import ClaimedSource, SourceUpdate, Validators
 
 log = get_logger(__name__)
 
@@ -54,7 +53,7 @@ class PollReport:
     """What one poll of one source did, for the CLI line, logs and metrics."""
 
     source_id: str
-    status: str
+    status: PollStatus
     new: int = 0
     updated: int = 0
     alerts: int = 0
@@ -62,6 +61,14 @@ class PollReport:
     message: str = ""
     matches: tuple[tuple[str, str, float], ...] = ()  # (article title, watchlist, score), dry runs
     previews: tuple[str, ...] = ()  # dry runs: the alerts as they would be sent
+    error_kind: ErrorKind | None = None  # with status ERROR: how the poll failed
+
+    @property
+    def label(self) -> str:
+        """The status as the CLI and logs show it: `error:<kind>` for a failed poll."""
+        if self.status == PollStatus.ERROR:
+            return f"error:{self.error_kind}"
+        return str(self.status)
 
 
 class Poller:
@@ -92,7 +99,7 @@ class Poller:
         self._storing: set[asyncio.Future[PollReport]] = set()
         # 304s and unchanged bodies only move next_poll_at: written in batches, not one
         # transaction each (1,000 unchanged sources must poll in well under two seconds).
-        self._quiet: list[tuple[ClaimedSource, dict[str, object]]] = []
+        self._quiet: list[tuple[ClaimedSource, SourceUpdate]] = []
         self._quiet_lock = threading.Lock()
 
     # --- ticks -----------------------------------------------------------------------------
@@ -120,16 +127,15 @@ class Poller:
             await asyncio.to_thread(self.flush_quiet)
 
     def _claim(self, now: datetime, force: bool, only: list[str]) -> list[ClaimedSource]:
-        with Session(self.engine) as session, session.begin():
-            return queries.claim_sources(
-                session,
-                owner=self.owner,
-                now=now,
-                lease_seconds=self.settings.lease_seconds,
-                limit=max(self.settings.poll_batch, len(only)),
-                force=force,
-                only=only,
-            )
+        return sources.claim(
+            self.engine,
+            owner=self.owner,
+            now=now,
+            lease_seconds=self.settings.lease_seconds,
+            limit=max(self.settings.poll_batch, len(only)),
+            force=force,
+            only=only,
+        )
 
     async def poll_source(self, claim: ClaimedSource) -> PollReport:
         started = time.monotonic()
@@ -161,8 +167,7 @@ class Poller:
         return report
 
     def _release_ids(self, ids: list[str]) -> None:
-        with Session(self.engine) as session, session.begin():
-            queries.release_sources(session, self.owner, ids)
+        sources.release(self.engine, self.owner, ids)
 
     async def drain(self, grace: float) -> None:
         """Stop claiming, give in-flight fetches `grace` seconds, keep every fetched result."""
@@ -186,14 +191,14 @@ class Poller:
         if self.dry_run or isinstance(outcome, FetchError) or not claim.first_poll_done:
             return None
         if outcome.status == 304 or outcome.body is None:
-            status = "not_modified"
+            status = PollStatus.NOT_MODIFIED
         elif hashlib.sha256(outcome.body).hexdigest() == claim.body_hash:
-            status = "unchanged"
+            status = PollStatus.UNCHANGED
         else:
             return None
-        values = self._success_values(claim, outcome, utcnow(), None, status=status)
+        change = self._success_update(claim, outcome, utcnow(), None, status=status)
         with self._quiet_lock:
-            self._quiet.append((claim, values))
+            self._quiet.append((claim, change))
         return PollReport(claim.id, status, seconds=time.monotonic() - started)
 
     def flush_quiet(self) -> int:
@@ -202,16 +207,16 @@ class Poller:
             batch, self._quiet = self._quiet, []
         if not batch:
             return 0
-        with Session(self.engine) as session, session.begin():
-            lost = queries.complete_sources(session, self.owner, batch)
+        lost = sources.complete_many(self.engine, self.owner, batch)
         written = len(batch) - len(lost)
         for source_id in lost:  # fenced off: another replica took the source over meanwhile
-            log.warning("lease lost; poll result dropped", source=source_id, status="lost_lease")
+            log.warning(
+                "lease lost; poll result dropped", source=source_id, status=PollStatus.LOST_LEASE
+            )
         return written
 
     def _release_all(self) -> None:
-        with Session(self.engine) as session, session.begin():
-            queries.release_sources(session, self.owner)
+        sources.release(self.engine, self.owner)
 
     # --- one source --------------------------------------------------------------------------
 
@@ -222,41 +227,46 @@ class Poller:
         if isinstance(outcome, FetchError):
             return self._finish_error(claim, outcome, now, started)
         if outcome.status == 304 or outcome.body is None:
-            values = self._success_values(claim, outcome, now, None, status="not_modified")
-            return self._finish(claim, values, PollReport(claim.id, "not_modified"), started)
+            status = PollStatus.NOT_MODIFIED
+            change = self._success_update(claim, outcome, now, None, status=status)
+            return self._finish(claim, change, PollReport(claim.id, status), started)
         body_hash = hashlib.sha256(outcome.body).hexdigest()
         if body_hash == claim.body_hash and claim.first_poll_done:
-            values = self._success_values(claim, outcome, now, None, status="unchanged")
-            return self._finish(claim, values, PollReport(claim.id, "unchanged"), started)
+            status = PollStatus.UNCHANGED
+            change = self._success_update(claim, outcome, now, None, status=status)
+            return self._finish(claim, change, PollReport(claim.id, status), started)
         try:
             parsed = self._parse(claim, outcome)
         except ParseError as exc:
             error = FetchError(claim.id, exc.kind, False, str(exc), status=outcome.status)
             return self._finish_error(claim, error, now, started)
         articles = [normalize_entry(entry, claim.id) for entry in parsed.entries]
-        values = self._success_values(claim, outcome, now, parsed, status="ok")
-        values["body_hash"] = body_hash
-        values["first_poll_done"] = True
+        change = self._success_update(claim, outcome, now, parsed, status=PollStatus.OK)
         previews: tuple[str, ...] = ()
         try:
-            with Session(self.engine) as session, session.begin():
+            # One poll, one transaction, fenced by the lease: all of it is written or none.
+            with db.transaction(self.engine) as session:
                 report = self._ingest(session, claim, articles, now)
-                values["last_new_entries"] = report.new
-                if parsed.warning:
-                    values["last_error"] = f"warning: {parsed.warning}"[:2000]
+                change = replace(
+                    change,
+                    body_hash=body_hash,
+                    first_poll_done=True,
+                    last_new_entries=report.new,
+                    error=f"warning: {parsed.warning}"[:2000] if parsed.warning else None,
+                )
                 if self.dry_run:
                     previews = tuple(
                         alerting.preview_for_poll(session, source_id=claim.id, now=now)
                     )
                     session.rollback()
-                elif not queries.complete_source(
-                    session, claim, owner=self.owner, values=values
+                elif not sources.complete_source(
+                    session, claim, owner=self.owner, update=change
                 ):
                     raise LostLease(claim.id)
         except LostLease:
             return PollReport(
                 claim.id,
-                "lost_lease",
+                PollStatus.LOST_LEASE,
                 seconds=time.monotonic() - started,
                 message="another replica took this source over; results dropped",
             )
@@ -264,7 +274,7 @@ class Poller:
             self._release_ids([claim.id])
         return PollReport(
             claim.id,
-            "dry_run" if self.dry_run else "ok",
+            PollStatus.DRY_RUN if self.dry_run else PollStatus.OK,
             new=report.new,
             updated=report.updated,
             alerts=report.alerts,
@@ -276,7 +286,7 @@ class Poller:
 
     def _parse(self, claim: ClaimedSource, result: FetchResult) -> ParsedFeed:
         assert result.body is not None
-        if claim.kind == "html":
+        if claim.kind == SourceKind.HTML:
             if claim.selectors is None:
                 raise ParseError("parse_error", "kind: html source has no selectors")
             return parse_html_page(result.body, result.headers, result.url, claim.selectors)
@@ -289,16 +299,16 @@ class Poller:
         unique: dict[str, Article] = {}
         for article in articles:
             unique.setdefault(article.entry_key, article)
-        known = queries.known_entries(session, claim.id, list(unique))
+        known = store_articles.known_entries(session, claim.id, list(unique))
         fresh = [a for key, a in unique.items() if key not in known]
-        by_hash = queries.articles_by_hash(session, [a.content_hash for a in fresh])
+        by_hash = store_articles.articles_by_hash(session, [a.content_hash for a in fresh])
         matcher = self._matcher()
         # Same text twice among the fresh ones (or already stored): the later ones are copies.
         to_insert: dict[str, Article] = {}
         for article in fresh:
             if article.content_hash not in by_hash:
                 to_insert.setdefault(article.content_hash, article)
-        inserted = queries.insert_articles(
+        inserted = store_articles.insert_articles(
             session, list(to_insert.values()), now=now, catchup=catchup
         )
         for article in to_insert.values():
@@ -319,7 +329,7 @@ class Poller:
                     items.append(IngestedItem(article_id, article, "new", matches, story, catchup))
                     continue
                 original = by_hash.get(article.content_hash)
-                linked = original is not None and queries.insert_copy(
+                linked = original is not None and store_articles.insert_copy(
                     session, original, article, now=now
                 )
                 if linked and original is not None:
@@ -328,7 +338,7 @@ class Poller:
                         items.append(copy)
                 # else: stored meanwhile by another replica
             elif entry.content_hash and entry.content_hash != article.content_hash:
-                queries.record_revision(session, entry, article, now=now)
+                store_articles.record_revision(session, entry, article, now=now)
                 updated += 1
                 matches = tuple(matcher.match(article))
                 items.append(
@@ -346,34 +356,31 @@ class Poller:
         hits = tuple(
             (item.article.title, m.watchlist_id, m.score) for item in items for m in item.matches
         )
-        return PollReport(claim.id, "ok", new=new, updated=updated, alerts=alerts, matches=hits)
+        return PollReport(
+            claim.id, PollStatus.OK, new=new, updated=updated, alerts=alerts, matches=hits
+        )
 
     def _copy_item(
         self, session: Session, original: int, article: Article, matcher: Any, catchup: bool
     ) -> IngestedItem | None:
         """The same text from another outlet: a later member of the original's story."""
-        row = session.execute(
-            select(col(Story.id), col(Story.key), col(Story.first_article_id))
-            .join(ArticleRow, col(ArticleRow.story_id) == col(Story.id))
-            .where(col(ArticleRow.id) == original)
-        ).first()
-        if row is None:
+        story = stories.story_of_article(session, original)
+        if story is None:
             return None
-        story = StoryAssignment(int(row[0] or 0), str(row[1]), False, int(row[2]))
         matches = tuple(matcher.match(article))
         return IngestedItem(original, article, "new", matches, story, catchup)
 
     # --- source state ----------------------------------------------------------------------
 
-    def _success_values(
+    def _success_update(
         self,
         claim: ClaimedSource,
         result: FetchResult,
         now: datetime,
         parsed: ParsedFeed | None,
         *,
-        status: str,
-    ) -> dict[str, object]:
+        status: PollStatus,
+    ) -> SourceUpdate:
         when = next_poll_at(
             now,
             claim.every_seconds,
@@ -382,18 +389,6 @@ class Poller:
             min_seconds=self.settings.min_interval_seconds,
             max_seconds=self.settings.max_interval_seconds,
         )
-        values: dict[str, object] = {
-            "last_status": status,
-            "last_http_status": result.status,
-            "last_error": None,
-            "error_transient": None,
-            "failures": 0,
-            "last_polled_at": now,
-            "last_success_at": now,
-            "next_poll_at": as_utc(when),
-            "updated_at": now,
-            "moved_to": result.moved_to,
-        }
         if result.moved_to and result.moved_to != claim.moved_to:
             log.warning(
                 "source moved permanently: update its url in the sources file",
@@ -401,10 +396,19 @@ class Poller:
                 url=claim.url,
                 moved_to=result.moved_to,
             )
-        if result.status != 304:
-            values["etag"] = result.etag
-            values["last_modified"] = result.last_modified
-        return values
+        return SourceUpdate(
+            status=status,
+            polled_at=now,
+            next_poll_at=as_utc(when),
+            failures=0,
+            http_status=result.status,
+            succeeded=True,
+            moved_to=result.moved_to,
+            # A 304 confirms the stored validators: only a full answer replaces them.
+            validators=(
+                None if result.status == 304 else Validators(result.etag, result.last_modified)
+            ),
+        )
 
     def _finish_error(
         self, claim: ClaimedSource, error: FetchError, now: datetime, started: float
@@ -418,67 +422,53 @@ class Poller:
             min_seconds=self.settings.min_interval_seconds,
             max_seconds=self.settings.max_interval_seconds,
         )
-        values: dict[str, object] = {
-            "last_status": error.kind,
-            "last_http_status": error.status,
-            "last_error": error.message[:2000],
-            "error_transient": error.transient,
-            "failures": failures,
-            "last_polled_at": now,
-            "next_poll_at": as_utc(when),
-            "updated_at": now,
-        }
-        if error.kind == "gone":
-            values["disabled_reason"] = (
+        change = SourceUpdate(
+            status=PollStatus.ERROR,
+            error_kind=error.kind,
+            polled_at=now,
+            next_poll_at=as_utc(when),
+            failures=failures,
+            http_status=error.status,
+            error=error.message[:2000],
+            error_transient=error.transient,
+            disabled_reason=(
                 "the server answered 410 Gone: fix the URL in sources.yaml or remove the source"
-            )
-        report = PollReport(claim.id, f"error:{error.kind}", message=error.message)
-        return self._finish(claim, values, report, started)
+                if error.kind == "gone"
+                else None
+            ),
+        )
+        report = PollReport(
+            claim.id, PollStatus.ERROR, message=error.message, error_kind=error.kind
+        )
+        return self._finish(claim, change, report, started)
 
     def _finish(
-        self, claim: ClaimedSource, values: dict[str, object], report: PollReport, started: float
+        self, claim: ClaimedSource, change: SourceUpdate, report: PollReport, started: float
     ) -> PollReport:
         seconds = time.monotonic() - started
         if self.dry_run:
             self._release_ids([claim.id])
-            return _with_seconds(report, seconds)
-        with Session(self.engine) as session, session.begin():
-            if not queries.complete_source(
-                session, claim, owner=self.owner, values=values
-            ):
-                return PollReport(claim.id, "lost_lease", seconds=seconds)
-        return _with_seconds(report, seconds)
+            return replace(report, seconds=seconds)
+        if not sources.complete(self.engine, claim, owner=self.owner, update=change):
+            return PollReport(claim.id, PollStatus.LOST_LEASE, seconds=seconds)
+        return replace(report, seconds=seconds)
 
     def _log_report(self, claim: ClaimedSource, report: PollReport) -> None:
         fields = {
             "source": claim.id,
             "url": claim.url,
-            "status": report.status,
+            "status": report.label,
             "new": report.new,
             "updated": report.updated,
             "alerts": report.alerts,
             "seconds": round(report.seconds, 3),
         }
-        if report.status.startswith("error:"):
+        if report.status == PollStatus.ERROR:
             log.warning("poll failed", error=report.message, **fields)
-        elif report.status == "lost_lease":
+        elif report.status == PollStatus.LOST_LEASE:
             log.warning("lease lost; poll result dropped", **fields)
-        elif report.status in ("not_modified", "unchanged"):
+        elif report.status in (PollStatus.NOT_MODIFIED, PollStatus.UNCHANGED):
             log.debug("polled", **fields)
         else:
             log.info("polled", **fields)
-
-
-def _with_seconds(report: PollReport, seconds: float) -> PollReport:
-    return PollReport(
-        report.source_id,
-        report.status,
-        report.new,
-        report.updated,
-        report.alerts,
-        seconds,
-        report.message,
-        report.matches,
-        report.previews,
-    )
 

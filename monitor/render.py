@@ -14,14 +14,13 @@ import unicodedata
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import jinja2
 
 from monitor.clock import as_utc
-
-AlertKind = Literal["alert", "update", "also", "summary", "digest"]
+from monitor.model import AlertKind
 
 HEADER_LIMIT = 150  # Slack header block, plain_text
 SECTION_LIMIT = 3000  # Slack section text
@@ -64,7 +63,7 @@ class AlertContent:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AlertContent:
         return cls(
-            kind=data["kind"],
+            kind=AlertKind(data["kind"]),
             watchlist_id=str(data.get("watchlist_id", "")),
             watchlist_name=str(data.get("watchlist_name", "")),
             title=str(data.get("title", "")),

@@ -8,18 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import signal
 import socket
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Any
-
-from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from typing import Any
 
 from monitor import __version__
 from monitor.clock import utcnow
@@ -30,8 +24,9 @@ from monitor.metrics import ServiceMetrics
 from monitor.pipeline import Poller, PollReport
 from monitor.settings import Settings
 from monitor.sources import SourcesError, load_sources
-from monitor.store import db, queries
-from monitor.store.tables import ReplicaRow
+from monitor.store import db, replicas, sources, stories
+from monitor.store.db import Engine
+from monitor.store.replicas import DatabaseInUse, SqliteInstanceLock
 from monitor.watchlists import WatchlistRegistry
 
 log = get_logger(__name__)
@@ -52,41 +47,6 @@ class Health:
     started: float = field(default_factory=time.time)
     heartbeat: float = field(default_factory=time.monotonic)
     draining: bool = False
-
-
-class SqliteInstanceLock:
-    """One `monitor run` per SQLite file: an exclusive lock on `<db>.lock`."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path.with_name(path.name + ".lock")
-        self._fh: IO[str] | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = self.path.open("a+")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
-            raise StartupError(
-                f"another `monitor run` ({holder}) already uses the SQLite database "
-                f"{self.path.with_suffix('')}: SQLite is single-replica. Stop it first, or use "
-                "PostgreSQL (MONITOR_DATABASE_URL=postgresql+psycopg://…) for several replicas."
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        fh.flush()
-        self._fh = fh
-
-    def release(self) -> None:
-        if self._fh is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
-            self._fh.close()
-            self._fh = None
 
 
 class Service:
@@ -122,7 +82,10 @@ class Service:
         path = db.sqlite_path(self.settings.db_url)
         if exclusive and path is not None:
             self._lock = SqliteInstanceLock(path)
-            self._lock.acquire()
+            try:
+                self._lock.acquire()
+            except DatabaseInUse as exc:
+                raise StartupError(str(exc)) from None
         if self.settings.migrate_on_start or (path is not None and not path.exists()):
             # A fresh embedded database is created on first run; PostgreSQL migrates on request.
             db.upgrade(self.settings.db_url)
@@ -159,20 +122,12 @@ class Service:
             if force and not self._has_sources():
                 raise StartupError("no valid sources file:\n" + "\n".join(exc.errors)) from exc
             return
-        for attempt in range(3):
-            try:
-                with Session(self.engine) as session, session.begin():
-                    queries.sync_sources(session, configs, utcnow())
-                break
-            except IntegrityError:
-                # Replicas starting together insert the same new sources; the loser reads again.
-                if attempt == 2:
-                    raise
+        # Replicas starting together insert the same new sources; the loser reads again.
+        sources.sync_from_config(self.engine, configs, utcnow())
         log.info("sources synced", sources=len(configs), file=str(path))
 
     def _has_sources(self) -> bool:
-        with Session(self.engine) as session:
-            return bool(queries.list_sources(session))
+        return sources.has_sources(self.engine)
 
     def _count(self, report: PollReport) -> None:
         for preview in report.previews:  # --dry-run: show what would have been sent
@@ -180,6 +135,7 @@ class Service:
         self.metrics.observe_poll(
             report.status,
             report.seconds,
+            error_kind=report.error_kind,
             new=report.new,
             updated=report.updated,
             alerts=report.alerts,
@@ -206,8 +162,6 @@ class Service:
         await self._timed("stories", self._stories)
 
     async def _stories(self) -> None:
-        from monitor import stories
-
         if self.dry_run:
             return
         merged, pruned = await asyncio.to_thread(
@@ -221,13 +175,7 @@ class Service:
 
     async def _heartbeat(self) -> None:
         def beat() -> None:
-            now = utcnow()
-            with Session(self.engine) as session, session.begin():
-                row = session.get(ReplicaRow, self.owner)
-                if row is None:
-                    row = ReplicaRow(name=self.owner, started_at=now, version=__version__)
-                row.last_seen_at = now
-                session.add(row)
+            replicas.heartbeat(self.engine, self.owner, version=__version__, now=utcnow())
 
         await asyncio.to_thread(beat)
 
@@ -311,7 +259,4 @@ class Service:
             self._lock.release()
 
     def _forget_replica(self) -> None:
-        with Session(self.engine) as session, session.begin():
-            row = session.get(ReplicaRow, self.owner)
-            if row is not None:
-                session.delete(row)
+        replicas.forget(self.engine, self.owner)

@@ -15,7 +15,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import MarkedYAMLError
 
-from monitor.model import HtmlSelectors, SourceConfig
+from monitor.model import HtmlSelectors, SourceConfig, SourceKind
 from monitor.timeparse import duration_seconds
 from monitor.yamlfile import line_of as _line_of
 
@@ -86,7 +86,7 @@ class SourceModel(BaseModel):
             name=self.name,
             url=self.url,
             every_seconds=seconds,
-            kind=self.kind,
+            kind=SourceKind(self.kind),
             selectors=selectors,
             enabled=self.enabled,
         )

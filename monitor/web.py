@@ -26,16 +26,15 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from aiohttp import web
 from jinja2 import Environment
-from sqlalchemy import Engine, select, text
-from sqlalchemy.orm import Session
-from sqlmodel import col
 
 from monitor import __version__
 from monitor.clock import as_utc
 from monitor.logs import get_logger, safe_url, scrub
-from monitor.metrics import CONTENT_TYPE, StoreState, read_store_state
-from monitor.store import db
-from monitor.store.tables import AlertRow, ArticleRow, ReplicaRow, SourceRow
+from monitor.metrics import CONTENT_TYPE
+from monitor.model import WAITING, AlertStatus
+from monitor.store import db, status
+from monitor.store.db import Engine
+from monitor.store.status import StoreState
 
 if TYPE_CHECKING:
     from monitor.metrics import ServiceMetrics
@@ -214,8 +213,7 @@ class WebServer:
         head = self._head
 
         def probe() -> str | None:
-            with self.service.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
+            db.ping(self.service.engine)
             return db.current_revision(self.service.engine)
 
         checks: dict[str, Check] = {}
@@ -247,7 +245,7 @@ class WebServer:
         started = time.monotonic()
         state: StoreState | None
         try:
-            state = await self._db(lambda: read_store_state(self.service.engine))
+            state = await self._db(lambda: status.read_store_state(self.service.engine))
         except Exception as exc:
             state = None
             log.warning("metrics: database unreadable", error=_short(exc))
@@ -303,116 +301,69 @@ class WebServer:
 
 def read_status(engine: Engine, limit: int = STATUS_SOURCES_LIMIT) -> dict[str, Any]:
     """Sources' health (failing first), recent alerts, outbox state and replicas as plain data."""
-    now = datetime.now(UTC)
-    state = read_store_state(engine, now)
-    with Session(engine) as session:
-        sources = [
-            {
-                "id": r[0],
-                "name": r[1],
-                "url": safe_url(r[2]),
-                "status": r[3],
-                "http_status": r[4],
-                "failures": r[5],
-                "error": scrub(r[6])[:300] if r[6] else None,
-                "last_polled_at": _iso(r[7]),
-                "last_success_at": _iso(r[8]),
-                "next_poll_at": _iso(r[9]),
-                "polls": r[10],
-                "lease_owner": r[11] if r[12] is not None and as_utc(r[12]) > now else None,
-                "disabled_reason": r[13],
-                "moved_to": safe_url(r[14]) if r[14] else None,
-            }
-            for r in session.execute(
-                select(
-                    col(SourceRow.id),
-                    col(SourceRow.name),
-                    col(SourceRow.url),
-                    col(SourceRow.last_status),
-                    col(SourceRow.last_http_status),
-                    col(SourceRow.failures),
-                    col(SourceRow.last_error),
-                    col(SourceRow.last_polled_at),
-                    col(SourceRow.last_success_at),
-                    col(SourceRow.next_poll_at),
-                    col(SourceRow.polls),
-                    col(SourceRow.lease_owner),
-                    col(SourceRow.lease_until),
-                    col(SourceRow.disabled_reason),
-                    col(SourceRow.moved_to),
-                )
-                .where(col(SourceRow.enabled).is_(True))
-                .order_by(col(SourceRow.failures).desc(), col(SourceRow.id))
-                .limit(limit)
-            )
-        ]
-        alerts = [
-            {
-                "id": r[0],
-                "kind": r[1],
-                "watchlist": r[2],
-                "channel": r[3],
-                "destination": r[4],
-                "status": r[5],
-                "attempts": r[6],
-                "created_at": _iso(r[7]),
-                "sent_at": _iso(r[8]),
-                "error": scrub(r[9])[:300] if r[9] else None,
-                "source": r[10],
-                "title": (r[11] or "")[:300],
-            }
-            for r in session.execute(
-                select(
-                    col(AlertRow.id),
-                    col(AlertRow.kind),
-                    col(AlertRow.watchlist_id),
-                    col(AlertRow.channel),
-                    col(AlertRow.destination),
-                    col(AlertRow.status),
-                    col(AlertRow.attempts),
-                    col(AlertRow.created_at),
-                    col(AlertRow.sent_at),
-                    col(AlertRow.last_error),
-                    col(AlertRow.source_id),
-                    col(ArticleRow.title),
-                )
-                .outerjoin(ArticleRow, col(ArticleRow.id) == col(AlertRow.article_id))
-                .order_by(col(AlertRow.id).desc())
-                .limit(STATUS_ALERTS_LIMIT)
-            )
-        ]
-        replicas = [
-            {
-                "name": r[0],
-                "version": r[1],
-                "started_at": _iso(r[2]),
-                "last_seen_at": _iso(r[3]),
-                "alive": (now - as_utc(r[3])).total_seconds() < 60,
-            }
-            for r in session.execute(
-                select(
-                    col(ReplicaRow.name),
-                    col(ReplicaRow.version),
-                    col(ReplicaRow.started_at),
-                    col(ReplicaRow.last_seen_at),
-                ).order_by(col(ReplicaRow.name))
-            )
-        ]
+    snap = status.read_status(engine, sources_limit=limit, alerts_limit=STATUS_ALERTS_LIMIT)
+    state = snap.state
+    sources = [
+        {
+            "id": r.id,
+            "name": r.name,
+            "url": safe_url(r.url),
+            "status": r.status,
+            "http_status": r.http_status,
+            "failures": r.failures,
+            "error": scrub(r.error)[:300] if r.error else None,
+            "last_polled_at": _iso(r.last_polled_at),
+            "last_success_at": _iso(r.last_success_at),
+            "next_poll_at": _iso(r.next_poll_at),
+            "polls": r.polls,
+            "lease_owner": r.lease_owner,
+            "disabled_reason": r.disabled_reason,
+            "moved_to": safe_url(r.moved_to) if r.moved_to else None,
+        }
+        for r in snap.sources
+    ]
+    alerts = [
+        {
+            "id": a.id,
+            "kind": a.kind,
+            "watchlist": a.watchlist_id,
+            "channel": a.channel,
+            "destination": a.destination,
+            "status": a.status,
+            "attempts": a.attempts,
+            "created_at": _iso(a.created_at),
+            "sent_at": _iso(a.sent_at),
+            "error": scrub(a.error)[:300] if a.error else None,
+            "source": a.source_id,
+            "title": a.title[:300],
+        }
+        for a in snap.alerts
+    ]
+    replicas = [
+        {
+            "name": r.name,
+            "version": r.version,
+            "started_at": _iso(r.started_at),
+            "last_seen_at": _iso(r.last_seen_at),
+            "alive": r.alive,
+        }
+        for r in snap.replicas
+    ]
     outbox: dict[str, Any] = {
         "by_state": {
-            f"{channel}:{status}": count
-            for (channel, status), count in sorted(state.alerts_by_state.items())
+            f"{channel}:{status_}": count
+            for (channel, status_), count in sorted(state.alerts_by_state.items())
         },
         "waiting": sum(
-            count
-            for (_ch, status), count in state.alerts_by_state.items()
-            if status in ("pending", "sending", "retry")
+            count for (_ch, status_), count in state.alerts_by_state.items() if status_ in WAITING
         ),
         "oldest_waiting_age_seconds": round(max(state.oldest_waiting_age.values(), default=0), 1),
-        "dead": sum(c for (_ch, s), c in state.alerts_by_state.items() if s == "dead"),
+        "dead": sum(
+            c for (_ch, s), c in state.alerts_by_state.items() if s == AlertStatus.DEAD
+        ),
     }
     return {
-        "generated_at": now.isoformat(),
+        "generated_at": snap.now.isoformat(),
         "sources_summary": {
             "enabled": state.sources_total,
             "failing": state.sources_failing,

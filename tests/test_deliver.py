@@ -21,7 +21,7 @@ from monitor.notify import Outgoing
 from monitor.notify.slack import SlackNotifier
 from monitor.render import AlertContent
 from monitor.settings import Settings
-from monitor.store import outbox
+from monitor.store import alerts as outbox
 from monitor.store.tables import AlertRow, DestinationRow
 from tests.support.alerts import enqueue, item, rows, run, run_due, settings, watchlist
 from tests.support.slackfake import Fault, SlackFake

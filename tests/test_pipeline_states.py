@@ -15,8 +15,8 @@ from monitor.clock import utcnow
 from monitor.model import FetchResult
 from monitor.service import Service
 from monitor.settings import Settings
-from monitor.store import db, queries
-from monitor.store.queries import ClaimedSource
+from monitor.store import db, sources
+from monitor.store.sources import ClaimedSource
 from monitor.store.tables import SourceRow
 from tests.support.feedserver import SMALL_RSS, FeedServer, rss
 
@@ -153,11 +153,11 @@ def _claim_then_lose(service: Service, lost: str) -> tuple[list[ClaimedSource], 
     """Claim every source with a 1 s lease, then let "other" take `lost` over once it expired."""
     now = utcnow()
     with Session(service.engine) as session, session.begin():
-        claims = queries.claim_sources(
+        claims = sources.claim_sources(
             session, owner=service.owner, now=now, lease_seconds=1, limit=100, force=True
         )
     with Session(service.engine) as session, session.begin():
-        (taken,) = queries.claim_sources(
+        (taken,) = sources.claim_sources(
             session,
             owner="other",
             now=now + timedelta(seconds=5),

@@ -11,12 +11,12 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from monitor import dedup, stories
+from monitor import dedup
 from monitor.cli import main
 from monitor.corpus import CorpusItem, read_articles
 from monitor.model import Article, StoryAssignment
 from monitor.settings import get_settings
-from monitor.store import db, queries
+from monitor.store import articles, db, stories
 from monitor.store.tables import ArticleRow, Story, StoryBand
 from tests.support.paths import CORPUS
 
@@ -44,7 +44,7 @@ def _article(source: str, title: str, text: str, published: datetime | None) -> 
 def _store(
     session: Session, article: Article, now: datetime, window: float = 72.0
 ) -> tuple[int, StoryAssignment]:
-    article_id = queries.insert_article(session, article, now=now, catchup=False)
+    article_id = articles.insert_article(session, article, now=now, catchup=False)
     assert article_id is not None
     return article_id, stories.assign_story(session, article_id, article, now, window)
 

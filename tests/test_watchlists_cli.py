@@ -14,7 +14,8 @@ from monitor.cli import main
 from monitor.model import Article, SourceConfig
 from monitor.settings import get_settings
 from monitor.store import db
-from monitor.store.queries import insert_article, sync_sources
+from monitor.store.articles import insert_article
+from monitor.store.sources import sync_sources
 
 DATA = Path(__file__).resolve().parent / "data" / "watchlists"
 GOOD = DATA / "good"

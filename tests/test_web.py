@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from monitor.clock import utcnow
 from monitor.metrics import ServiceMetrics, metric_names, sample_value
+from monitor.model import PollStatus
 from monitor.settings import Settings
 from monitor.store import db
 from monitor.store.tables import AlertRow, ArticleRow, ReplicaRow, SourceRow
@@ -213,9 +214,11 @@ async def test_metrics_names_units_and_values(served: tuple[FakeService, WebServ
     service, server = served
     await asyncio.to_thread(seed, service.engine)
     m = service.metrics
-    m.observe_poll("ok", 0.4, new=3, updated=1, alerts=2, matches=2)
-    m.observe_poll("not_modified", 0.05, new=0, updated=0, alerts=0, matches=0)
-    m.observe_poll("error:timeout", 30.0, new=0, updated=0, alerts=0, matches=0)
+    m.observe_poll(PollStatus.OK, 0.4, new=3, updated=1, alerts=2, matches=2)
+    m.observe_poll(PollStatus.NOT_MODIFIED, 0.05, new=0, updated=0, alerts=0, matches=0)
+    m.observe_poll(
+        PollStatus.ERROR, 30.0, new=0, updated=0, alerts=0, matches=0, error_kind="timeout"
+    )
     m.observe_tick("poll", 0.7)
     status, ctype, body = await get(server.url + "/metrics")
     assert status == 200 and ctype.startswith("text/plain")
@@ -255,7 +258,7 @@ async def test_metrics_answer_with_the_database_down() -> None:
     server = WebServer(service)
     await server.start()
     try:
-        service.metrics.observe_poll("ok", 0.1, new=1, updated=0, alerts=0, matches=0)
+        service.metrics.observe_poll(PollStatus.OK, 0.1, new=1, updated=0, alerts=0, matches=0)
         status, _, body = await get(server.url + "/metrics")
         assert status == 200
         assert sample_value(body, "monitor_database_up") == 0

@@ -7,7 +7,7 @@ import asyncio
 import sys
 from typing import Any
 
-from monitor.store.outbox import STATES
+from monitor.model import ALERT_STATES as STATES
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -92,16 +92,14 @@ def cmd_deliver(args: argparse.Namespace) -> int:
 
 
 def cmd_alerts_list(args: argparse.Namespace) -> int:
-    from sqlalchemy.orm import Session
-
+    from monitor.model import AlertStatus
     from monitor.render import console_safe, truncate
-    from monitor.store import outbox
+    from monitor.store import alerts
 
     settings = _settings()
     engine = _open(settings)
     try:
-        with Session(engine) as session:
-            rows = outbox.list_alerts(session, statuses=args.status or (), limit=args.limit)
+        rows = alerts.read_alerts(engine, statuses=args.status or (), limit=args.limit)
     finally:
         engine.dispose()
     if not rows:
@@ -116,25 +114,23 @@ def cmd_alerts_list(args: argparse.Namespace) -> int:
             f"{row.id:>6}  {row.status:<9} {row.kind:<8} {to:<28} {row.attempts:>5}  "
             f"{created:<17} {title}"
         )
-        if row.status in ("retry", "dead") and row.last_error:
-            when = f" (next try {row.next_attempt_at:%H:%M:%S})" if row.status == "retry" else ""
+        if row.status in (AlertStatus.RETRY, AlertStatus.DEAD) and row.last_error:
+            retry = row.status == AlertStatus.RETRY
+            when = f" (next try {row.next_attempt_at:%H:%M:%S})" if retry else ""
             print(f"{'':>8}{row.status}: {console_safe(truncate(row.last_error, 150))}{when}")
     return 0
 
 
 def cmd_alerts_retry(args: argparse.Namespace) -> int:
-    from sqlalchemy.orm import Session
-
     from monitor.clock import utcnow
-    from monitor.store import outbox
+    from monitor.store import alerts
 
     settings = _settings()
     engine = _open(settings)
     try:
-        with Session(engine) as session, session.begin():
-            count = outbox.retry_alerts(
-                session, ids=[] if args.dead else [args.id], dead=args.dead, now=utcnow()
-            )
+        count = alerts.requeue(
+            engine, ids=[] if args.dead else [args.id], dead=args.dead, now=utcnow()
+        )
     finally:
         engine.dispose()
     if count == 0:

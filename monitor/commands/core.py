@@ -96,6 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_poll(args: argparse.Namespace) -> int:
+    from monitor.model import PollStatus
     from monitor.service import Service, StartupError
 
     settings = _settings(logs_to_stderr=True)
@@ -122,7 +123,7 @@ def cmd_poll(args: argparse.Namespace) -> int:
             print(f"{source_id:<32} not polled: unknown, disabled or leased by another replica")
     for report in reports:
         line = (
-            f"{report.source_id:<32} {report.status:<24} new={report.new:<4} "
+            f"{report.source_id:<32} {report.label:<24} new={report.new:<4} "
             f"updated={report.updated:<3} alerts={report.alerts:<3} {report.seconds:6.2f}s"
         )
         if report.message:
@@ -135,7 +136,7 @@ def cmd_poll(args: argparse.Namespace) -> int:
             print("      " + preview.replace("\n", "\n      "))
     if not reports and not args.source:
         print("no source is due (use --all to poll every source now)")
-    return 0 if all(not r.status.startswith("error") for r in reports) else 1
+    return 0 if all(r.status != PollStatus.ERROR for r in reports) else 1
 
 
 def cmd_sources_check(args: argparse.Namespace) -> int:
@@ -153,15 +154,13 @@ def cmd_sources_check(args: argparse.Namespace) -> int:
 
 
 def cmd_sources_list(args: argparse.Namespace) -> int:
-    from sqlalchemy.orm import Session
-
-    from monitor.store import db, queries
+    from monitor.store import db
+    from monitor.store.status import list_sources
 
     settings = get_settings()
     engine = db.open_engine(settings)
     try:
-        with Session(engine) as session:
-            rows = queries.list_sources(session)
+        rows = list_sources(engine)
     except Exception as exc:
         return _fail(f"cannot read sources from the database ({exc}); run `monitor db upgrade`")
     finally:
@@ -189,17 +188,14 @@ def _fmt(value: datetime | None) -> str:
 
 
 def cmd_articles_list(args: argparse.Namespace) -> int:
-    from sqlalchemy.orm import Session
-
-    from monitor.store import db, queries
+    from monitor.store import articles, db
 
     settings = get_settings()
     engine = db.open_engine(settings)
     try:
-        with Session(engine) as session:
-            items = queries.list_articles(
-                session, since=since_arg(args.since), source_id=args.source, limit=args.limit
-            )
+        items = articles.read_articles(
+            engine, since=since_arg(args.since), source_id=args.source, limit=args.limit
+        )
     except Exception as exc:
         return _fail(f"cannot read articles ({exc}); run `monitor db upgrade`")
     finally:

@@ -86,21 +86,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_session() -> Any:
-    from sqlmodel import Session
-
+def _open_engine() -> Any:
     from monitor.settings import get_settings
     from monitor.store.db import open_engine
 
-    return Session(open_engine(get_settings()))
+    return open_engine(get_settings())
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from monitor import stories
+    from monitor.store import stories
 
     since = datetime.now(UTC) - args.since
-    with _open_session() as session:
-        rows = stories.list_stories(session, since, limit=args.limit)
+    rows = stories.read_stories(_open_engine(), since, limit=args.limit)
     for s in rows:
         print(
             f"{s.id:>7}  {s.key}  {s.article_count:>3}  "
@@ -112,10 +109,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from monitor import stories
+    from monitor.store import stories
 
-    with _open_session() as session:
-        found = stories.get_story(session, args.id)
+    found = stories.read_story(_open_engine(), args.id)
     if found is None:
         print(f"error: no story {args.id!r} (give a story id or key)", file=sys.stderr)
         return 1
@@ -132,23 +128,20 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_reconcile(args: argparse.Namespace) -> int:
-    from monitor import stories
     from monitor.settings import get_settings
+    from monitor.store import stories
 
     window = get_settings().story_window_hours
     now = datetime.now(UTC)
-    with _open_session() as session, session.begin():
-        merged = stories.reconcile_stories(session, now, window, args.lookback)
-        pruned = stories.prune_bands(session, now, timedelta(hours=2 * window))
+    merged, pruned = stories.reconcile_and_prune(_open_engine(), now, window, args.lookback)
     print(f"merged {merged} stories; pruned {pruned} band rows older than {2 * window:g} h")
     return 0
 
 
 def _cmd_rebuild(args: argparse.Namespace) -> int:
-    from monitor import stories
+    from monitor.store import stories
 
-    with _open_session() as session, session.begin():
-        count = stories.rebuild_bands(session, datetime.now(UTC) - args.since)
+    count = stories.rebuild_index(_open_engine(), datetime.now(UTC) - args.since)
     print(f"re-indexed {count} articles")
     return 0
 

@@ -144,16 +144,13 @@ def _key_line(path: Path, key: str) -> int:
 
 
 def _stored_items(since: timedelta) -> list[CorpusItem]:
-    from sqlalchemy.orm import Session
-
     from monitor.settings import get_settings
+    from monitor.store.articles import read_articles
     from monitor.store.db import open_engine
-    from monitor.store.queries import list_articles
 
     engine = open_engine(get_settings())
     try:
-        with Session(engine) as session:
-            rows = list_articles(session, since=datetime.now(UTC) - since)
+        rows = read_articles(engine, since=datetime.now(UTC) - since)
     finally:
         engine.dispose()
     return [CorpusItem(str(row.id), 0, row.article) for row in rows]

@@ -7,6 +7,8 @@ whatever the timeout (SQLite documents this for WAL mode).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from monitor.settings import Settings
+
+__all__ = ["Engine", "Session"]  # the types, for modules outside store/ that pass them on
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ADVISORY_LOCK_ID = 0x6D6F6E69  # "moni": migrations under pg_advisory_lock
@@ -86,6 +91,18 @@ def open_engine(settings: Settings) -> Engine:
     return make_engine(settings.db_url)
 
 
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Session]:
+    """One transaction, committed when the block ends (rolled back when it raises).
+
+    For work that spans several store modules and must be atomic, such as one poll's write
+    (articles, stories, outbox rows and the source's fenced completion): outside `store/` the
+    session is only handed to store functions.
+    """
+    with Session(engine) as session, session.begin():
+        yield session
+
+
 # --- migrations -------------------------------------------------------------------------------
 
 
@@ -129,6 +146,12 @@ def upgrade(url: str, revision: str = "head") -> None:
 def head_revision() -> str | None:
     script = ScriptDirectory.from_config(alembic_config("sqlite://"))
     return script.get_current_head()
+
+
+def ping(engine: Engine) -> None:
+    """Raise unless the database answers a trivial query."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -114,7 +114,7 @@ class ArticleRevisionRow(SQLModel, table=True):
 
 
 class Story(SQLModel, table=True):
-    """A group of near-duplicate articles across outlets (owned by monitor.stories)."""
+    """A group of near-duplicate articles across outlets (owned by monitor.store.stories)."""
 
     __tablename__ = "story"
 

@@ -1,4 +1,5 @@
-"""The alert outbox: enqueue in the ingest transaction, claim with leases, complete fenced.
+"""The alert aggregate, the outbox: enqueue in the ingest transaction, claim with leases,
+complete fenced.
 
 States: `pending → sending → sent | retry (at next_attempt_at) | dead`; digest entries wait as
 `held` until their period ends and then become `digested` (listed in one `digest` row).
@@ -8,27 +9,29 @@ claim hands that time to the dispatcher, which reconciles before sending again. 
 failure clears it. Slack pacing is a `destination` row per channel whose `not_before` is
 claimed with `FOR UPDATE SKIP LOCKED`, so all replicas together send about one message per
 second per channel.
+
+Functions taking a `Session` never commit (the caller owns the transaction: a poll enqueues in
+its one fenced transaction); those taking an `Engine` run in a transaction of their own, which is
+how the dispatcher records each outcome.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Engine, and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from monitor.clock import as_utc_or_none
+from monitor.model import QUEUED, SETTLED, AlertKind, AlertStatus, Channel
 from monitor.store.tables import AlertRow, DestinationRow
-
-WAITING = ("pending", "retry")
-STATES = ("held", "pending", "sending", "retry", "sent", "dead", "digested")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,16 +39,16 @@ class NewAlert:
     """An outbox row to write (insert ON CONFLICT (dedup_key) DO NOTHING)."""
 
     dedup_key: str
-    kind: str
+    kind: AlertKind
     watchlist_id: str
-    channel: str
+    channel: str  # a Channel
     destination: str
     payload_json: str
     article_id: int | None = None
     story_id: int | None = None
     source_id: str | None = None
     parent_alert_id: int | None = None
-    status: str = "pending"
+    status: AlertStatus = AlertStatus.PENDING
     digest_at: datetime | None = None
 
 
@@ -55,8 +58,8 @@ class ClaimedAlert:
 
     id: int
     dedup_key: str
-    kind: str
-    channel: str
+    kind: str  # an AlertKind, as stored
+    channel: str  # a Channel, as stored
     destination: str
     payload_json: str
     attempts: int
@@ -68,11 +71,11 @@ class ClaimedAlert:
 @dataclass(frozen=True, slots=True)
 class AlertView:
     id: int
-    kind: str
+    kind: str  # an AlertKind, as stored
     watchlist_id: str
-    channel: str
+    channel: str  # a Channel, as stored
     destination: str
-    status: str
+    status: AlertStatus
     attempts: int
     created_at: datetime
     next_attempt_at: datetime
@@ -124,7 +127,7 @@ def enqueue(session: Session, alert: NewAlert, *, now: datetime) -> int | None:
         "created_at": now,
     }
     row_id = _insert(session, AlertRow, values, returning=True)
-    if alert.channel == "slack":
+    if alert.channel == Channel.SLACK:
         ensure_destination(session, destination_key(alert.channel, alert.destination), now)
     return int(row_id) if isinstance(row_id, int) else None
 
@@ -155,7 +158,7 @@ def find_first_alert(
         col(AlertRow.watchlist_id) == watchlist_id,
         col(AlertRow.channel) == channel,
         col(AlertRow.destination) == destination,
-        col(AlertRow.kind) == "alert",
+        col(AlertRow.kind) == AlertKind.ALERT,
     ]
     if article_id is not None:
         where.append(col(AlertRow.article_id) == article_id)
@@ -172,7 +175,8 @@ def story_alerted(session: Session, *, watchlist_id: str, story_id: int) -> bool
         .where(
             col(AlertRow.watchlist_id) == watchlist_id,
             col(AlertRow.story_id) == story_id,
-            col(AlertRow.kind).in_(("alert", "summary_item")),
+            # "summary_item" is written by nothing today; kept so this stays the same query.
+            col(AlertRow.kind).in_((AlertKind.ALERT, "summary_item")),
         )
         .limit(1)
     )
@@ -184,8 +188,8 @@ def story_alerted(session: Session, *, watchlist_id: str, story_id: int) -> bool
 
 def _due(now: datetime) -> Any:
     return or_(
-        and_(col(AlertRow.status).in_(WAITING), col(AlertRow.next_attempt_at) <= now),
-        and_(col(AlertRow.status) == "sending", col(AlertRow.lease_until) < now),
+        and_(col(AlertRow.status).in_(QUEUED), col(AlertRow.next_attempt_at) <= now),
+        and_(col(AlertRow.status) == AlertStatus.SENDING, col(AlertRow.lease_until) < now),
     )
 
 
@@ -223,8 +227,8 @@ def _eligible(
     for row_id, parent_id, started in rows:
         ref = None
         if parent_id is not None:
-            status, ref = state.get(int(parent_id), ("dead", None))
-            if status not in ("sent", "dead", "digested"):
+            status, ref = state.get(int(parent_id), (AlertStatus.DEAD, None))
+            if status not in SETTLED:
                 continue  # the thread does not exist yet
         out.append((int(row_id or 0), as_utc_or_none(started), ref))
     return out
@@ -250,14 +254,14 @@ def claim(
     skip = set(exclude)
     due = _due(now)
     paced = slack_interval > 0
-    where = [due] + ([col(AlertRow.channel) != "slack"] if paced else [])
+    where = [due] + ([col(AlertRow.channel) != Channel.SLACK] if paced else [])
     chosen = _eligible(session, _candidates(session, where, limit * 2), skip)[:limit]
     if paced and len(chosen) < limit:
         destinations = sorted(
             set(
                 session.scalars(
                     select(col(AlertRow.destination))
-                    .where(due, col(AlertRow.channel) == "slack")
+                    .where(due, col(AlertRow.channel) == Channel.SLACK)
                     .distinct()
                 )
             )
@@ -265,7 +269,7 @@ def claim(
         for destination in destinations:
             if len(chosen) >= limit:
                 break
-            key = destination_key("slack", destination)
+            key = destination_key(Channel.SLACK, destination)
             if not _existing_destinations(session, [key]):
                 ensure_destination(session, key, now)
             free = session.scalar(
@@ -277,7 +281,11 @@ def claim(
                 continue  # paced, or another replica is claiming this channel right now
             rows = _candidates(
                 session,
-                [due, col(AlertRow.channel) == "slack", col(AlertRow.destination) == destination],
+                [
+                    due,
+                    col(AlertRow.channel) == Channel.SLACK,
+                    col(AlertRow.destination) == destination,
+                ],
                 20,
             )
             ready = _eligible(session, rows, skip)
@@ -297,7 +305,7 @@ def claim(
         update(AlertRow)
         .where(col(AlertRow.id).in_(ids))
         .values(
-            status="sending",
+            status=AlertStatus.SENDING,
             attempts=col(AlertRow.attempts) + 1,
             attempt_started_at=now,
             lease_owner=owner,
@@ -346,7 +354,7 @@ def _fenced(alert: ClaimedAlert, owner: str) -> list[object]:
         col(AlertRow.id) == alert.id,
         col(AlertRow.lease_owner) == owner,
         col(AlertRow.lease_epoch) == alert.lease_epoch,
-        col(AlertRow.status) == "sending",
+        col(AlertRow.status) == AlertStatus.SENDING,
     ]
 
 
@@ -358,7 +366,7 @@ def complete_sent(
         update(AlertRow)
         .where(*_fenced(alert, owner))  # type: ignore[arg-type]
         .values(
-            status="sent",
+            status=AlertStatus.SENT,
             provider_ref=provider_ref[:400],
             thread_ref=alert.parent_ref,
             sent_at=now,
@@ -384,7 +392,7 @@ def complete_retry(
 ) -> bool:
     """Put the row back for a later attempt; `maybe_sent` keeps it marked for reconciliation."""
     values: dict[str, object] = {
-        "status": "retry",
+        "status": AlertStatus.RETRY,
         "next_attempt_at": at,
         "last_error": error[:2000],
         "lease_owner": None,
@@ -410,7 +418,7 @@ def complete_dead(
         update(AlertRow)
         .where(*_fenced(alert, owner))  # type: ignore[arg-type]
         .values(
-            status="dead",
+            status=AlertStatus.DEAD,
             last_error=error[:2000],
             lease_owner=None,
             lease_until=None,
@@ -438,14 +446,14 @@ def release(
 ) -> int:
     """Give rows back at shutdown; `attempt_started_at` stays, so they are reconciled first."""
     stmt = update(AlertRow).where(
-        col(AlertRow.lease_owner) == owner, col(AlertRow.status) == "sending"
+        col(AlertRow.lease_owner) == owner, col(AlertRow.status) == AlertStatus.SENDING
     )
     id_list = list(ids or [])
     if id_list:
         stmt = stmt.where(col(AlertRow.id).in_(id_list))
     result = session.execute(
         stmt.values(
-            status="retry", next_attempt_at=now, lease_owner=None, lease_until=None
+            status=AlertStatus.RETRY, next_attempt_at=now, lease_owner=None, lease_until=None
         ).execution_options(synchronize_session=False)
     )
     return result.rowcount  # type: ignore[attr-defined, no-any-return]
@@ -459,7 +467,7 @@ def unclaim(session: Session, claims: Sequence[ClaimedAlert], *, owner: str, now
             update(AlertRow)
             .where(*_fenced(alert, owner))  # type: ignore[arg-type]
             .values(
-                status="retry",
+                status=AlertStatus.RETRY,
                 next_attempt_at=now,
                 attempt_started_at=alert.reconcile_since,
                 attempts=col(AlertRow.attempts) - 1,
@@ -495,7 +503,7 @@ def due_digest_items(session: Session, now: datetime, limit: int = 5000) -> list
             col(AlertRow.digest_at),
             col(AlertRow.payload_json),
         )
-        .where(col(AlertRow.status) == "held", col(AlertRow.digest_at) <= now)
+        .where(col(AlertRow.status) == AlertStatus.HELD, col(AlertRow.digest_at) <= now)
         .order_by(col(AlertRow.id))
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -511,8 +519,8 @@ def due_digest_items(session: Session, now: datetime, limit: int = 5000) -> list
 def mark_digested(session: Session, ids: Sequence[int], digest_id: int) -> None:
     session.execute(
         update(AlertRow)
-        .where(col(AlertRow.id).in_(list(ids)), col(AlertRow.status) == "held")
-        .values(status="digested", parent_alert_id=digest_id)
+        .where(col(AlertRow.id).in_(list(ids)), col(AlertRow.status) == AlertStatus.HELD)
+        .values(status=AlertStatus.DIGESTED, parent_alert_id=digest_id)
         .execution_options(synchronize_session=False)
     )
 
@@ -524,14 +532,14 @@ def mark_digested(session: Session, ids: Sequence[int], digest_id: int) -> None:
 class PlannedRow:
     channel: str
     destination: str
-    status: str
+    status: AlertStatus
     payload_json: str
 
 
 def rows_for_poll(session: Session, *, source_id: str, created_at: datetime) -> list[PlannedRow]:
     """The rows one poll wrote (same source, same transaction time)."""
     return [
-        PlannedRow(str(r[0]), str(r[1]), str(r[2]), str(r[3]))
+        PlannedRow(str(r[0]), str(r[1]), AlertStatus(r[2]), str(r[3]))
         for r in session.execute(
             select(
                 col(AlertRow.channel),
@@ -546,7 +554,7 @@ def rows_for_poll(session: Session, *, source_id: str, created_at: datetime) -> 
 
 
 def list_alerts(
-    session: Session, *, statuses: Sequence[str] = (), limit: int = 50
+    session: Session, *, statuses: Sequence[AlertStatus | str] = (), limit: int = 50
 ) -> list[AlertView]:
     stmt = select(AlertRow).order_by(col(AlertRow.id).desc()).limit(limit)
     if statuses:
@@ -564,7 +572,7 @@ def list_alerts(
                 watchlist_id=row.watchlist_id,
                 channel=row.channel,
                 destination=row.destination,
-                status=row.status,
+                status=AlertStatus(row.status),
                 attempts=row.attempts,
                 created_at=as_utc_or_none(row.created_at) or row.created_at,
                 next_attempt_at=as_utc_or_none(row.next_attempt_at) or row.next_attempt_at,
@@ -583,15 +591,15 @@ def retry_alerts(
     """Send again: dead rows (all with `dead`, or the given ids whatever their final state)."""
     stmt = update(AlertRow)
     if dead:
-        stmt = stmt.where(col(AlertRow.status) == "dead")
+        stmt = stmt.where(col(AlertRow.status) == AlertStatus.DEAD)
     else:
         stmt = stmt.where(
             col(AlertRow.id).in_(list(ids)),
-            col(AlertRow.status).in_(("dead", "sent", "retry")),
+            col(AlertRow.status).in_((AlertStatus.DEAD, AlertStatus.SENT, AlertStatus.RETRY)),
         )
     result = session.execute(
         stmt.values(
-            status="pending",
+            status=AlertStatus.PENDING,
             attempts=0,
             next_attempt_at=now,
             attempt_started_at=None,
@@ -603,25 +611,240 @@ def retry_alerts(
     return result.rowcount  # type: ignore[attr-defined, no-any-return]
 
 
+# --------------------------------------------------------------------------- a poll's rows
+
+
+def enqueue_thread(
+    session: Session,
+    top: NewAlert,
+    followups: Sequence[NewAlert],
+    *,
+    now: datetime,
+) -> int:
+    """Write a top-level alert and the follow-ups that go under it (same-poll copies of its
+    story); returns how many rows were written. When the top-level row exists already (an
+    earlier run of this poll wrote it), the follow-ups go under that one."""
+    row_id = enqueue(session, top, now=now)
+    written = 1
+    if row_id is None:
+        row_id = find_first_alert(
+            session,
+            watchlist_id=top.watchlist_id,
+            channel=top.channel,
+            destination=top.destination,
+            article_id=top.article_id,
+        )
+        written = 0
+    for followup in followups:
+        written += enqueue(session, replace(followup, parent_alert_id=row_id), now=now) is not None
+    return written
+
+
+# --------------------------------------------------------------------------- the dispatcher
+# Each in a short transaction of its own, fenced by the lease where it completes a claim.
+
+
+@dataclass(frozen=True, slots=True)
+class DueAlert:
+    """A queued row whose time came (what a dry run shows)."""
+
+    id: int
+    channel: str
+    destination: str
+    payload_json: str
+
+
+def claim_due(
+    engine: Engine,
+    *,
+    owner: str,
+    now: datetime,
+    lease_seconds: float,
+    limit: int,
+    slack_interval: float = 1.0,
+    exclude: Iterable[int] = (),
+) -> list[ClaimedAlert]:
+    """`claim` in its own transaction."""
+    with Session(engine) as session, session.begin():
+        return claim(
+            session,
+            owner=owner,
+            now=now,
+            lease_seconds=lease_seconds,
+            limit=limit,
+            slack_interval=slack_interval,
+            exclude=exclude,
+        )
+
+
+def channel_ref(engine: Engine, destination: str) -> str | None:
+    """The Slack channel id learned from an earlier post to `destination`, if any."""
+    key = destination_key(Channel.SLACK, destination)
+    with Session(engine) as session:
+        return session.scalar(
+            select(col(DestinationRow.channel_ref)).where(col(DestinationRow.key) == key)
+        )
+
+
+def mark_sent(
+    engine: Engine, alert: ClaimedAlert, *, owner: str, provider_ref: str, now: datetime
+) -> bool:
+    """`complete_sent`; a Slack reference ("<channel id> <ts>") also teaches the destination
+    its channel id, for later lookups."""
+    with Session(engine) as session, session.begin():
+        ok = complete_sent(session, alert, owner=owner, provider_ref=provider_ref, now=now)
+        if ok and alert.channel == Channel.SLACK and " " in provider_ref:
+            channel_id = provider_ref.split(" ", 1)[0]
+            session.execute(
+                update(DestinationRow)
+                .where(
+                    col(DestinationRow.key) == destination_key(Channel.SLACK, alert.destination),
+                    col(DestinationRow.channel_ref).is_(None),
+                )
+                .values(channel_ref=channel_id[:100])
+                .execution_options(synchronize_session=False)
+            )
+    return ok
+
+
+def retry_later(
+    engine: Engine,
+    alert: ClaimedAlert,
+    *,
+    owner: str,
+    at: datetime,
+    error: str,
+    maybe_sent: bool,
+    count_attempt: bool = True,
+    hold_channel: bool = False,
+) -> bool:
+    """`complete_retry`; with `hold_channel` the whole destination also waits until `at` (a
+    provider's Retry-After, shared by replicas)."""
+    with Session(engine) as session, session.begin():
+        if hold_channel:
+            hold_destination(session, alert.channel, alert.destination, at)
+        return complete_retry(
+            session,
+            alert,
+            owner=owner,
+            at=at,
+            error=error,
+            maybe_sent=maybe_sent,
+            count_attempt=count_attempt,
+        )
+
+
+def mark_dead(
+    engine: Engine, alert: ClaimedAlert, *, owner: str, error: str, now: datetime
+) -> bool:
+    with Session(engine) as session, session.begin():
+        return complete_dead(session, alert, owner=owner, error=error, now=now)
+
+
+def give_back(
+    engine: Engine, claims: Sequence[ClaimedAlert], *, owner: str, now: datetime
+) -> int:
+    """`unclaim` in its own transaction."""
+    with Session(engine) as session, session.begin():
+        return unclaim(session, claims, owner=owner, now=now)
+
+
+def release_claims(
+    engine: Engine, owner: str, ids: Iterable[int] | None = None, *, now: datetime
+) -> int:
+    """`release` in its own transaction (every row `owner` is sending without `ids`)."""
+    with Session(engine) as session, session.begin():
+        return release(session, owner, ids, now=now)
+
+
+DigestPlan = Callable[[Sequence[HeldItem]], Sequence[tuple[NewAlert, Sequence[int]]]]
+
+
+def build_digests(engine: Engine, now: datetime, plan: DigestPlan) -> int:
+    """Fold the held entries whose period ended into digest rows, in one transaction.
+
+    `plan` (pure) turns the due entries into digest rows, each with the ids of the entries it
+    lists; every digest written marks its entries `digested`. Returns how many were written.
+    """
+    built = 0
+    with Session(engine) as session, session.begin():
+        items = due_digest_items(session, now)
+        for digest, members in plan(items):
+            digest_id = enqueue(session, digest, now=now)
+            if digest_id is not None:
+                mark_digested(session, members, digest_id)
+                built += 1
+    return built
+
+
+def due_alerts(engine: Engine, now: datetime, limit: int) -> list[DueAlert]:
+    """Queued rows whose time came, oldest first, read without claiming anything."""
+    with Session(engine) as session:
+        rows = session.execute(
+            select(
+                col(AlertRow.id),
+                col(AlertRow.channel),
+                col(AlertRow.destination),
+                col(AlertRow.payload_json),
+            )
+            .where(col(AlertRow.status).in_(QUEUED), col(AlertRow.next_attempt_at) <= now)
+            .order_by(col(AlertRow.id))
+            .limit(limit)
+        ).all()
+    return [DueAlert(int(r[0] or 0), str(r[1]), str(r[2]), str(r[3])) for r in rows]
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def read_alerts(
+    engine: Engine, *, statuses: Sequence[AlertStatus | str] = (), limit: int = 50
+) -> list[AlertView]:
+    """`list_alerts` in a session of its own."""
+    with Session(engine) as session:
+        return list_alerts(session, statuses=statuses, limit=limit)
+
+
+def requeue(engine: Engine, *, ids: Sequence[int] = (), dead: bool = False, now: datetime) -> int:
+    """`retry_alerts` in its own transaction."""
+    with Session(engine) as session, session.begin():
+        return retry_alerts(session, ids=ids, dead=dead, now=now)
+
+
 __all__ = [
     "AlertView",
     "ClaimedAlert",
+    "DigestPlan",
+    "DueAlert",
     "HeldItem",
     "NewAlert",
+    "PlannedRow",
+    "build_digests",
+    "channel_ref",
     "claim",
+    "claim_due",
     "complete_dead",
     "complete_retry",
     "complete_sent",
     "destination_key",
+    "due_alerts",
     "due_digest_items",
     "enqueue",
+    "enqueue_thread",
     "ensure_destination",
     "find_first_alert",
+    "give_back",
     "hold_destination",
     "list_alerts",
+    "mark_dead",
     "mark_digested",
+    "mark_sent",
+    "read_alerts",
     "release",
+    "release_claims",
+    "requeue",
     "retry_alerts",
+    "retry_later",
     "rows_for_poll",
     "short_hash",
     "story_alerted",

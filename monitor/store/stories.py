@@ -1,4 +1,5 @@
-"""The database-backed story index: every stored article joins a story (monitor.dedup decides).
+"""The story aggregate, a database-backed index: every stored article joins a story (the pure
+near-duplicate logic of monitor.dedup decides which).
 
 The index is the `story_band` table: one row per LSH band key of each article, with the
 article's time (published, else first seen) in `created_at`. Finding candidates is one indexed
@@ -24,6 +25,7 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from monitor import dedup
 from monitor.clock import as_utc
@@ -266,6 +268,18 @@ def assign_story(
     return StoryAssignment(story_id, key, is_new, first)
 
 
+def story_of_article(session: Session, article_id: int) -> StoryAssignment | None:
+    """The story a stored article belongs to, as a later member of it (`is_new` False)."""
+    row = session.execute(
+        select(col(Story.id), col(Story.key), col(Story.first_article_id))
+        .join(ArticleRow, col(ArticleRow.story_id) == col(Story.id))
+        .where(col(ArticleRow.id) == article_id)
+    ).first()
+    if row is None:
+        return None
+    return StoryAssignment(int(row[0] or 0), str(row[1]), False, int(row[2]))
+
+
 def reconcile_stories(
     session: Session,
     now: datetime,
@@ -359,6 +373,23 @@ def stories_tick(
             merged = reconcile_stories(session, now, window_hours, lookback, should_stop)
         pruned = prune_bands(session, now, timedelta(hours=2 * window_hours))
     return merged, pruned
+
+
+def reconcile_and_prune(
+    engine: Engine, now: datetime, window_hours: float, lookback: timedelta
+) -> tuple[int, int]:
+    """`monitor stories reconcile`: merge (on any database) and prune, in one transaction.
+    Returns (stories merged, band rows pruned)."""
+    with Session(engine) as session, session.begin():
+        merged = reconcile_stories(session, now, window_hours, lookback)
+        pruned = prune_bands(session, now, timedelta(hours=2 * window_hours))
+    return merged, pruned
+
+
+def rebuild_index(engine: Engine, since: datetime) -> int:
+    """`rebuild_bands` in its own transaction."""
+    with Session(engine) as session, session.begin():
+        return rebuild_bands(session, since)
 
 
 def rebuild_bands(session: Session, since: datetime) -> int:
@@ -458,3 +489,15 @@ def get_story(session: Session, ref: str) -> tuple[StorySummary, list[StoryArtic
         )
         for a in articles
     ]
+
+
+def read_stories(engine: Engine, since: datetime, limit: int = 200) -> list[StorySummary]:
+    """`list_stories` in a session of its own."""
+    with Session(engine) as session:
+        return list_stories(session, since, limit=limit)
+
+
+def read_story(engine: Engine, ref: str) -> tuple[StorySummary, list[StoryArticle]] | None:
+    """`get_story` in a session of its own."""
+    with Session(engine) as session:
+        return get_story(session, ref)

@@ -1,0 +1,265 @@
+"""The article aggregate: insert once (ON CONFLICT DO NOTHING), link copies, record revisions.
+
+Functions take a `Session` and never commit (the caller owns the transaction: a poll writes its
+articles in its one fenced transaction); `read_articles` runs in a transaction of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+from sqlmodel import col
+
+from monitor.clock import as_utc_or_none
+from monitor.model import Article
+from monitor.store.tables import ArticleCopyRow, ArticleRevisionRow, ArticleRow
+
+
+@dataclass(frozen=True, slots=True)
+class StoredArticle:
+    id: int
+    article: Article
+    first_seen: datetime
+    source_id: str
+    story_id: int | None
+    catchup: bool
+
+
+@dataclass(frozen=True, slots=True)
+class KnownEntry:
+    article_id: int
+    content_hash: str
+    revision: int
+
+
+def known_entries(session: Session, source_id: str, keys: Sequence[str]) -> dict[str, KnownEntry]:
+    """Entries of this source already stored (as articles) or linked (as copies)."""
+    found: dict[str, KnownEntry] = {}
+    for chunk in _chunks(keys, 500):
+        for row_id, key, digest, revision in session.execute(
+            select(
+                col(ArticleRow.id),
+                col(ArticleRow.entry_key),
+                col(ArticleRow.content_hash),
+                col(ArticleRow.revision),
+            ).where(col(ArticleRow.source_id) == source_id, col(ArticleRow.entry_key).in_(chunk))
+        ):
+            found[key] = KnownEntry(int(row_id or 0), digest, revision)
+        for article_id, key in session.execute(
+            select(col(ArticleCopyRow.article_id), col(ArticleCopyRow.entry_key)).where(
+                col(ArticleCopyRow.source_id) == source_id,
+                col(ArticleCopyRow.entry_key).in_(chunk),
+            )
+        ):
+            # A copy never produces updates of its own: its hash is the original's by definition.
+            found.setdefault(key, KnownEntry(article_id, "", 0))
+    return found
+
+
+def articles_by_hash(session: Session, hashes: Sequence[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for chunk in _chunks(hashes, 500):
+        for row_id, digest in session.execute(
+            select(func.min(col(ArticleRow.id)), col(ArticleRow.content_hash))
+            .where(col(ArticleRow.content_hash).in_(chunk))
+            .group_by(col(ArticleRow.content_hash))
+        ):
+            found[digest] = int(row_id or 0)
+    return found
+
+
+def _insert(session: Session, table: type, values: dict[str, object]) -> int | None:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING id, on SQLite and PostgreSQL alike."""
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    stmt = module.insert(table).values(**values).on_conflict_do_nothing().returning(table.id)  # type: ignore[attr-defined]
+    return session.execute(stmt).scalar_one_or_none()
+
+
+def insert_article(
+    session: Session, article: Article, *, now: datetime, catchup: bool
+) -> int | None:
+    """Store a new article; None when another writer stored the same (source, key) first."""
+    return _insert(
+        session,
+        ArticleRow,
+        {
+            "source_id": article.source_id,
+            "entry_key": article.entry_key,
+            "url": article.url,
+            "link": article.link,
+            "title": article.title,
+            "summary": article.text,
+            "published": as_utc_or_none(article.published),
+            "first_seen": now,
+            "content_hash": article.content_hash,
+            "catchup": catchup,
+        },
+    )
+
+
+def insert_articles(
+    session: Session, articles: Sequence[Article], *, now: datetime, catchup: bool
+) -> dict[str, int]:
+    """Store new articles in one statement; returns entry_key → id for the rows WE inserted.
+
+    One multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING` instead of a round trip per row:
+    rows another replica stored first are simply absent from the answer.
+    """
+    if not articles:
+        return {}
+    table = ArticleRow.__table__  # type: ignore[attr-defined]
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    rows = [
+        {
+            "source_id": a.source_id,
+            "entry_key": a.entry_key,
+            "url": a.url,
+            "link": a.link,
+            "title": a.title,
+            "summary": a.text,
+            "published": as_utc_or_none(a.published),
+            "first_seen": now,
+            "content_hash": a.content_hash,
+            "catchup": catchup,
+            "revision": 1,
+        }
+        for a in articles
+    ]
+    stmt = module.insert(table).on_conflict_do_nothing().returning(table.c.id, table.c.entry_key)
+    found: dict[str, int] = {}
+    for chunk in _chunks(rows, 200):  # type: ignore[arg-type]
+        for row_id, key in session.execute(stmt, chunk):
+            found[key] = int(row_id)
+    return found
+
+
+def insert_copy(session: Session, article_id: int, article: Article, *, now: datetime) -> bool:
+    return (
+        _insert(
+            session,
+            ArticleCopyRow,
+            {
+                "article_id": article_id,
+                "source_id": article.source_id,
+                "entry_key": article.entry_key,
+                "url": article.url,
+                "seen_at": now,
+            },
+        )
+        is not None
+    )
+
+
+def record_revision(session: Session, known: KnownEntry, article: Article, *, now: datetime) -> int:
+    """Apply an edit (same key, new content) and keep the new text as a revision."""
+    revision = known.revision + 1
+    session.add(
+        ArticleRevisionRow(
+            article_id=known.article_id,
+            revision=revision,
+            title=article.title,
+            summary=article.text,
+            content_hash=article.content_hash,
+            seen_at=now,
+        )
+    )
+    session.execute(
+        update(ArticleRow)
+        .where(col(ArticleRow.id) == known.article_id)
+        .values(
+            title=article.title,
+            summary=article.text,
+            url=article.url,
+            content_hash=article.content_hash,
+            revision=revision,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return revision
+
+
+def list_articles(
+    session: Session,
+    *,
+    since: datetime | None,
+    source_id: str | None = None,
+    limit: int | None = None,
+) -> list[StoredArticle]:
+    """Stored articles, newest first."""
+    stmt = select(ArticleRow).order_by(col(ArticleRow.first_seen).desc(), col(ArticleRow.id).desc())
+    if since is not None:
+        stmt = stmt.where(col(ArticleRow.first_seen) >= as_utc_or_none(since))
+    if source_id:
+        stmt = stmt.where(col(ArticleRow.source_id) == source_id)
+    if limit:
+        stmt = stmt.limit(limit)
+    return [_to_stored(row) for row in session.scalars(stmt)]
+
+
+def read_articles(
+    engine: Engine,
+    *,
+    since: datetime | None,
+    source_id: str | None = None,
+    limit: int | None = None,
+) -> list[StoredArticle]:
+    """`list_articles` in a session of its own."""
+    with Session(engine) as session:
+        return list_articles(session, since=since, source_id=source_id, limit=limit)
+
+
+def get_articles(session: Session, ids: Iterable[int]) -> dict[int, StoredArticle]:
+    found: dict[int, StoredArticle] = {}
+    for chunk in _chunks(list(ids), 500):
+        for row in session.scalars(select(ArticleRow).where(col(ArticleRow.id).in_(chunk))):
+            found[int(row.id or 0)] = _to_stored(row)
+    return found
+
+
+def _to_stored(row: ArticleRow) -> StoredArticle:
+    return StoredArticle(
+        id=int(row.id or 0),
+        article=Article(
+            source_id=row.source_id,
+            entry_key=row.entry_key,
+            url=row.url,
+            title=row.title,
+            text=row.summary,
+            published=row.published,
+            content_hash=row.content_hash,
+            link=row.link,
+        ),
+        first_seen=row.first_seen,
+        source_id=row.source_id,
+        story_id=row.story_id,
+        catchup=row.catchup,
+    )
+
+
+def _chunks(items: Sequence[str] | Sequence[int], size: int) -> Iterable[list]:  # type: ignore[type-arg]
+    seq = list(items)
+    for start in range(0, len(seq), size):
+        yield seq[start : start + size]
+
+
+__all__ = [
+    "KnownEntry",
+    "StoredArticle",
+    "articles_by_hash",
+    "get_articles",
+    "insert_article",
+    "insert_articles",
+    "insert_copy",
+    "known_entries",
+    "list_articles",
+    "read_articles",
+    "record_revision",
+]
