@@ -27,10 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from monitor import logs  # noqa: E402
+from monitor.app import App  # noqa: E402
 from monitor.clock import utcnow  # noqa: E402
 from monitor.model import FetchResult, SourceConfig  # noqa: E402
 from monitor.normalize import normalize_entry  # noqa: E402
 from monitor.parse import ParseError, parse_feed  # noqa: E402
+from monitor.pipeline import poll_fetched  # noqa: E402
 from monitor.service import Service  # noqa: E402
 from monitor.settings import Settings  # noqa: E402
 from monitor.store import db, sources, stories  # noqa: E402
@@ -118,7 +120,7 @@ def _our_path(docs: list[tuple[str, bytes, dict[str, str]]], repeat: int) -> tup
         with tempfile.TemporaryDirectory() as tmp:
             url = f"sqlite:///{tmp}/bench.db"
             db.upgrade(url)
-            service = Service(_settings(Path(tmp), url, REPO / "watchlists"))
+            service = Service(App(_settings(Path(tmp), url, REPO / "watchlists")))
             service.registry.reload()
             configs = [
                 SourceConfig(id=f"f{i}", name=name, url=f"http://127.0.0.1/{name}")
@@ -136,7 +138,7 @@ def _our_path(docs: list[tuple[str, bytes, dict[str, str]]], repeat: int) -> tup
                 result = FetchResult(
                     f"f{i}", f"http://127.0.0.1/{name}", 200, body, headers, None, None, None, 0.0
                 )
-                report = service.poller._store_outcome(by_id[f"f{i}"], result, time.monotonic())
+                report = poll_fetched(service.poller.context(), by_id[f"f{i}"], result, utcnow())
                 entries += report.new
             elapsed += time.perf_counter() - started
             asyncio.run(service.aclose())
@@ -201,7 +203,7 @@ def unchanged_sources(count: int, concurrency: int) -> tuple[float, float, int]:
                     "poll_batch": count,
                 }
             )
-            service = Service(settings)
+            service = Service(App(settings))
             configs = [
                 SourceConfig(id=f"u{i}", name=f"u{i}", url=base + p) for i, p in enumerate(paths)
             ]

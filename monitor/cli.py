@@ -41,9 +41,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help(sys.stderr)
         return 2
+    from monitor.app import App
+
+    app = App()  # built once; each part is made on first use, so `--help` opens nothing
     try:
-        return int(func(args) or 0)
+        return int(func(args, app) or 0)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return 0
+    finally:
+        app.close()

@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from monitor import __version__
+from monitor.app import App
 from monitor.clock import utcnow
 from monitor.deliver import Dispatcher
 from monitor.fetch import Fetcher
 from monitor.logs import get_logger
 from monitor.metrics import ServiceMetrics
-from monitor.pipeline import Poller, PollReport
+from monitor.pipeline import PollReport
+from monitor.poller import Poller
 from monitor.settings import Settings
 from monitor.sources import SourcesError, load_sources
 from monitor.store import db, replicas, sources, stories
@@ -50,28 +52,31 @@ class Health:
 
 
 class Service:
-    """Settings, engine, fetcher, watchlists, poller and dispatcher: built once, closed once."""
+    """The poller, the dispatcher and the ticks, over the parts the App built once."""
 
-    def __init__(self, settings: Settings, *, dry_run: bool = False) -> None:
+    def __init__(self, app: App, *, dry_run: bool = False) -> None:
+        settings = app.settings
+        self.app = app
         self.settings = settings
         self.dry_run = dry_run
         self.owner = default_owner(settings)
-        self.engine: Engine = db.open_engine(settings)
+        self.engine: Engine = app.engine
         self.health = Health()
         self.metrics = ServiceMetrics()
-        self.registry = WatchlistRegistry(settings.watchlists_dir)
-        self.fetcher = Fetcher(settings)
+        self.registry: WatchlistRegistry = app.watchlists
+        self.fetcher: Fetcher = app.fetcher
         self.poller = Poller(
             settings,
             self.engine,
             self.fetcher,
-            watchlists=lambda: self.registry.watchlists,
-            matcher=lambda: self.registry.matcher,
+            self.registry,
             owner=self.owner,
             dry_run=dry_run,
             on_report=self._count,
         )
-        self.dispatcher = Dispatcher(settings, self.engine, owner=self.owner, dry_run=dry_run)
+        self.dispatcher = Dispatcher(
+            settings, self.engine, owner=self.owner, dry_run=dry_run, notifiers=app.notifiers
+        )
         self._sources_mtime: float | None = None
         self._lock: SqliteInstanceLock | None = None
 
@@ -239,22 +244,17 @@ class Service:
     async def _start_web(self) -> Any:
         if self.settings.http_port < 0:
             return None
-        try:
-            from monitor.web import WebServer
-        except ImportError:
-            return None
+        from monitor.web import WebServer
+
         server = WebServer(self)
         await server.start()
         return server
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):
-            await self.fetcher.aclose()
-        with contextlib.suppress(Exception):
-            await self.dispatcher.aclose()
-        with contextlib.suppress(Exception):
             await asyncio.to_thread(self._forget_replica)
-        self.engine.dispose()
+        with contextlib.suppress(Exception):
+            await self.app.aclose()  # the fetcher, the notifiers' clients, the engine
         if self._lock is not None:
             self._lock.release()
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
+from monitor.app import App
 from monitor.clock import utcnow
 from monitor.model import FetchResult
 from monitor.service import Service
@@ -49,7 +50,7 @@ def _service(tmp: Path, url: str, server: FeedServer, routes: dict[str, str]) ->
         fetch_read_timeout=1.0,
         http_port=-1,
     )
-    service = Service(settings)
+    service = Service(App(settings))
     service.prepare(exclusive=False)
     return service
 
@@ -179,7 +180,7 @@ def test_batched_304_updates_are_fenced(
         asyncio.run(service.poller.poll_due(force=True))  # first poll: catch-up, validators
         (stale,), taken = _claim_then_lose(service, "ok")
         result = FetchResult("ok", server.url("/ok.xml"), 304, None, {}, None, None, None, 0.0)
-        report = service.poller._quiet_outcome(stale, result, 0.0)
+        report = service.poller._batch_if_quiet(stale, result)
         assert report is not None and report.status == "not_modified"
         assert service.poller.flush_quiet() == 0
         row = _rows(service)["ok"]
@@ -204,7 +205,7 @@ def test_a_batch_with_one_lost_lease_writes_the_others(
         claims, taken = _claim_then_lose(service, "s2")
         for claim in claims:
             result = FetchResult(claim.id, claim.url, 304, None, {}, None, None, None, 0.0)
-            assert service.poller._quiet_outcome(claim, result, 0.0) is not None
+            assert service.poller._batch_if_quiet(claim, result) is not None
         assert service.poller.flush_quiet() == 3
         rows = _rows(service)
         asyncio.run(service.aclose())

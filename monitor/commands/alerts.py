@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monitor.model import ALERT_STATES as STATES
+
+if TYPE_CHECKING:
+    from monitor.app import App
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -38,39 +41,37 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     retry.set_defaults(func=cmd_alerts_retry)
 
 
-def _settings() -> Any:
+def _open(app: App) -> Any:
+    """Logging configured, and the App's engine once the schema is known to be current."""
     from monitor import logs
-    from monitor.settings import get_settings
-
-    settings = get_settings()
-    logs.configure(settings.log_level, settings.log_format)
-    return settings
-
-
-def _open(settings: Any) -> Any:
     from monitor.store import db
 
-    engine = db.open_engine(settings)
+    logs.configure(app.settings.log_level, app.settings.log_format)
+    engine = app.engine
     try:
         current = db.schema_is_current(engine)
     except Exception as exc:
-        engine.dispose()
         raise SystemExit(f"monitor: cannot reach the database: {exc}") from None
     if not current:
-        engine.dispose()
         raise SystemExit(
             "monitor: the database schema is not at the current version: run `monitor db upgrade`"
         )
     return engine
 
 
-def cmd_deliver(args: argparse.Namespace) -> int:
+def cmd_deliver(args: argparse.Namespace, app: App) -> int:
     from monitor.deliver import Dispatcher
     from monitor.service import default_owner
 
-    settings = _settings()
-    engine = _open(settings)
-    dispatcher = Dispatcher(settings, engine, owner=default_owner(settings), dry_run=args.dry_run)
+    engine = _open(app)
+    settings = app.settings
+    dispatcher = Dispatcher(
+        settings,
+        engine,
+        owner=default_owner(settings),
+        dry_run=args.dry_run,
+        notifiers=app.notifiers,
+    )
 
     async def go() -> int:
         try:
@@ -79,10 +80,7 @@ def cmd_deliver(args: argparse.Namespace) -> int:
             await dispatcher.drain(grace=settings.shutdown_grace_seconds)
             await dispatcher.aclose()
 
-    try:
-        count = asyncio.run(go())
-    finally:
-        engine.dispose()
+    count = asyncio.run(go())
     if args.dry_run:
         print(f"{count} alerts due (dry run: nothing sent, nothing changed)")
     else:
@@ -91,17 +89,12 @@ def cmd_deliver(args: argparse.Namespace) -> int:
     return 0 if dispatcher.failed_total == 0 else 1
 
 
-def cmd_alerts_list(args: argparse.Namespace) -> int:
+def cmd_alerts_list(args: argparse.Namespace, app: App) -> int:
     from monitor.model import AlertStatus
     from monitor.render import console_safe, truncate
     from monitor.store import alerts
 
-    settings = _settings()
-    engine = _open(settings)
-    try:
-        rows = alerts.read_alerts(engine, statuses=args.status or (), limit=args.limit)
-    finally:
-        engine.dispose()
+    rows = alerts.read_alerts(_open(app), statuses=args.status or (), limit=args.limit)
     if not rows:
         print("no alerts" + (f" with status {', '.join(args.status)}" if args.status else ""))
         return 0
@@ -121,18 +114,12 @@ def cmd_alerts_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_alerts_retry(args: argparse.Namespace) -> int:
+def cmd_alerts_retry(args: argparse.Namespace, app: App) -> int:
     from monitor.clock import utcnow
     from monitor.store import alerts
 
-    settings = _settings()
-    engine = _open(settings)
-    try:
-        count = alerts.requeue(
-            engine, ids=[] if args.dead else [args.id], dead=args.dead, now=utcnow()
-        )
-    finally:
-        engine.dispose()
+    ids = [] if args.dead else [args.id]
+    count = alerts.requeue(_open(app), ids=ids, dead=args.dead, now=utcnow())
     if count == 0:
         what = "no dead alerts" if args.dead else f"alert {args.id} is unknown or still in flight"
         print(f"monitor: {what}", file=sys.stderr)

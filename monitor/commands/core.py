@@ -7,9 +7,12 @@ import asyncio
 import json
 import sys
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from monitor.settings import Settings, get_settings
+from monitor.settings import Settings
+
+if TYPE_CHECKING:
+    from monitor.app import App
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -52,13 +55,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     ).set_defaults(func=cmd_config_check)
 
 
-def _settings(*, logs_to_stderr: bool = False) -> Settings:
+def _settings(app: App, *, logs_to_stderr: bool = False) -> Settings:
     """Settings plus logging; one-shot commands keep stdout for their own output."""
     import logging
 
     from monitor import logs
 
-    settings = get_settings()
+    settings = app.settings
     logs.configure(
         settings.log_level, settings.log_format, stream=sys.stderr if logs_to_stderr else None
     )
@@ -79,15 +82,14 @@ def _fail(message: str) -> int:
     return 1
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace, app: App) -> int:
     from monitor.service import Service, StartupError
 
-    settings = _settings()
-    service = Service(settings, dry_run=args.dry_run)
+    _settings(app)
+    service = Service(app, dry_run=args.dry_run)
     try:
         service.prepare(exclusive=True)
     except StartupError as exc:
-        service.engine.dispose()
         return _fail(str(exc))
     try:
         return asyncio.run(service.run())
@@ -95,16 +97,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail(f"cannot start: {exc}")
 
 
-def cmd_poll(args: argparse.Namespace) -> int:
+def cmd_poll(args: argparse.Namespace, app: App) -> int:
     from monitor.model import PollStatus
     from monitor.service import Service, StartupError
 
-    settings = _settings(logs_to_stderr=True)
-    service = Service(settings, dry_run=args.dry_run)
+    _settings(app, logs_to_stderr=True)
+    service = Service(app, dry_run=args.dry_run)
     try:
         service.prepare(exclusive=False)
     except StartupError as exc:
-        service.engine.dispose()
         return _fail(str(exc))
 
     async def go() -> list[Any]:
@@ -139,10 +140,10 @@ def cmd_poll(args: argparse.Namespace) -> int:
     return 0 if all(r.status != PollStatus.ERROR for r in reports) else 1
 
 
-def cmd_sources_check(args: argparse.Namespace) -> int:
+def cmd_sources_check(args: argparse.Namespace, app: App) -> int:
     from monitor.sources import SourcesError, load_sources
 
-    settings = get_settings()
+    settings = app.settings
     try:
         sources = load_sources(settings.sources_path)
     except SourcesError as exc:
@@ -153,18 +154,14 @@ def cmd_sources_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sources_list(args: argparse.Namespace) -> int:
-    from monitor.store import db
+def cmd_sources_list(args: argparse.Namespace, app: App) -> int:
     from monitor.store.status import list_sources
 
-    settings = get_settings()
-    engine = db.open_engine(settings)
+    engine = app.engine
     try:
         rows = list_sources(engine)
     except Exception as exc:
         return _fail(f"cannot read sources from the database ({exc}); run `monitor db upgrade`")
-    finally:
-        engine.dispose()
     if not rows:
         print("no sources in the database yet: `monitor poll --once` or `monitor run` syncs them")
         return 0
@@ -187,19 +184,16 @@ def _fmt(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
-def cmd_articles_list(args: argparse.Namespace) -> int:
-    from monitor.store import articles, db
+def cmd_articles_list(args: argparse.Namespace, app: App) -> int:
+    from monitor.store import articles
 
-    settings = get_settings()
-    engine = db.open_engine(settings)
+    engine = app.engine
     try:
         items = articles.read_articles(
             engine, since=since_arg(args.since), source_id=args.source, limit=args.limit
         )
     except Exception as exc:
         return _fail(f"cannot read articles ({exc}); run `monitor db upgrade`")
-    finally:
-        engine.dispose()
     for item in items:
         art = item.article
         if args.format == "jsonl":
@@ -227,10 +221,10 @@ def cmd_articles_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_db_upgrade(args: argparse.Namespace) -> int:
+def cmd_db_upgrade(args: argparse.Namespace, app: App) -> int:
     from monitor.store import db
 
-    settings = _settings(logs_to_stderr=True)
+    settings = _settings(app, logs_to_stderr=True)
     try:
         db.upgrade(settings.db_url)
     except Exception as exc:
@@ -239,21 +233,16 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_db_current(args: argparse.Namespace) -> int:
+def cmd_db_current(args: argparse.Namespace, app: App) -> int:
     from monitor.store import db
 
-    settings = get_settings()
-    engine = db.open_engine(settings)
-    try:
-        current = db.current_revision(engine)
-    finally:
-        engine.dispose()
+    current = db.current_revision(app.engine)
     head = db.head_revision()
     print(f"current {current or '-'}; head {head}")
     return 0 if current == head else 1
 
 
-def cmd_config_check(args: argparse.Namespace) -> int:
+def cmd_config_check(args: argparse.Namespace, app: App) -> int:
     from pydantic import ValidationError
 
     try:

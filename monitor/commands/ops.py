@@ -13,7 +13,10 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from monitor.app import App
 
 EXIT_READY = 0
 EXIT_NOT_READY = 1
@@ -90,7 +93,7 @@ def _summary(body: bytes, *, live: bool, status: int) -> str:
     return "not ready: " + "; ".join(failed)
 
 
-def cmd_health(args: argparse.Namespace) -> int:
+def cmd_health(args: argparse.Namespace, app: App) -> int:
     try:
         base = args.url or local_base_url()
     except ValueError as exc:

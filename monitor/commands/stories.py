@@ -7,30 +7,31 @@ import json
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monitor.corpus import CorpusItem, InputError, read_articles, read_pairs
 from monitor.evaluation import group, score_pairs
 from monitor.timeparse import duration_arg
 
+if TYPE_CHECKING:
+    from monitor.app import App
+
 # --- handlers -----------------------------------------------------------------------------------
 
 
-def _window(args: argparse.Namespace) -> float:
+def _window(args: argparse.Namespace, app: App) -> float:
     if args.window_hours is not None:
         return float(args.window_hours)
-    from monitor.settings import get_settings
-
-    return get_settings().story_window_hours
+    return app.settings.story_window_hours
 
 
-def _cmd_test(args: argparse.Namespace) -> int:
+def _cmd_test(args: argparse.Namespace, app: App) -> int:
     try:
         articles = read_articles(Path(args.articles))
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    stories = group(articles, _window(args))
+    stories = group(articles, _window(args, app))
     out = sys.stdout
     if args.format == "jsonl":
         for art in articles:
@@ -48,14 +49,14 @@ def _cmd_test(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
+def _cmd_eval(args: argparse.Namespace, app: App) -> int:
     try:
         articles = read_articles(Path(args.articles))
         pairs = read_pairs(Path(args.pairs), {a.id for a in articles})
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = score_pairs(group(articles, _window(args)), pairs)
+    result = score_pairs(group(articles, _window(args, app)), pairs)
     if args.format == "json":
         print(
             json.dumps(
@@ -86,18 +87,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_engine() -> Any:
-    from monitor.settings import get_settings
-    from monitor.store.db import open_engine
 
-    return open_engine(get_settings())
-
-
-def _cmd_list(args: argparse.Namespace) -> int:
+def _cmd_list(args: argparse.Namespace, app: App) -> int:
     from monitor.store import stories
 
     since = datetime.now(UTC) - args.since
-    rows = stories.read_stories(_open_engine(), since, limit=args.limit)
+    rows = stories.read_stories(app.engine, since, limit=args.limit)
     for s in rows:
         print(
             f"{s.id:>7}  {s.key}  {s.article_count:>3}  "
@@ -108,10 +103,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_show(args: argparse.Namespace) -> int:
+def _cmd_show(args: argparse.Namespace, app: App) -> int:
     from monitor.store import stories
 
-    found = stories.read_story(_open_engine(), args.id)
+    found = stories.read_story(app.engine, args.id)
     if found is None:
         print(f"error: no story {args.id!r} (give a story id or key)", file=sys.stderr)
         return 1
@@ -127,21 +122,20 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_reconcile(args: argparse.Namespace) -> int:
-    from monitor.settings import get_settings
+def _cmd_reconcile(args: argparse.Namespace, app: App) -> int:
     from monitor.store import stories
 
-    window = get_settings().story_window_hours
+    window = app.settings.story_window_hours
     now = datetime.now(UTC)
-    merged, pruned = stories.reconcile_and_prune(_open_engine(), now, window, args.lookback)
+    merged, pruned = stories.reconcile_and_prune(app.engine, now, window, args.lookback)
     print(f"merged {merged} stories; pruned {pruned} band rows older than {2 * window:g} h")
     return 0
 
 
-def _cmd_rebuild(args: argparse.Namespace) -> int:
+def _cmd_rebuild(args: argparse.Namespace, app: App) -> int:
     from monitor.store import stories
 
-    count = stories.rebuild_index(_open_engine(), datetime.now(UTC) - args.since)
+    count = stories.rebuild_index(app.engine, datetime.now(UTC) - args.since)
     print(f"re-indexed {count} articles")
     return 0
 

@@ -7,7 +7,7 @@ import json
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from monitor.corpus import CorpusItem, InputError, read_articles, read_labels
 from monitor.evaluation import evaluate, label_key
@@ -22,11 +22,14 @@ from monitor.watchlists import (
     schema_json,
 )
 
+if TYPE_CHECKING:
+    from monitor.app import App
+
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add `monitor watchlists …` to the CLI."""
     parser = sub.add_parser("watchlists", help="Validate, test and evaluate watchlists.")
-    parser.set_defaults(func=lambda _args: (parser.print_help(sys.stderr), 2)[1])
+    parser.set_defaults(func=lambda _args, _app: (parser.print_help(sys.stderr), 2)[1])
     area = parser.add_subparsers(dest="watchlists_command", metavar="SUBCOMMAND")
 
     check = area.add_parser(
@@ -71,12 +74,8 @@ def _dir_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _directory(args: argparse.Namespace) -> Path:
-    if args.dir is not None:
-        return Path(args.dir)
-    from monitor.settings import get_settings
-
-    return get_settings().watchlists_dir
+def _directory(args: argparse.Namespace, app: App) -> Path:
+    return Path(args.dir) if args.dir is not None else app.settings.watchlists_dir
 
 
 def _print_errors(errors: list[WatchlistError] | list[str], out: TextIO | None = None) -> None:
@@ -87,11 +86,11 @@ def _print_errors(errors: list[WatchlistError] | list[str], out: TextIO | None =
 # ------------------------------------------------------------------------------- check
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    directory = _directory(args)
+def cmd_check(args: argparse.Namespace, app: App) -> int:
+    directory = _directory(args, app)
     watchlists, errors = load_watchlists(directory)
     problems: list[str] = [str(e) for e in errors]
-    sources_path: Path = args.sources or _default_sources(args, directory)
+    sources_path: Path = args.sources or _default_sources(args, directory, app)
     source_ids: set[str] | None = None
     if sources_path.exists():
         from monitor.sources import SourcesError, load_sources
@@ -128,12 +127,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_sources(args: argparse.Namespace, directory: Path) -> Path:
-    if args.dir is not None:
-        return directory / "sources.yaml"
-    from monitor.settings import get_settings
-
-    return get_settings().sources_path
+def _default_sources(args: argparse.Namespace, directory: Path, app: App) -> Path:
+    return directory / "sources.yaml" if args.dir is not None else app.settings.sources_path
 
 
 def _key_line(path: Path, key: str) -> int:
@@ -143,21 +138,15 @@ def _key_line(path: Path, key: str) -> int:
     return 1
 
 
-def _stored_items(since: timedelta) -> list[CorpusItem]:
-    from monitor.settings import get_settings
+def _stored_items(app: App, since: timedelta) -> list[CorpusItem]:
     from monitor.store.articles import read_articles
-    from monitor.store.db import open_engine
 
-    engine = open_engine(get_settings())
-    try:
-        rows = read_articles(engine, since=datetime.now(UTC) - since)
-    finally:
-        engine.dispose()
+    rows = read_articles(app.engine, since=datetime.now(UTC) - since)
     return [CorpusItem(str(row.id), 0, row.article) for row in rows]
 
 
-def _select(args: argparse.Namespace) -> tuple[list[Watchlist], list[WatchlistError]]:
-    directory = _directory(args)
+def _select(args: argparse.Namespace, app: App) -> tuple[list[Watchlist], list[WatchlistError]]:
+    directory = _directory(args, app)
     watchlists, errors = load_watchlists(directory)
     target: str | None = args.target
     if target is None:
@@ -193,14 +182,14 @@ def highlight(match: Match, open_mark: str = "**", close_mark: str = "**") -> st
     return "".join(out)
 
 
-def cmd_test(args: argparse.Namespace) -> int:
-    selected, errors = _select(args)
+def cmd_test(args: argparse.Namespace, app: App) -> int:
+    selected, errors = _select(args, app)
     if not selected:
         _print_errors(errors)
         return 1 if errors else 0
     matcher = compile_matcher(selected)
     try:
-        items = read_articles(args.articles) if args.articles else _stored_items(args.since)
+        items = read_articles(args.articles) if args.articles else _stored_items(app, args.since)
     except InputError as exc:
         raise SystemExit(str(exc)) from None
     matched = 0
@@ -229,8 +218,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    directory = _directory(args)
+def cmd_eval(args: argparse.Namespace, app: App) -> int:
+    directory = _directory(args, app)
     watchlists, errors = load_watchlists(directory)
     if errors:
         _print_errors(errors)
@@ -272,6 +261,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_schema(args: argparse.Namespace) -> int:
+def cmd_schema(args: argparse.Namespace, app: App) -> int:
     sys.stdout.write(schema_json())
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -263,3 +264,58 @@ __all__ = [
     "read_articles",
     "record_revision",
 ]
+
+
+class Sighting(StrEnum):
+    NEW = "new"  # stored for the first time
+    COPY = "copy"  # the same text as an article already stored (from another outlet)
+    REVISION = "revision"  # an edited entry: same key, new content
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """One entry of a poll after storing: what it turned out to be, and the article it names
+    (its own id, or for a copy the id of the original)."""
+
+    sighting: Sighting
+    article_id: int
+    article: Article
+
+
+def store_entries(
+    session: Session, source_id: str, articles: Sequence[Article], *, now: datetime, catchup: bool
+) -> list[StoredEntry]:
+    """Store one poll's entries once: new ones inserted, same-text ones linked as copies of the
+    first, edited ones recorded as revisions; unchanged entries and rows another replica stored
+    meanwhile are left out. Entry order is kept (alerts follow the feed's order)."""
+    unique: dict[str, Article] = {}
+    for article in articles:
+        unique.setdefault(article.entry_key, article)
+    known = known_entries(session, source_id, list(unique))
+    fresh = [a for key, a in unique.items() if key not in known]
+    by_hash = articles_by_hash(session, [a.content_hash for a in fresh])
+    # Same text twice among the fresh ones (or already stored): the later ones are copies.
+    to_insert: dict[str, Article] = {}
+    for article in fresh:
+        if article.content_hash not in by_hash:
+            to_insert.setdefault(article.content_hash, article)
+    inserted = insert_articles(session, list(to_insert.values()), now=now, catchup=catchup)
+    for article in to_insert.values():
+        if article.entry_key in inserted:
+            by_hash[article.content_hash] = inserted[article.entry_key]
+    out: list[StoredEntry] = []
+    for key, article in unique.items():
+        entry = known.get(key)
+        if entry is None:
+            article_id = inserted.get(key)
+            if article_id is not None and to_insert.get(article.content_hash) is article:
+                out.append(StoredEntry(Sighting.NEW, article_id, article))
+                continue
+            original = by_hash.get(article.content_hash)
+            if original is not None and insert_copy(session, original, article, now=now):
+                out.append(StoredEntry(Sighting.COPY, original, article))
+            # else: stored meanwhile by another replica
+        elif entry.content_hash and entry.content_hash != article.content_hash:
+            record_revision(session, entry, article, now=now)
+            out.append(StoredEntry(Sighting.REVISION, entry.article_id, article))
+    return out

@@ -1,0 +1,79 @@
+"""The App: what every command and the service share, built once from settings, closed once.
+
+Each part is made on first use, so a command pays only for what it touches: `monitor watchlists
+check` never opens the database, `monitor health` never imports the ORM. The service and the
+commands receive the App instead of reading settings or opening engines of their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from functools import cached_property
+from typing import TYPE_CHECKING, TextIO
+
+from monitor.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from monitor.fetch import Fetcher
+    from monitor.notify import Notifier
+    from monitor.store.db import Engine
+    from monitor.watchlists import WatchlistRegistry
+
+
+class App:
+    def __init__(self, settings: Settings | None = None, *, console: TextIO | None = None) -> None:
+        if settings is not None:
+            self.__dict__["settings"] = settings
+        self._console = console
+        self._fetcher: Fetcher | None = None
+
+    @cached_property
+    def settings(self) -> Settings:
+        """Read from the environment on first use (`monitor config check` reports bad values)."""
+        return get_settings()
+
+    @cached_property
+    def engine(self) -> Engine:
+        from monitor.store import db
+
+        return db.open_engine(self.settings)
+
+    @cached_property
+    def watchlists(self) -> WatchlistRegistry:
+        """The live watchlist set; loaded by `reload()` (the service) or on first use here."""
+        from monitor.watchlists import WatchlistRegistry
+
+        return WatchlistRegistry(self.settings.watchlists_dir)
+
+    @cached_property
+    def notifiers(self) -> dict[str, Notifier]:
+        from monitor.deliver import build_notifiers
+
+        return build_notifiers(self.settings, self._console)
+
+    @property
+    def fetcher(self) -> Fetcher:
+        """The one HTTP client; made inside the running event loop that will use it."""
+        if self._fetcher is None:
+            from monitor.fetch import Fetcher
+
+            self._fetcher = Fetcher(self.settings)
+        return self._fetcher
+
+    async def aclose(self) -> None:
+        """Close what was opened: the HTTP client, the notifiers' clients, the engine."""
+        if self._fetcher is not None:
+            await self._fetcher.aclose()
+            self._fetcher = None
+        if "notifiers" in self.__dict__:
+            for notifier in self.notifiers.values():
+                with contextlib.suppress(Exception):
+                    await notifier.aclose()
+            del self.__dict__["notifiers"]
+        self.close()
+
+    def close(self) -> None:
+        """Close the engine (the synchronous part; commands without an event loop call this)."""
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+            del self.__dict__["engine"]

@@ -1,0 +1,198 @@
+"""The machinery around one poll (`pipeline.poll_fetched`): claim due sources, fetch them
+concurrently, batch the writes of unchanged sources, and drain cleanly on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from datetime import datetime
+from typing import Protocol
+
+from monitor.clock import utcnow
+from monitor.fetch import Fetcher
+from monitor.logs import get_logger
+from monitor.model import FetchError, FetchRequest, FetchResult, PollStatus, Watchlist
+from monitor.pipeline import PollContext, PollReport, poll_fetched, quiet_status, success_update
+from monitor.query.matcher import Matcher
+from monitor.settings import Settings
+from monitor.store import sources
+from monitor.store.db import Engine
+from monitor.store.sources import ClaimedSource, SourceUpdate
+
+log = get_logger(__name__)
+
+
+class LiveWatchlists(Protocol):
+    """The watchlists in force now (the registry swaps them on reload)."""
+
+    @property
+    def watchlists(self) -> Mapping[str, Watchlist]: ...
+
+    @property
+    def matcher(self) -> Matcher: ...
+
+
+class Poller:
+    """Polls claimed sources; built once per process, shared by the tick job and the CLI."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        fetcher: Fetcher,
+        live: LiveWatchlists,
+        *,
+        owner: str,
+        dry_run: bool = False,
+        on_report: Callable[[PollReport], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.fetcher = fetcher
+        self.live = live
+        self.owner = owner
+        self.dry_run = dry_run
+        self.on_report = on_report
+        self.draining = False
+        self._fetching: set[asyncio.Task[PollReport]] = set()
+        self._storing: set[asyncio.Future[PollReport]] = set()
+        # 304s and unchanged bodies only move next_poll_at: written in batches, not one
+        # transaction each (1,000 unchanged sources must poll in well under two seconds).
+        self._quiet: list[tuple[ClaimedSource, SourceUpdate]] = []
+        self._quiet_lock = threading.Lock()
+
+    async def poll_due(
+        self, *, force: bool = False, only: Iterable[str] | None = None
+    ) -> list[PollReport]:
+        """Claim due sources (all with `force`) and poll them concurrently."""
+        if self.draining:
+            return []
+        only_ids = list(only or [])
+        claims = await asyncio.to_thread(self._claim, utcnow(), force, only_ids)
+        if not claims:
+            return []
+        if self.draining:  # shutdown began while we were claiming: give them straight back
+            await asyncio.to_thread(
+                sources.release, self.engine, self.owner, [c.id for c in claims]
+            )
+            return []
+        tasks = [asyncio.create_task(self.poll_source(claim)) for claim in claims]
+        self._fetching.update(tasks)
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            self._fetching.difference_update(tasks)
+            await asyncio.to_thread(self.flush_quiet)
+
+    def _claim(self, now: datetime, force: bool, only: list[str]) -> list[ClaimedSource]:
+        return sources.claim(
+            self.engine,
+            owner=self.owner,
+            now=now,
+            lease_seconds=self.settings.lease_seconds,
+            limit=max(self.settings.poll_batch, len(only)),
+            force=force,
+            only=only,
+        )
+
+    def context(self) -> PollContext:
+        """The watchlists in force now, for one poll."""
+        return PollContext(
+            self.settings,
+            self.engine,
+            self.owner,
+            self.live.matcher,
+            self.live.watchlists,
+            self.dry_run,
+        )
+
+    async def poll_source(self, claim: ClaimedSource) -> PollReport:
+        started = time.monotonic()
+        ctx = self.context()
+        request = FetchRequest(claim.id, claim.url, claim.etag, claim.last_modified)
+        try:
+            fetched = await self.fetcher.fetch(request)
+        except asyncio.CancelledError:
+            # While draining, `drain` gives back every lease in one statement afterwards: a
+            # transaction per cancelled claim (hundreds at scale) would outlast the grace period.
+            if not self.draining:
+                await asyncio.to_thread(sources.release, self.engine, self.owner, [claim.id])
+            raise
+        report = self._batch_if_quiet(claim, fetched)
+        if report is None:
+            # From here on the result is ours to keep: finish storing even while shutting down.
+            store = asyncio.ensure_future(
+                asyncio.to_thread(poll_fetched, ctx, claim, fetched, utcnow())
+            )
+            self._storing.add(store)
+            store.add_done_callback(self._storing.discard)
+            report = await asyncio.shield(store)
+        report = replace(report, seconds=time.monotonic() - started)
+        self._log_report(claim, report)
+        if self.on_report is not None:
+            self.on_report(report)
+        return report
+
+    def _batch_if_quiet(
+        self, claim: ClaimedSource, fetched: FetchResult | FetchError
+    ) -> PollReport | None:
+        """A 304 or an unchanged body of a known source: queue its schedule update."""
+        if self.dry_run or isinstance(fetched, FetchError) or not claim.first_poll_done:
+            return None
+        status = quiet_status(claim, fetched)
+        if status is None:
+            return None
+        update = success_update(self.settings, claim, fetched, utcnow(), None, status)
+        with self._quiet_lock:
+            self._quiet.append((claim, update))
+        return PollReport(claim.id, status)
+
+    def flush_quiet(self) -> int:
+        """Write the batched schedule updates in one fenced transaction."""
+        with self._quiet_lock:
+            batch, self._quiet = self._quiet, []
+        if not batch:
+            return 0
+        lost = sources.complete_many(self.engine, self.owner, batch)
+        for source_id in lost:  # fenced off: another replica took the source over meanwhile
+            log.warning(
+                "lease lost; poll result dropped", source=source_id, status=PollStatus.LOST_LEASE
+            )
+        return len(batch) - len(lost)
+
+    async def drain(self, grace: float) -> None:
+        """Stop claiming, give in-flight fetches `grace` seconds, keep every fetched result."""
+        self.draining = True
+        pending = set(self._fetching)
+        if pending:
+            _done, still = await asyncio.wait(pending, timeout=grace)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=2)
+        if self._storing:
+            await asyncio.wait(set(self._storing), timeout=max(grace, 5))
+        await asyncio.to_thread(self.flush_quiet)
+        await asyncio.to_thread(sources.release, self.engine, self.owner)
+
+    def _log_report(self, claim: ClaimedSource, report: PollReport) -> None:
+        fields = {
+            "source": claim.id,
+            "url": claim.url,
+            "status": report.label,
+            "new": report.new,
+            "updated": report.updated,
+            "alerts": report.alerts,
+            "seconds": round(report.seconds, 3),
+        }
+        if report.status == PollStatus.ERROR:
+            log.warning("poll failed", error=report.message, **fields)
+        elif report.status == PollStatus.LOST_LEASE:
+            log.warning("lease lost; poll result dropped", **fields)
+        elif report.status in (PollStatus.NOT_MODIFIED, PollStatus.UNCHANGED):
+            log.debug("polled", **fields)
+        else:
+            log.info("polled", **fields)
