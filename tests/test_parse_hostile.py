@@ -309,3 +309,16 @@ def test_an_entry_whose_builder_breaks_costs_only_that_entry(
     parsed = parse_feed(body, {}, URL)
     assert [e.guid for e in parsed.entries] == ["1", "3"]
     assert parsed.warning is not None and "1 entries could not be read" in parsed.warning
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-32"])
+def test_structure_bounds_hold_in_wide_encodings(no_feedparser: None, codec: str) -> None:
+    """Byte scans of UTF-16 see no `<x`: the bound is applied to the text the parser reads."""
+    body = (f"<?xml version='1.0' encoding='{codec}'?><rss>" + "<a>" * 400_000).encode(codec)
+    headers = {"content-type": f"application/xml; charset={codec}"}
+    assert _refused(body, headers).kind == "too_complex"
+    page = ("<html><body>" + "<div>" * 5000 + "</body></html>").encode(codec)
+    selectors = HtmlSelectors(item="div", title="div", link="a")
+    with pytest.raises(ParseError) as info:
+        parse_html_page(page, {"content-type": f"text/html; charset={codec}"}, URL, selectors)
+    assert info.value.kind == "too_complex"

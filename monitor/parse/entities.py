@@ -195,6 +195,28 @@ def check_entities(body: bytes, headers: Mapping[str, str] | None = None) -> str
     `headers` are the response headers feedparser is given (lower-case names). Returns the
     root element's name ("" when the prolog holds something XML does not allow there).
     """
+    return check_prolog(body, headers)[0]
+
+
+def as_ascii_compatible(body: bytes, encoding: str) -> bytes:
+    """`body` as UTF-8 when `encoding` is UTF-16/32 (so byte scans see its markup), else as is."""
+    if _codec_name(encoding) not in _WIDE:
+        return body
+    return body.decode(encoding, "replace").encode("utf-8", "surrogatepass")
+
+
+def wide_charset(body: bytes, charset: str | None) -> str | None:
+    """The UTF-16/32 encoding a page announces by BOM or charset label, or None."""
+    for mark, codec in _WIDE_MARKS[:4]:  # the BOMs
+        if body.startswith(mark):
+            return codec
+    if charset and _codec_name(charset) in _WIDE:
+        return charset
+    return None
+
+
+def check_prolog(body: bytes, headers: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """`check_entities`, also returning the encoding feedparser will read the body in."""
     text, encoding = parser_text(body, headers or {})
     _refuse_encoding(encoding)
     wide = _wide_text(body)
@@ -207,4 +229,4 @@ def check_entities(body: bytes, headers: Mapping[str, str] | None = None) -> str
             f"no XML element within the first {PROLOG_CAP // 1024} KiB: not an RSS/Atom feed",
         )
     name = _NAME.match(text, start + 2)
-    return text[start + 1 : name.end() if name else start + 2] if clean else ""
+    return (text[start + 1 : name.end() if name else start + 2] if clean else ""), encoding

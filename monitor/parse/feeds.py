@@ -34,7 +34,7 @@ from monitor.parse.common import (
     web_link,
 )
 from monitor.parse.dates import struct_to_datetime
-from monitor.parse.entities import check_entities
+from monitor.parse.entities import as_ascii_compatible, check_prolog
 from monitor.parse.jsonfeed import parse_json_feed
 from monitor.parse.limits import check_markup
 
@@ -73,7 +73,8 @@ def parse_feed(body: bytes, headers: Mapping[str, str], url: str) -> ParsedFeed:
             raise ParseError("parse_error", f"{url}: empty document")
         if _is_json(body, headers):
             return parse_json_feed(body, url)
-        if check_entities(body, _feedparser_headers(headers, url)).lower() == "html":
+        root, encoding = check_prolog(body, _feedparser_headers(headers, url))
+        if root.lower() == "html":
             # Login walls, error pages, redesigned sites: refused before feedparser's loose
             # parser spends seconds on a large page.
             raise ParseError(
@@ -81,7 +82,7 @@ def parse_feed(body: bytes, headers: Mapping[str, str], url: str) -> ParsedFeed:
                 f"{url}: an HTML page, not an RSS/Atom/JSON feed; check the source URL, or use "
                 "kind: html with selectors for a web page",
             )
-        check_markup(body)
+        check_markup(as_ascii_compatible(body, encoding))  # UTF-16 markup is scanned as UTF-8
         return _parse_xml_feed(body, headers, url)
     except ParseError:
         raise

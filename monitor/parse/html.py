@@ -22,7 +22,7 @@ from monitor.parse.common import (
     web_link,
 )
 from monitor.parse.dates import parse_date
-from monitor.parse.entities import usable_encoding
+from monitor.parse.entities import as_ascii_compatible, usable_encoding, wide_charset
 from monitor.parse.limits import check_markup
 
 _CHARSET = re.compile(r"charset\s*=\s*[\"']?([\w.:-]+)", re.IGNORECASE)
@@ -117,7 +117,9 @@ def _parse_html_page(
     problems = validate_selectors(selectors)
     if problems:
         raise ParseError("parse_error", f"{url}: " + "; ".join(problems) + " (fix sources.yaml)")
-    check_markup(body, html=True)
+    charset = _CHARSET.search(headers.get("content-type", ""))
+    wide = wide_charset(body, charset.group(1) if charset else None)
+    check_markup(as_ascii_compatible(body, wide) if wide else body, html=True)
     tree = _html_tree(body, headers)
     base = url
     base_node = tree.css_first("base[href]")
