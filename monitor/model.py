@@ -143,6 +143,7 @@ ErrorKind = Literal[
     "bad_url",
     "parse_error",
     "rejected_entities",
+    "too_complex",
     "protocol",
 ]
 

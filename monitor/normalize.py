@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import re
 import unicodedata
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
 
 from selectolax.lexbor import LexborHTMLParser
@@ -18,6 +19,14 @@ from monitor.model import Article, ParsedEntry
 
 URL_CAP = 2048
 ENTRY_KEY_CAP = 600
+#: How far ahead of the moment an entry is first seen its date may lie (clock skew, time zones
+#: written wrong). A date further ahead (2099) is not believed: the entry counts as published
+#: when first seen, so it neither dodges the age limit nor keeps its story window open.
+FUTURE_TOLERANCE = timedelta(hours=1)
+
+# C0 and C1 control characters and DEL, except tab and newline: terminal escape sequences
+# (`\x1b]0;…\x07` retitles the terminal) and other invisible bytes never reach the store.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 # Query parameters that identify the click, campaign or sharer, never the document.
 TRACKING_PARAMS = frozenset(
@@ -117,6 +126,35 @@ def html_to_text(s: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
+def strip_controls(s: str) -> str:
+    """`s` without C0/C1 control characters; tab and newline are kept (CR becomes a newline)."""
+    if s.isprintable():  # fast path: no control characters at all (nor tab or newline)
+        return s
+    if "\r" in s:
+        s = s.replace("\r\n", "\n").replace("\r", "\n")
+    return _CONTROLS.sub("", s)
+
+
+def _plain_text(summary: str) -> str:
+    """html_to_text without control characters, lines folded again where some were dropped."""
+    text = html_to_text(summary)
+    clean = strip_controls(text)
+    if clean == text:
+        return text
+    lines = (" ".join(line.split()) for line in clean.split("\n"))
+    return "\n".join(line for line in lines if line)
+
+
+def published_as_of(published: datetime | None, first_seen: datetime) -> datetime | None:
+    """The date to store for an entry first seen at `first_seen` (both aware).
+
+    A date more than FUTURE_TOLERANCE ahead of `first_seen` becomes `first_seen`.
+    """
+    if published is not None and published > first_seen + FUTURE_TOLERANCE:
+        return first_seen
+    return published
+
+
 def _fold(s: str) -> str:
     s = " ".join(s.split())
     return s if unicodedata.is_normalized("NFC", s) else unicodedata.normalize("NFC", s)
@@ -135,12 +173,19 @@ def _key(kind: str, value: str) -> str:
     return f"{kind}:sha256:{hashlib.sha256(value.encode('utf-8', 'surrogatepass')).hexdigest()}"
 
 
-def normalize_entry(entry: ParsedEntry, source_id: str) -> Article:
-    """The stored form of an entry; `entry_key` prefers GUID, then canonical link, then content."""
+def normalize_entry(
+    entry: ParsedEntry, source_id: str, *, now: datetime | None = None
+) -> Article:
+    """The stored form of an entry; `entry_key` prefers GUID, then canonical link, then content.
+
+    `now` is when the entry is being seen (the poll's time): a date further in the future than
+    FUTURE_TOLERANCE is replaced by it (see `published_as_of`). Title and text never hold
+    control characters (`strip_controls`).
+    """
     link = (entry.link or "").strip()
     url = canonical_url(link) if link else ""
-    title = " ".join(html_to_text(entry.title).split()) if entry.title else ""
-    text = html_to_text(entry.summary) if entry.summary else ""
+    title = " ".join(strip_controls(html_to_text(entry.title)).split()) if entry.title else ""
+    text = _plain_text(entry.summary) if entry.summary else ""
     digest = content_hash(title, text)
     guid = (entry.guid or "").strip()
     if guid:
@@ -155,7 +200,7 @@ def normalize_entry(entry: ParsedEntry, source_id: str) -> Article:
         url=url,
         title=title,
         text=text,
-        published=entry.published,
+        published=entry.published if now is None else published_as_of(entry.published, now),
         content_hash=digest,
         link=link[:URL_CAP],
     )

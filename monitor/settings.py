@@ -80,6 +80,11 @@ class Settings(BaseSettings):
         description="Least seconds between two requests to one host; hosts listed in "
         "MONITOR_ALLOW_PRIVATE_HOSTS (your own servers) are not spaced.",
     )
+    fetch_ca_file: str | None = Field(
+        None,
+        description="CA bundle (PEM) to trust for feed servers' TLS certificates instead of the "
+        "public roots (certifi), e.g. for internal sources behind your own CA.",
+    )
 
     # --- watchlists ---
     watchlists_reload: bool = Field(True, description="Reload watchlists when files change.")

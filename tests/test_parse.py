@@ -252,8 +252,8 @@ def test_doctype_without_entities_and_entity_text_in_content_are_accepted() -> N
 
 
 def test_doctype_running_past_the_scanned_prolog_is_rejected() -> None:
-    # "<rss>" inside the subset's comment ends feedparser's own prolog scan early; ours goes on.
-    body = b'<?xml version="1.0"?><!DOCTYPE rss [<!-- <rss> ' + b"pad " * 20000 + b"-->]><rss/>"
+    # "<rss>" inside the DOCTYPE's literal ends feedparser's own prolog scan early; ours goes on.
+    body = b'<?xml version="1.0"?><!DOCTYPE rss SYSTEM "<rss> ' + b"pad " * 20000 + b'"><rss/>'
     with pytest.raises(ParseError) as info:
         check_entities(body)
     assert info.value.kind == "rejected_entities"
@@ -331,7 +331,6 @@ def test_json_feed_text_fields_and_odd_items() -> None:
         (b'{"version": "https://jsonfeed.org/version/1", "items": [', "invalid JSON"),
         (b'{"version": "https://jsonfeed.org/version/1"}', 'no top-level "items" list'),
         (b'[{"items": []}]', 'no top-level "items" list'),
-        (b"[" * 100000 + b"]" * 100000, "invalid JSON"),
     ],
 )
 def test_broken_json_feeds(body: bytes, needle: str) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import html
-from typing import Any, Literal
+from collections.abc import Callable, Iterable
+from typing import Any, Literal, TypeVar
 
 from monitor.model import ParsedEntry
 
-ParseErrorKind = Literal["parse_error", "rejected_entities"]
+ParseErrorKind = Literal["parse_error", "rejected_entities", "too_complex"]
 
 TITLE_CAP = 1024
 SUMMARY_CAP = 16 * 1024
@@ -17,6 +18,40 @@ AUTHOR_CAP = 512
 PROLOG_CAP = 64 * 1024
 WARNING_CAP = 500
 MAX_TTL_SECONDS = 7 * 24 * 3600
+
+
+_Item = TypeVar("_Item")
+
+
+def build_entries(
+    items: Iterable[_Item], build: Callable[[_Item], ParsedEntry | None]
+) -> tuple[list[ParsedEntry], str | None]:
+    """Build each entry on its own: one item that breaks its builder costs that item only.
+
+    Field readers already turn a bad field into None (a date past year 9999, a link that is no
+    URL); this is the backstop for whatever they miss, reported as a warning, never fatal.
+    Returns the entries and a warning (None when every item built).
+    """
+    entries: list[ParsedEntry] = []
+    failed = 0
+    first = ""
+    for item in items:
+        try:
+            entry = build(item)
+        except Exception as exc:  # one item's problem, not the feed's
+            failed += 1
+            first = first or describe(exc)
+            continue
+        if entry is not None:
+            entries.append(entry)
+    if not failed:
+        return entries, None
+    message = f"{failed} entries could not be read and were skipped ({first})"
+    return entries, cap(message, WARNING_CAP)
+
+
+def join_warnings(*warnings: str | None) -> str | None:
+    return cap("; ".join(w for w in warnings if w), WARNING_CAP) or None
 
 
 class ParseError(Exception):

@@ -96,31 +96,40 @@ def _build(m: re.Match[str], month: int) -> datetime | None:
             int(groups.get("second") or 0),
             tzinfo=UTC,
         )
-    except ValueError:
+        return local - timedelta(minutes=_zone_minutes(groups.get("tz")))
+    except (ValueError, OverflowError):
         return None
-    return local - timedelta(minutes=_zone_minutes(groups.get("tz")))
 
 
 def _iso(value: str) -> datetime | None:
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
+        return as_utc(datetime.fromisoformat(value))
+    except (ValueError, OverflowError):  # 9999-12-31T23:59:59-01:00 is past datetime.max in UTC
         return None
-    return as_utc(parsed)
 
 
 def _rfc822(value: str) -> datetime | None:
     if _RFC822_START.match(value) is None:
         return None
     try:
-        parsed = parsedate_to_datetime(value)
+        return as_utc(parsedate_to_datetime(value))
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return as_utc(parsed)
 
 
 def parse_date(value: str) -> datetime | None:
-    """The first date found in `value` (an attribute, a byline, a feed field), in UTC."""
+    """The first date found in `value` (an attribute, a byline, a feed field), in UTC.
+
+    Never raises: a date that cannot be read, or that lies outside what a datetime holds once
+    moved to UTC (year 9999 west of Greenwich, year 1 east of it), is `None`.
+    """
+    try:
+        return _parse_date(value)
+    except (ValueError, OverflowError, IndexError, TypeError):
+        return None
+
+
+def _parse_date(value: str) -> datetime | None:
     text = " ".join(value.split())[:300]
     if not text:
         return None

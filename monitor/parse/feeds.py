@@ -3,7 +3,8 @@
 Pure: takes the body, the lower-cased response headers and the final URL; never does I/O.
 feedparser dicts never leave this module. Every failure surfaces as `ParseError` so the
 pipeline can classify it once (`parse_error` counts towards backoff, `rejected_entities` is a
-deliberate refusal of a hostile or broken document).
+deliberate refusal of a hostile or broken document, `too_complex` one of a document with more
+structure than any feed carries, see `limits`).
 """
 
 from __future__ import annotations
@@ -23,16 +24,19 @@ from monitor.parse.common import (
     SUMMARY_CAP,
     TITLE_CAP,
     ParseError,
+    build_entries,
     cap,
     dedupe_guids,
     describe,
+    join_warnings,
     optional_text,
     plain_to_html,
     web_link,
 )
 from monitor.parse.dates import struct_to_datetime
-from monitor.parse.entities import check_entities
+from monitor.parse.entities import as_ascii_compatible, check_prolog
 from monitor.parse.jsonfeed import parse_json_feed
+from monitor.parse.limits import check_markup
 
 _WARNING_TYPES: tuple[type[BaseException], ...] = (
     feedparser.CharacterEncodingOverride,
@@ -69,7 +73,8 @@ def parse_feed(body: bytes, headers: Mapping[str, str], url: str) -> ParsedFeed:
             raise ParseError("parse_error", f"{url}: empty document")
         if _is_json(body, headers):
             return parse_json_feed(body, url)
-        if check_entities(body).lower() == "html":
+        root, encoding = check_prolog(body, _feedparser_headers(headers, url))
+        if root.lower() == "html":
             # Login walls, error pages, redesigned sites: refused before feedparser's loose
             # parser spends seconds on a large page.
             raise ParseError(
@@ -77,6 +82,7 @@ def parse_feed(body: bytes, headers: Mapping[str, str], url: str) -> ParsedFeed:
                 f"{url}: an HTML page, not an RSS/Atom/JSON feed; check the source URL, or use "
                 "kind: html with selectors for a web page",
             )
+        check_markup(as_ascii_compatible(body, encoding))  # UTF-16 markup is scanned as UTF-8
         return _parse_xml_feed(body, headers, url)
     except ParseError:
         raise
@@ -112,8 +118,9 @@ def _parse_xml_feed(body: bytes, headers: Mapping[str, str], url: str) -> Parsed
             raise ParseError(
                 "parse_error", f"{url}: malformed {version} feed with no entries ({describe(exc)})"
             )
-    warning = describe(exc) if exc is not None else None
-    entries = dedupe_guids([_xml_entry(e) for e in raw_entries])
+    built, failed = build_entries(raw_entries, _xml_entry)
+    warning = join_warnings(describe(exc) if exc is not None else None, failed)
+    entries = dedupe_guids(built)
     feed = d.get("feed") or {}
     return ParsedFeed(
         entries=tuple(entries),

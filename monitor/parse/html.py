@@ -15,12 +15,15 @@ from monitor.parse.common import (
     SUMMARY_CAP,
     TITLE_CAP,
     ParseError,
+    build_entries,
     cap,
     describe,
     plain_to_html,
     web_link,
 )
 from monitor.parse.dates import parse_date
+from monitor.parse.entities import as_ascii_compatible, usable_encoding, wide_charset
+from monitor.parse.limits import check_markup
 
 _CHARSET = re.compile(r"charset\s*=\s*[\"']?([\w.:-]+)", re.IGNORECASE)
 
@@ -45,7 +48,7 @@ def validate_selectors(selectors: HtmlSelectors) -> list[str]:
 
 def _html_tree(body: bytes, headers: Mapping[str, str]) -> LexborHTMLParser:
     match = _CHARSET.search(headers.get("content-type", ""))
-    if match:
+    if match and usable_encoding(match.group(1)):  # UTF-7, EBCDIC: left to the parser
         try:
             return LexborHTMLParser(body.decode(match.group(1), "replace"))
         except LookupError:
@@ -72,6 +75,13 @@ def _href(node: LexborNode | None) -> str | None:
         inner = node.css_first("a[href]")
         href = inner.attributes.get("href") if inner is not None else None
     return href.strip() if href and href.strip() else None
+
+
+def _join(base: str, href: str) -> str | None:
+    try:
+        return web_link(urljoin(base, href))
+    except ValueError:  # "http://[::1" and the like: no link, the entry stays
+        return None
 
 
 def _date_of(node: LexborNode | None) -> datetime | None:
@@ -107,11 +117,14 @@ def _parse_html_page(
     problems = validate_selectors(selectors)
     if problems:
         raise ParseError("parse_error", f"{url}: " + "; ".join(problems) + " (fix sources.yaml)")
+    charset = _CHARSET.search(headers.get("content-type", ""))
+    wide = wide_charset(body, charset.group(1) if charset else None)
+    check_markup(as_ascii_compatible(body, wide) if wide else body, html=True)
     tree = _html_tree(body, headers)
     base = url
     base_node = tree.css_first("base[href]")
     if base_node is not None and (href := base_node.attributes.get("href")):
-        base = urljoin(url, href.strip())
+        base = _join(url, href.strip()) or url
     items = tree.css(selectors.item)
     if not items:
         raise ParseError(
@@ -119,34 +132,32 @@ def _parse_html_page(
             f"{url}: no element matches the item selector {selectors.item!r}; the page layout "
             "may have changed: update the selectors in sources.yaml",
         )
-    entries: list[ParsedEntry] = []
     seen_links: set[str] = set()
-    for item in items:
+
+    def build(item: LexborNode) -> ParsedEntry | None:
         link_node = _first(item, selectors.link)
         if link_node is None and item.attributes.get("href"):
             link_node = item  # the item is the link itself, e.g. `ul.news > li > a`
         href = _href(link_node)
-        link = web_link(urljoin(base, href)) if href else None
+        link = _join(base, href) if href else None
         title = " ".join(
             (_node_text(_first(item, selectors.title)) or _node_text(link_node)).split()
         )
         if not title and not link:
-            continue
+            return None
         if link is not None:
             if link in seen_links:
-                continue
+                return None
             seen_links.add(link)
-        entries.append(
-            ParsedEntry(
-                guid=None,
-                link=link,
-                title=cap(plain_to_html(title), TITLE_CAP),
-                summary=cap(
-                    plain_to_html(_node_text(_first(item, selectors.summary))), SUMMARY_CAP
-                ),
-                published=_date_of(_first(item, selectors.date)),
-            )
+        return ParsedEntry(
+            guid=None,
+            link=link,
+            title=cap(plain_to_html(title), TITLE_CAP),
+            summary=cap(plain_to_html(_node_text(_first(item, selectors.summary))), SUMMARY_CAP),
+            published=_date_of(_first(item, selectors.date)),
         )
+
+    entries, warning = build_entries(items, build)
     if not entries:
         raise ParseError(
             "parse_error",
@@ -158,4 +169,5 @@ def _parse_html_page(
     return ParsedFeed(
         entries=tuple(entries),
         title=cap(page_title, TITLE_CAP) if page_title else None,
+        warning=warning,
     )

@@ -16,6 +16,7 @@ from monitor.parse.common import (
     SUMMARY_CAP,
     TITLE_CAP,
     ParseError,
+    build_entries,
     cap,
     dedupe_guids,
     describe,
@@ -23,6 +24,7 @@ from monitor.parse.common import (
     web_link,
 )
 from monitor.parse.dates import parse_date
+from monitor.parse.limits import check_json
 
 _JSON_FEED_PREFIX = "https://jsonfeed.org/version/"
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -45,6 +47,7 @@ def _valid_unicode(value: Any) -> Any:
 
 def parse_json_feed(body: bytes, url: str) -> ParsedFeed:
     """JSON Feed 1.0/1.1 by hand: feedparser 6.0.x does not read it."""
+    check_json(body)  # before json.loads, which recurses per level
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError) as exc:
@@ -59,15 +62,14 @@ def parse_json_feed(body: bytes, url: str) -> ParsedFeed:
     version = doc.get("version")
     if not (isinstance(version, str) and version.startswith(_JSON_FEED_PREFIX)):
         warnings.append(f"unknown JSON Feed version {version!r}")
-    entries: list[ParsedEntry] = []
-    skipped = 0
-    for item in doc["items"]:
-        if isinstance(item, dict):
-            entries.append(_json_entry(item, url))  # relative links: against where we fetched it
-        else:
-            skipped += 1
-    if skipped:
-        warnings.append(f"{skipped} items are not JSON objects and were skipped")
+    items = doc["items"]
+    objects = [item for item in items if isinstance(item, dict)]
+    # relative links: against where we fetched it
+    entries, failed = build_entries(objects, lambda item: _json_entry(item, url))
+    if len(objects) < len(items):
+        warnings.append(f"{len(items) - len(objects)} items are not JSON objects and were skipped")
+    if failed:
+        warnings.append(failed)
     title = doc.get("title")
     return ParsedFeed(
         entries=tuple(dedupe_guids(entries)),
@@ -87,6 +89,15 @@ def _json_text(value: Any) -> str:
     )
 
 
+def _link(value: Any, base: str) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return web_link(urljoin(base, value.strip()))
+    except ValueError:  # "http://[::1" and the like: no link, the entry stays
+        return None
+
+
 def _json_entry(item: Mapping[str, Any], base: str) -> ParsedEntry:
     raw_id = item.get("id")
     guid = (
@@ -94,8 +105,8 @@ def _json_entry(item: Mapping[str, Any], base: str) -> ParsedEntry:
         if isinstance(raw_id, str | int) and not isinstance(raw_id, bool)
         else ""
     )
-    link = item.get("url") if isinstance(item.get("url"), str) else item.get("external_url")
-    link = web_link(urljoin(base, link.strip())) if isinstance(link, str) else None
+    url = item.get("url")
+    link = _link(url if isinstance(url, str) else item.get("external_url"), base)
     content = item.get("content_html")
     if isinstance(content, str) and content.strip():
         summary = content

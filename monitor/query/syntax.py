@@ -21,6 +21,10 @@ _NEAR_RE = re.compile(r"NEAR/(\d+)$")
 _ALIAS_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 _SPECIAL = set('()"')
 MAX_DISTANCE = 1000
+#: Deepest nesting a query may have: parentheses, NOT/-, fields and NEAR chains each add a level.
+#: Compiling, printing and evaluating recurse over the tree, so this bounds their stack too
+#: (real watchlists nest three or four levels; 3,000 parentheses would blow Python's stack).
+MAX_DEPTH = 50
 
 
 class QueryError(ValueError):
@@ -257,6 +261,17 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.toks = _lex(text)
         self.i = 0
+        self.depth = 0  # nesting levels open at the current token
+
+    def enter(self, tok: _Tok) -> None:
+        """Open one nesting level at `tok`; refuse a query nested deeper than MAX_DEPTH."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise QueryError(
+                f"the query nests deeper than {MAX_DEPTH} levels (parentheses, NOT, fields and "
+                "NEAR chains); write it flatter, e.g. as an OR list or an alias",
+                tok.pos,
+            )
 
     def peek(self) -> _Tok:
         return self.toks[self.i]
@@ -300,8 +315,11 @@ class _Parser:
 
     def parse_near(self) -> Node:
         left = self.parse_unary()
+        chain = 0  # a NEAR chain nests to the left: each link is one level more
         while self.peek().kind == "NEAR":
             tok = self.take()
+            self.enter(tok)
+            chain += 1
             self.expect_operand(tok.value)
             right = self.parse_unary()
             for side in (left, right):
@@ -313,6 +331,7 @@ class _Parser:
                     )
             assert tok.number is not None
             left = Near(left, right, tok.number)
+        self.depth -= chain
         return left
 
     def expect_operand(self, after: str) -> None:
@@ -327,22 +346,30 @@ class _Parser:
         tok = self.peek()
         if tok.kind in ("NOT", "MINUS"):
             self.take()
+            self.enter(tok)
             self.expect_operand("NOT" if tok.kind == "NOT" else "-")
-            return Not(self.parse_unary(in_field))
+            negated = Not(self.parse_unary(in_field))
+            self.depth -= 1
+            return negated
         if tok.kind == "FIELD":
             self.take()
             if in_field:
                 raise QueryError("a field cannot be nested inside another field", tok.pos)
+            self.enter(tok)
             self.expect_operand(tok.value + ":")
-            return Field(tok.value, self.parse_unary(in_field=True))
+            field = Field(tok.value, self.parse_unary(in_field=True))
+            self.depth -= 1
+            return field
         return self.parse_primary(in_field)
 
     def parse_primary(self, in_field: bool) -> Node:
         tok = self.take()
         if tok.kind == "LPAREN":
+            self.enter(tok)
             self.expect_operand("(")
             saved = self.i
             node = self.parse_or()
+            self.depth -= 1
             if in_field:
                 _reject_nested_field(node, self.toks[saved].pos)
             close = self.take()

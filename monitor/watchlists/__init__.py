@@ -14,7 +14,7 @@ from monitor.watchlists.files import (
     load_watchlist_file,
     load_watchlists,
 )
-from monitor.watchlists.registry import WatchlistRegistry
+from monitor.watchlists.registry import WATCH_RESTART_SECONDS, RegistryHealth, WatchlistRegistry
 from monitor.watchlists.validation import schema_json
 
 __all__ = [
@@ -22,8 +22,10 @@ __all__ = [
     "RESERVED",
     "SCHEMA_COMMENT",
     "SCHEMA_FILE",
+    "WATCH_RESTART_SECONDS",
     "AlertSpec",
     "DigestSchedule",
+    "RegistryHealth",
     "Watchlist",
     "WatchlistError",
     "WatchlistRegistry",

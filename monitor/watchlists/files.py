@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
+from monitor.logs import get_logger
 from monitor.model import AlertSpec, Watchlist
 from monitor.query import syntax as q
 from monitor.query.evaluate import Compiler
@@ -29,6 +31,31 @@ RESERVED = ("sources.yaml", "aliases.yaml")
 ALIASES_FILE = "aliases.yaml"
 SCHEMA_FILE = "watchlist.schema.json"
 SCHEMA_COMMENT = f"# yaml-language-server: $schema=./{SCHEMA_FILE}"
+
+log = get_logger(__name__)
+
+
+def regular_file_problem(path: Path) -> str | None:
+    """Why `path` is not a regular file to read (following symlinks), or None when it is.
+
+    A Kubernetes ConfigMap swap leaves dangling `*.yaml` symlinks for a moment; a FIFO or a
+    folder named `x.yaml` would block or fail the read. Such names are skipped, never read.
+    """
+    try:
+        mode = path.stat().st_mode  # follows symlinks
+    except FileNotFoundError:
+        return "a dangling symlink" if path.is_symlink() else "gone"
+    except OSError as exc:
+        return f"not readable ({exc.strerror or exc})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return "not a regular file"
+
+
+def _skip_warning(path: Path, problem: str) -> None:
+    log.warning("watchlist_file_skipped", file=str(path), reason=problem)
 
 
 def _yaml() -> YAML:
@@ -57,9 +84,13 @@ def _read_yaml(path: Path, label: str) -> tuple[Any, list[WatchlistError]]:
 
 def load_aliases(path: Path) -> tuple[dict[str, tuple[str, ...]], list[WatchlistError]]:
     """aliases.yaml: `name: [phrase, …]`. Bad entries are reported and left out."""
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return {}, []
     label = str(path)
+    problem = regular_file_problem(path)
+    if problem is not None:
+        _skip_warning(path, problem)
+        return {}, [WatchlistError(label, None, f"cannot read the file: it is {problem}")]
     data, errors = _read_yaml(path, label)
     if errors or data is None:
         return {}, errors
@@ -109,9 +140,22 @@ def load_aliases(path: Path) -> tuple[dict[str, tuple[str, ...]], list[Watchlist
     return out, errors
 
 
+def _yaml_names(directory: Path) -> list[Path]:
+    """Every `*.yaml`/`*.yml` entry that is a regular file; others are skipped with a warning."""
+    found = []
+    for path in directory.iterdir():
+        if path.suffix not in (".yaml", ".yml"):
+            continue
+        problem = regular_file_problem(path)
+        if problem is None:
+            found.append(path)
+        elif path.name not in RESERVED:  # aliases.yaml is reported by load_aliases
+            _skip_warning(path, problem)
+    return sorted(found)
+
+
 def _watchlist_files(directory: Path) -> list[Path]:
-    files = [p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()]
-    return sorted(p for p in files if p.name not in RESERVED and p.stem != "sources")
+    return [p for p in _yaml_names(directory) if p.name not in RESERVED and p.stem != "sources"]
 
 
 def load_watchlist_file(
@@ -224,6 +268,11 @@ def config_hash(directory: Path) -> str:
     digest = hashlib.sha256()
     if directory.is_dir():
         for path in sorted(directory.glob("*.y*ml")):
-            if path.name != "sources.yaml":
-                digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+            if path.name == "sources.yaml" or regular_file_problem(path) is not None:
+                continue
+            try:
+                content = path.read_bytes()
+            except OSError:  # replaced or removed since it was listed: hash what is there
+                continue
+            digest.update(path.name.encode() + b"\0" + content + b"\0")
     return digest.hexdigest()[:12]

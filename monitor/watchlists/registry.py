@@ -1,10 +1,17 @@
 """The live watchlist set: reloaded when files change, swapped atomically, and the last good
-version of a broken file kept."""
+version of a broken file kept.
+
+Neither `reload()` nor `watch()` ever gives up: an unexpected failure (a file vanishing while
+it is read, the watched folder swapped away) is logged and counted, the last good set stays in
+effect, and the watcher starts again after `watch_restart_seconds`. `health()` is what the
+status page and the readiness check show.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -17,19 +24,62 @@ from monitor.watchlists.files import config_hash, load_watchlists
 
 log = structlog.get_logger(__name__)
 
+#: Pause before a watcher that failed starts again (seconds).
+WATCH_RESTART_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryHealth:
+    """What `/status` and `/readyz` show about the watchlists, as plain values."""
+
+    loaded: bool  # a valid set has been loaded at least once (it stays in effect)
+    count: int
+    watching: bool  # the file watcher is running now
+    restarting: bool  # the watcher failed and starts again after a pause
+    reloads_ok: int
+    reloads_error: int  # reloads that found invalid files or failed outright
+    reload_failures: int  # reloads that failed outright (an exception, not a bad file)
+    watch_failures: int  # times the watcher died and was restarted
+    last_success: float | None  # Unix time of the last reload with every file valid
+    last_errors: tuple[str, ...]  # "file:line: message" of the last reload
+    last_reload_failure: str | None  # the exception of the last reload, if it failed outright
+    last_watch_failure: str | None  # the exception that last stopped the watcher
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """What an operator should look at now (empty when all is well): the last reload's
+        errors, and the watcher's last failure while it is down and restarting."""
+        out = list(self.last_errors)
+        if self.restarting and self.last_watch_failure is not None:
+            out.append(f"file watcher restarting after: {self.last_watch_failure}")
+        return tuple(out)
+
 
 class WatchlistRegistry:
     """The live watchlist set: swapped atomically on reload, last good kept per broken file."""
 
-    def __init__(self, directory: Path, *, safety_reload_seconds: float = 300.0) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        safety_reload_seconds: float = 300.0,
+        watch_restart_seconds: float = WATCH_RESTART_SECONDS,
+    ) -> None:
         self.directory = directory
         self.safety_reload_seconds = safety_reload_seconds
+        self.watch_restart_seconds = watch_restart_seconds
         self._state: tuple[dict[str, Watchlist], Matcher] = ({}, compile_matcher([]))
         self.loaded = False
         self.reloads_ok = 0
         self.reloads_error = 0
+        self.reload_failures = 0
+        self.watch_failures = 0
+        self.watching = False
+        self.restarting = False
         self.last_success: float | None = None
         self.last_errors: list[WatchlistError] = []
+        self.last_reload_failure: str | None = None  # cleared by the next reload that works
+        self.last_watch_failure: str | None = None
         self.config_hash = ""
 
     @property
@@ -40,9 +90,47 @@ class WatchlistRegistry:
     def matcher(self) -> Matcher:
         return self._state[1]
 
+    def health(self) -> RegistryHealth:
+        return RegistryHealth(
+            loaded=self.loaded,
+            count=len(self.watchlists),
+            watching=self.watching,
+            restarting=self.restarting,
+            reloads_ok=self.reloads_ok,
+            reloads_error=self.reloads_error,
+            reload_failures=self.reload_failures,
+            watch_failures=self.watch_failures,
+            last_success=self.last_success,
+            last_errors=tuple(str(e) for e in self.last_errors),
+            last_reload_failure=self.last_reload_failure,
+            last_watch_failure=self.last_watch_failure,
+        )
+
     def reload(self) -> list[WatchlistError]:
-        """Re-read every file; keep the previous version of a watchlist whose file broke."""
+        """Re-read every file; keep the previous version of a watchlist whose file broke.
+
+        Never raises: a reload that fails outright keeps the whole last good set and is
+        reported as one error on the folder (and counted in `reload_failures`).
+        """
+        try:
+            return self._reload()
+        except Exception as exc:
+            self.reload_failures += 1
+            self.reloads_error += 1
+            self.last_reload_failure = f"{type(exc).__name__}: {exc}"
+            error = WatchlistError(
+                str(self.directory),
+                None,
+                f"reload failed ({type(exc).__name__}: {exc}); the last good watchlists stay "
+                "in effect",
+            )
+            self.last_errors = [error]
+            log.error("watchlist_reload_failed", error=str(error), exc_info=exc)
+            return [error]
+
+    def _reload(self) -> list[WatchlistError]:
         loaded, errors = load_watchlists(self.directory)
+        self.last_reload_failure = None
         previous = self._state[0]
         merged = dict(loaded)
         for err in errors:
@@ -63,8 +151,9 @@ class WatchlistRegistry:
             errors.append(WatchlistError(str(self.directory), None, f"compile failed: {exc}"))
             matcher = self._state[1]
             merged = dict(previous)
+        digest = config_hash(self.directory)
         self._state = (merged, matcher)
-        self.config_hash = config_hash(self.directory)
+        self.config_hash = digest
         self.last_errors = errors
         if errors:
             self.reloads_error += 1
@@ -84,8 +173,10 @@ class WatchlistRegistry:
         return errors
 
     async def watch(self, stop: asyncio.Event, *, force_polling: bool | None = None) -> None:
-        """Reload on file changes (watching the folder: editors replace files by rename)."""
-        from watchfiles import awatch
+        """Reload on file changes until `stop`; a watcher that fails is restarted, never lost.
+
+        A safety-net reload every `safety_reload_seconds` catches what events miss.
+        """
 
         async def safety_net() -> None:
             while not stop.is_set():
@@ -96,16 +187,49 @@ class WatchlistRegistry:
 
         net = asyncio.create_task(safety_net())
         try:
-            async for changes in awatch(
-                self.directory,
-                stop_event=stop,
-                debounce=400,
-                step=50,
-                force_polling=force_polling,
-                recursive=False,
-            ):
-                names = {Path(path).name for _, path in changes}
-                if any(n.endswith((".yaml", ".yml")) and n != "sources.yaml" for n in names):
-                    await asyncio.to_thread(self.reload)
+            while not stop.is_set():
+                try:
+                    self.watching = True
+                    await self._watch_files(stop, force_polling)
+                    if stop.is_set():
+                        break
+                    raise RuntimeError("the file watcher ended without being stopped")
+                except Exception as exc:
+                    self.watch_failures += 1
+                    self.last_watch_failure = f"{type(exc).__name__}: {exc}"
+                    log.error(
+                        "watchlist_watcher_failed",
+                        error=self.last_watch_failure,
+                        failures=self.watch_failures,
+                        restart_in_seconds=self.watch_restart_seconds,
+                        exc_info=exc,
+                    )
+                finally:
+                    self.watching = False
+                self.restarting = True
+                try:  # a pause, so a persistent failure does not spin
+                    await asyncio.wait_for(stop.wait(), self.watch_restart_seconds)
+                except TimeoutError:
+                    pass
+                finally:
+                    self.restarting = False
+                if not stop.is_set():
+                    await asyncio.to_thread(self.reload)  # catch up on what changed meanwhile
         finally:
             net.cancel()
+
+    async def _watch_files(self, stop: asyncio.Event, force_polling: bool | None) -> None:
+        """One run of the folder watcher (watching the folder: editors replace by rename)."""
+        from watchfiles import awatch
+
+        async for changes in awatch(
+            self.directory,
+            stop_event=stop,
+            debounce=400,
+            step=50,
+            force_polling=force_polling,
+            recursive=False,
+        ):
+            names = {Path(path).name for _, path in changes}
+            if any(n.endswith((".yaml", ".yml")) and n != "sources.yaml" for n in names):
+                await asyncio.to_thread(self.reload)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import ssl
 import threading
 import time
 import zlib
@@ -122,9 +123,13 @@ class _Feed:
 class FeedServer:
     """A started server: `with FeedServer() as srv: srv.add(...); httpx.get(srv.url(...))`."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        """`ssl_context` (a server context with its certificate) serves HTTPS instead."""
         self.host = host
         self.port = port
+        self.ssl_context = ssl_context
         self.hits: Counter[str] = Counter()
         self.last_headers: dict[str, dict[str, str]] = {}
         self._routes: dict[str, Handler] = {}
@@ -158,7 +163,9 @@ class FeedServer:
             app, access_log=None, handle_signals=False, shutdown_timeout=0.5
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, backlog=2048)
+        site = web.TCPSite(
+            self._runner, self.host, self.port, backlog=2048, ssl_context=self.ssl_context
+        )
         await site.start()
         address = self._runner.addresses[0]
         self.port = int(address[1])
@@ -192,7 +199,8 @@ class FeedServer:
         if not path.startswith("/"):
             path = "/" + path
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}{path}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{host}:{self.port}{path}"
 
     def reset_hits(self) -> None:
         self.hits.clear()
