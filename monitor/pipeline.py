@@ -94,7 +94,7 @@ def poll_fetched(
     except ParseError as exc:
         error = FetchError(claim.id, exc.kind, False, str(exc), status=fetched.status)
         return _complete(ctx, claim, failure_update(ctx.settings, claim, error, now))
-    articles = [normalize_entry(entry, claim.id) for entry in feed.entries]  # normalize (pure)
+    articles = [normalize_entry(e, claim.id, now=now) for e in feed.entries]  # normalize (pure)
     catchup = not claim.first_poll_done  # a new source's first poll stores and alerts nobody
     update = success_update(ctx.settings, claim, fetched, now, feed, PollStatus.OK)
     previews: tuple[str, ...] = ()

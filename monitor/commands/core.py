@@ -9,6 +9,7 @@ import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from monitor.render import console_safe
 from monitor.settings import Settings
 
 if TYPE_CHECKING:
@@ -129,12 +130,12 @@ def cmd_poll(args: argparse.Namespace, app: App) -> int:
         )
         if report.message:
             line += f"  {report.message[:160]}"
-        print(line)
+        print(console_safe(line))
         for title, watchlist, score in report.matches:
-            print(f"    match {watchlist} ({score:.1f}): {title[:120]}")
+            print(console_safe(f"    match {watchlist} ({score:.1f}): {title[:120]}"))
         for preview in report.previews:
             print("    would send:")
-            print("      " + preview.replace("\n", "\n      "))
+            print("      " + console_safe(preview).replace("\n", "\n      "))
     if not reports and not args.source:
         print("no source is due (use --all to poll every source now)")
     return 0 if all(r.status != PollStatus.ERROR for r in reports) else 1
@@ -175,7 +176,7 @@ def cmd_sources_list(args: argparse.Namespace, app: App) -> int:
             note = f"moved permanently to {row.moved_to}: update its url in the sources file"
         print(
             f"{row.id:<30} {status:<18} {row.failures:>5} {_fmt(row.last_polled_at):<20} "
-            f"{_fmt(row.next_poll_at):<20} {note[:100]}"
+            f"{_fmt(row.next_poll_at):<20} {console_safe(note[:100])}"
         )
     return 0
 
@@ -215,9 +216,10 @@ def cmd_articles_list(args: argparse.Namespace, app: App) -> int:
                 )
             )
         else:
-            print(f"{item.id:>6} {_fmt(item.first_seen)} [{item.source_id}] {art.title[:110]}")
+            line = f"{item.id:>6} {_fmt(item.first_seen)} [{item.source_id}] {art.title[:110]}"
+            print(console_safe(line))
             if art.url:
-                print(f"       {art.url}")
+                print(console_safe(f"       {art.url}"))
     return 0
 
 
