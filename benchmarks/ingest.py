@@ -38,7 +38,7 @@ from monitor.settings import Settings  # noqa: E402
 from monitor.store import db, sources, stories  # noqa: E402
 from tests.support.feedserver import FeedServer  # noqa: E402
 
-FEEDS = sorted((REPO.parent / "shared" / "corpus" / "feeds").iterdir())
+FEEDS = sorted((REPO / "tests" / "data" / "corpus" / "feeds").iterdir())
 CTYPES = {".json": "application/feed+json", ".atom": "application/atom+xml"}
 
 

@@ -1,6 +1,6 @@
 """Matching throughput: the compiled matcher vs. a naive one-regex-per-watchlist baseline.
 
-    .venv/bin/python benchmarks/match.py [--articles ../shared/corpus/articles.jsonl]
+    .venv/bin/python benchmarks/match.py [--articles tests/data/corpus/articles.jsonl]
 
 Synthetic watchlists have the shape admins write, `("a b" OR c) AND (d OR e OR f) NOT g`, with
 entity words drawn from the corpus vocabulary (mostly rare words, as names are) and event words

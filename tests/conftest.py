@@ -1,8 +1,8 @@
 """Shared fixtures: real SQLite and real PostgreSQL databases, migrated with Alembic.
 
 PostgreSQL tests log in as the `monitor_test` role that `scripts/pg-test-setup` creates (the test
-command runs it). Each test gets a fresh database. In CI (CI=true) an unreachable server is an
-error, never a skip.
+command runs it). Each test gets a fresh database. An unreachable server is an error, never a
+skip, wherever the tests run.
 
 Every test that reaches PostgreSQL (through `pg_url`/`pg_available`, or a `"postgresql"`
 parameter such as `db_url`'s) is marked `pg` here at collection, so `scripts/test --fast`

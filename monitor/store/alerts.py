@@ -175,8 +175,7 @@ def story_alerted(session: Session, *, watchlist_id: str, story_id: int) -> bool
         .where(
             col(AlertRow.watchlist_id) == watchlist_id,
             col(AlertRow.story_id) == story_id,
-            # "summary_item" is written by nothing today; kept so this stays the same query.
-            col(AlertRow.kind).in_((AlertKind.ALERT, "summary_item")),
+            col(AlertRow.kind) == AlertKind.ALERT,
         )
         .limit(1)
     )

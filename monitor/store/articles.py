@@ -217,13 +217,6 @@ def read_articles(
         return list_articles(session, since=since, source_id=source_id, limit=limit)
 
 
-def get_articles(session: Session, ids: Iterable[int]) -> dict[int, StoredArticle]:
-    found: dict[int, StoredArticle] = {}
-    for chunk in _chunks(list(ids), 500):
-        for row in session.scalars(select(ArticleRow).where(col(ArticleRow.id).in_(chunk))):
-            found[int(row.id or 0)] = _to_stored(row)
-    return found
-
 
 def _to_stored(row: ArticleRow) -> StoredArticle:
     return StoredArticle(
@@ -255,7 +248,6 @@ __all__ = [
     "KnownEntry",
     "StoredArticle",
     "articles_by_hash",
-    "get_articles",
     "insert_article",
     "insert_articles",
     "insert_copy",

@@ -152,12 +152,12 @@ class AlertRow(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     dedup_key: str = Field(max_length=400, unique=True)
-    kind: str = Field(default="alert", max_length=20)  # alert | followup | summary | digest
+    kind: str = Field(default="alert", max_length=20)  # an AlertKind (monitor.model)
     article_id: int | None = Field(default=None, index=True)
     story_id: int | None = Field(default=None, index=True)
     source_id: str | None = Field(default=None, max_length=100)
     watchlist_id: str = Field(max_length=200)
-    channel: str = Field(max_length=20)  # slack | email | console
+    channel: str = Field(max_length=20)  # a Channel (monitor.model): slack, email, console
     destination: str = Field(max_length=400)  # Slack channel, email address, "console"
     status: str = Field(default="pending", max_length=20, index=True)
     payload_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
