@@ -130,7 +130,7 @@ def bench(articles: list[Article], sizes: list[int], seed: int, repeat: int) -> 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--articles", type=Path, default=REPO.parent / "shared" / "corpus" / "articles.jsonl"
+        "--articles", type=Path, default=REPO / "tests" / "data" / "corpus" / "articles.jsonl"
     )
     parser.add_argument("--sizes", default="10,100,1000,10000")
     parser.add_argument("--seed", type=int, default=7)

@@ -40,7 +40,7 @@ from monitor.model import Article  # noqa: E402
 from monitor.store import articles, db, stories  # noqa: E402
 from monitor.store.tables import ArticleRow, Story, StoryBand  # noqa: E402
 
-CORPUS = ROOT.parent / "shared" / "corpus" / "articles.jsonl"
+CORPUS = ROOT / "tests" / "data" / "corpus" / "articles.jsonl"
 START = datetime(2024, 1, 1, tzinfo=UTC)
 SPAN = timedelta(days=30)
 WARM = 16384  # newest stored articles assigned through the real path
