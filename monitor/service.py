@@ -229,6 +229,10 @@ class Service:
                 asyncio.gather(self.poller.drain(grace * 0.6), self.dispatcher.drain()),
                 timeout=grace,
             )
+        # A drain cut short by the grace period (a loaded machine) must not leave source leases
+        # for the next replica to wait out; a store still running is fenced off and refetched.
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(sources.release, self.engine, self.owner)
         scheduler.shutdown(wait=False)
         if watcher is not None:
             watcher.cancel()
