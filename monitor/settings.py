@@ -131,6 +131,13 @@ class Settings(BaseSettings):
 
     # --- operations ---
     http_host: str = Field("0.0.0.0", description="Address of the health/metrics listener.")
+    admin_token: SecretStr | None = Field(
+        None,
+        description=(
+            "Token for the pages with desk data (/status), sent as `Authorization: Bearer <token>`;"
+            " without one those pages are off. /livez, /readyz and /metrics stay open."
+        ),
+    )
     http_port: int = Field(
         8080, description="Port of /livez /readyz /metrics /status (0: free port, logged; -1: off)"
     )

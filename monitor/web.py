@@ -16,9 +16,10 @@ port turns the listener off.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from monitor.metrics import ServiceMetrics
     from monitor.settings import Settings
     from monitor.watchlists import WatchlistRegistry
+    from monitor.watchlists.registry import RegistryHealth
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -107,7 +109,7 @@ class WebServer:
         self._ready: Readiness | None = None
         self._ready_task: asyncio.Task[Readiness] | None = None
         self._head: str | None = None
-        self.app = web.Application()
+        self.app = web.Application(middlewares=[_security_headers])
         self.app.add_routes(
             [
                 web.get("/", self.index),
@@ -202,6 +204,12 @@ class WebServer:
             if registry.loaded
             else Check(False, "no valid watchlist set loaded yet: see the watchlist errors in logs")
         )
+        health = registry.health()
+        problems = health.problems
+        checks["watchlist_reload"] = Check(
+            not health.restarting,
+            "; ".join(problems) if problems else "watching for changes",
+        )
         checks["draining"] = (
             Check(False, "shutting down: no new work is claimed")
             if self.service.health.draining
@@ -263,7 +271,25 @@ class WebServer:
         body = metrics.render()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
+    def _authorize(self, request: web.Request) -> None:
+        """Pages with desk data need the admin token; without one configured they are off."""
+        token = self.settings.admin_token
+        if token is None or not token.get_secret_value():
+            raise web.HTTPNotFound(
+                text="this page is off: set MONITOR_ADMIN_TOKEN and send "
+                "'Authorization: Bearer <token>'\n"
+            )
+        sent = request.headers.get("Authorization", "")
+        scheme, _, value = sent.partition(" ")
+        expected = token.get_secret_value().encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), expected):
+            raise web.HTTPUnauthorized(
+                text="send the admin token as 'Authorization: Bearer <MONITOR_ADMIN_TOKEN>'\n",
+                headers={"WWW-Authenticate": 'Bearer realm="monitor"'},
+            )
+
     async def status(self, request: web.Request) -> web.Response:
+        self._authorize(request)
         want_json = request.query.get("format") == "json" or (
             request.query.get("format") != "html" and _prefers_json(request)
         )
@@ -284,6 +310,7 @@ class WebServer:
                 "http_port": self.port,
             },
             "readiness": ready.as_json()["checks"],
+            "watchlists": _watchlist_health(self.service.registry.health()),
         }
         code = 200
         try:
@@ -376,6 +403,35 @@ def read_status(engine: Engine, limit: int = STATUS_SOURCES_LIMIT) -> dict[str, 
         "outbox": outbox,
         "replicas": replicas,
     }
+
+
+def _watchlist_health(health: RegistryHealth) -> dict[str, Any]:
+    return {**asdict(health), "problems": list(health.problems)}
+
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
+    ),
+    "Cache-Control": "no-store",
+}
+
+
+@web.middleware
+async def _security_headers(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every answer, errors included: no sniffing, no framing, no caching of desk data."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers.update(SECURITY_HEADERS)
+        raise
+    response.headers.update(SECURITY_HEADERS)
+    return response
 
 
 def _prefers_json(request: web.Request) -> bool:

@@ -55,7 +55,12 @@ class FakeService:
 
 
 def make_service(url: str, *, load_watchlists: bool = True) -> FakeService:
-    settings = Settings(database_url=url, http_host="127.0.0.1", http_port=0)
+    settings = Settings(
+        database_url=url,  # type: ignore[arg-type]
+        http_host="127.0.0.1",
+        http_port=0,
+        admin_token=ADMIN_TOKEN,  # type: ignore[arg-type]
+    )
     registry = WatchlistRegistry(REPO / "watchlists")
     if load_watchlists:
         assert registry.reload() == []
@@ -73,6 +78,10 @@ async def served(db_url: str) -> AsyncIterator[tuple[FakeService, WebServer]]:
     finally:
         await server.stop()
         service.engine.dispose()
+
+
+ADMIN_TOKEN = "status-page-token"
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 async def get(url: str, **headers: str) -> tuple[int, str, str]:
@@ -175,7 +184,7 @@ async def test_readyz_checks_each_condition(served: tuple[FakeService, WebServer
     data = json.loads(body)
     assert status == 200, body
     assert data["status"] == "ready"
-    assert set(data["checks"]) == {"database", "schema", "watchlists", "draining"}
+    assert set(data["checks"]) == {"database", "schema", "watchlists", "watchlist_reload", "draining"}
     assert all(check["ok"] for check in data["checks"].values())
 
     service.health.draining = True
@@ -271,7 +280,7 @@ async def test_metrics_answer_with_the_database_down() -> None:
 async def test_status_json_and_html(served: tuple[FakeService, WebServer]) -> None:
     service, server = served
     await asyncio.to_thread(seed, service.engine)
-    status, ctype, body = await get(server.url + "/status?format=json")
+    status, ctype, body = await get(server.url + "/status?format=json", **AUTH)
     assert status == 200 and ctype.startswith("application/json")
     data = json.loads(body)
     assert data["replica"]["name"] == "test-replica" and data["replica"]["ready"] is True
@@ -286,16 +295,16 @@ async def test_status_json_and_html(served: tuple[FakeService, WebServer]) -> No
     assert alive == {"other-replica": True, "gone-replica": False}
 
     # Content negotiation: Accept wins when no format is given; browsers get HTML.
-    _, ctype, _ = await get(server.url + "/status", Accept="application/json")
+    _, ctype, _ = await get(server.url + "/status", Accept="application/json", **AUTH)
     assert ctype.startswith("application/json")
-    status, ctype, html = await get(server.url + "/status", Accept="text/html,*/*")
+    status, ctype, html = await get(server.url + "/status", Accept="text/html,*/*", **AUTH)
     assert status == 200 and ctype.startswith("text/html")
     assert "missile-tests" in html and "gone-replica" in html
     assert "moved permanently to https://news.example.org/new-feed.xml" in html
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    assert (await get(server.url + "/status?limit=x"))[0] == 400
-    _, _, one = await get(server.url + "/status?format=json&limit=1")
+    assert (await get(server.url + "/status?limit=x", **AUTH))[0] == 400
+    _, _, one = await get(server.url + "/status?format=json&limit=1", **AUTH)
     assert [s["id"] for s in json.loads(one)["sources"]] == ["broken"]
     assert (await get(server.url + "/"))[0] == 302
 
@@ -305,11 +314,11 @@ async def test_status_with_the_database_down() -> None:
     server = WebServer(service)
     await server.start()
     try:
-        status, _, body = await get(server.url + "/status?format=json")
+        status, _, body = await get(server.url + "/status?format=json", **AUTH)
         data = json.loads(body)
         assert status == 503
         assert data["database"]["ok"] is False and data["replica"]["ready"] is False
-        status, _, html = await get(server.url + "/status")
+        status, _, html = await get(server.url + "/status", **AUTH)
         assert status == 503 and "Database unreachable" in html
     finally:
         await server.stop()
@@ -374,3 +383,61 @@ async def test_monitor_health_exit_codes(sqlite_url: str) -> None:
     assert silent.returncode == 2 and "no answer" in silent.stderr
     off = await asyncio.to_thread(run_health, port=0)
     assert off.returncode == 2 and "--url" in off.stderr
+
+
+async def test_status_needs_the_admin_token(served: tuple[FakeService, WebServer]) -> None:
+    """Desk data (recipients, titles, errors) only with the token; probes stay open."""
+    _, server = served
+    status, _, body = await get(server.url + "/status?format=json")
+    assert status == 401 and "Authorization: Bearer" in body
+    status, _, _ = await get(server.url + "/status", Authorization="Bearer wrong-token")
+    assert status == 401
+    status, _, _ = await get(server.url + "/status", Authorization=ADMIN_TOKEN)  # no scheme
+    assert status == 401
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(server.url + "/status", headers=AUTH) as resp,
+    ):
+        assert resp.status == 200
+        assert resp.headers["X-Frame-Options"] == "DENY"
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert "default-src 'none'" in resp.headers["Content-Security-Policy"]
+        assert resp.headers["Cache-Control"] == "no-store"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(server.url + "/status") as resp:
+            assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+            assert resp.headers["X-Frame-Options"] == "DENY"  # errors carry them too
+        for open_path in ("/livez", "/readyz", "/metrics"):
+            async with session.get(server.url + open_path) as resp:
+                assert resp.status == 200, open_path
+
+
+async def test_status_is_off_without_a_token(db_url: str) -> None:
+    db.upgrade(db_url)
+    service = make_service(db_url)
+    service.settings = Settings(
+        database_url=db_url,  # type: ignore[arg-type]
+        http_host="127.0.0.1",
+        http_port=0,
+    )
+    server = WebServer(service)
+    await server.start()
+    try:
+        status, _, body = await get(server.url + "/status", **AUTH)
+        assert status == 404 and "MONITOR_ADMIN_TOKEN" in body
+        assert (await get(server.url + "/livez"))[0] == 200
+    finally:
+        await server.stop()
+        service.engine.dispose()
+
+
+async def test_status_shows_the_watchlist_reload_state(
+    served: tuple[FakeService, WebServer],
+) -> None:
+    service, server = served
+    _, _, body = await get(server.url + "/status?format=json", **AUTH)
+    watchlists = json.loads(body)["watchlists"]
+    assert watchlists["loaded"] is True and watchlists["count"] == len(service.registry.watchlists)
+    assert watchlists["problems"] == []
+    _, _, ready = await get(server.url + "/readyz")
+    assert "watchlist_reload" in json.loads(ready)["checks"]

@@ -27,6 +27,9 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SLACK_TOKEN = "xoxb-test-token-0000"  # what the Slack fake of these tests expects
 
 
+ADMIN_TOKEN = "test-admin-token"  # the replicas' MONITOR_ADMIN_TOKEN
+
+
 def replica_env(
     *,
     database_url: str,
@@ -46,6 +49,7 @@ def replica_env(
             "MONITOR_ALLOW_PRIVATE_HOSTS": "127.0.0.1",
             "MONITOR_TICK_SECONDS": "1",
             "MONITOR_LOG_LEVEL": "INFO",
+            "MONITOR_ADMIN_TOKEN": ADMIN_TOKEN,
         }
     )
     if slack_api_url is not None:
@@ -104,8 +108,11 @@ class Replica:
         return self.log_path.read_text(errors="replace")[-chars:]
 
     def get(self, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+        request = urllib.request.Request(
+            self.url + path, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
         try:
-            with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
+            with urllib.request.urlopen(request, timeout=timeout) as resp:
                 return int(resp.status), resp.read()
         except urllib.error.HTTPError as exc:
             return int(exc.code), exc.read()
