@@ -184,7 +184,8 @@ async def test_readyz_checks_each_condition(served: tuple[FakeService, WebServer
     data = json.loads(body)
     assert status == 200, body
     assert data["status"] == "ready"
-    assert set(data["checks"]) == {"database", "schema", "watchlists", "watchlist_reload", "draining"}
+    wanted = {"database", "schema", "watchlists", "watchlist_reload", "draining"}
+    assert set(data["checks"]) == wanted
     assert all(check["ok"] for check in data["checks"].values())
 
     service.health.draining = True
