@@ -78,16 +78,7 @@ def _service(tmp: Path, url: str, server: FeedServer) -> Service:
         '    selectors: {item: "article", title: "h2", link: "a[href]", date: "time"}',
     ]
     (folder / "sources.yaml").write_text("\n".join(lines) + "\n")
-    db.upgrade(url)
-    settings = Settings(
-        database_url=url,  # type: ignore[arg-type]
-        watchlists_dir=folder,
-        allow_private_hosts=["127.0.0.1"],
-        http_port=-1,
-    )
-    service = Service(App(settings))
-    service.prepare(exclusive=False)
-    return service
+    return _prepared(url, folder)
 
 
 def test_hostile_documents_end_classified_and_the_rest_of_the_tick_is_stored(
@@ -182,15 +173,7 @@ def test_an_article_dated_2099_is_stored_as_published_when_first_seen(
     (folder / "sources.yaml").write_text(
         f"sources:\n  - id: future\n    name: future\n    url: {server.url('/future.xml')}\n"
     )
-    db.upgrade(url)
-    settings = Settings(
-        database_url=url,  # type: ignore[arg-type]
-        watchlists_dir=folder,
-        allow_private_hosts=["127.0.0.1"],
-        http_port=-1,
-    )
-    service = Service(App(settings))
-    service.prepare(exclusive=False)
+    service = _prepared(url, folder)
     try:
         asyncio.run(service.poller.poll_due(force=True))
         asyncio.run(service.aclose())
@@ -200,3 +183,17 @@ def test_an_article_dated_2099_is_stored_as_published_when_first_seen(
         service.engine.dispose()
     assert item.article.published is not None
     assert item.article.published.year == item.first_seen.year  # not 2099
+
+
+def _prepared(url: str, folder: Path) -> Service:
+    """A migrated database and a prepared service over the local sources in `folder`."""
+    db.upgrade(url)
+    settings = Settings(
+        database_url=url,  # type: ignore[arg-type]
+        watchlists_dir=folder,
+        allow_private_hosts=["127.0.0.1"],
+        http_port=-1,
+    )
+    service = Service(App(settings))
+    service.prepare(exclusive=False)
+    return service
