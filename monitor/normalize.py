@@ -127,7 +127,10 @@ def html_to_text(s: str) -> str:
 
 
 def strip_controls(s: str) -> str:
-    """`s` without C0/C1 control characters; tab and newline are kept (CR becomes a newline)."""
+    """`s` without C0/C1 control characters; tab and newline are kept (CR becomes a newline).
+
+    What is stored: format characters (zero-width joiners, bidi marks) stay, as text needs them.
+    Every sink strips those too, with `render.strip_controls`/`console_safe`."""
     if s.isprintable():  # fast path: no control characters at all (nor tab or newline)
         return s
     if "\r" in s:

@@ -9,7 +9,6 @@ import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from monitor.render import console_safe
 from monitor.settings import Settings
 
 if TYPE_CHECKING:
@@ -100,6 +99,7 @@ def cmd_run(args: argparse.Namespace, app: App) -> int:
 
 def cmd_poll(args: argparse.Namespace, app: App) -> int:
     from monitor.model import PollStatus
+    from monitor.render import console_safe
     from monitor.service import Service, StartupError
 
     _settings(app, logs_to_stderr=True)
@@ -156,6 +156,7 @@ def cmd_sources_check(args: argparse.Namespace, app: App) -> int:
 
 
 def cmd_sources_list(args: argparse.Namespace, app: App) -> int:
+    from monitor.render import console_safe
     from monitor.store.status import list_sources
 
     engine = app.engine
@@ -186,6 +187,7 @@ def _fmt(value: datetime | None) -> str:
 
 
 def cmd_articles_list(args: argparse.Namespace, app: App) -> int:
+    from monitor.render import console_safe
     from monitor.store import articles
 
     engine = app.engine
