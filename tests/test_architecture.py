@@ -24,6 +24,7 @@ PURE = (
     "monitor.normalize",
     "monitor.parse",
     "monitor.query",
+    "monitor.redact",
     "monitor.render",
     "monitor.schedule",
     "monitor.textnorm",
