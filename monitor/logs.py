@@ -12,25 +12,23 @@ import re
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import structlog
+
+from monitor.redact import redact_text, redact_url
 
 _SECRET_KEYS = re.compile(
     r"token|secret|password|passwd|authorization|cookie|dsn|webhook|api_key|database_url", re.I
 )
+# Secrets with a shape of their own; URLs in general go through `monitor.redact`.
 _SECRET_VALUES = (
     (re.compile(r"xox[abposr]-[A-Za-z0-9-]+"), "xox?-[redacted]"),
+    # a webhook's secret is its path, which URL redaction keeps
     (re.compile(r"https://hooks\.slack\.com/services/\S+"), "https://hooks.slack.com/[redacted]"),
-    # user:password@ in any URL (database DSNs, feeds behind basic auth, SMTP URLs)
-    (re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/\s@]+:)[^@\s/]+@"), r"\1[redacted]@"),
-    (
-        re.compile(
-            r"([?&](?:token|key|api_key|apikey|secret|password|sig|signature)=)[^&\s]+", re.I
-        ),
-        r"\1[redacted]",
-    ),
 )
+# Keys whose whole value is a URL even without a scheme (`feeds.example/rss?token=…`).
+_URL_KEYS = re.compile(r"(?:^|_)(?:url|uri|href|location|moved_to)$", re.I)
 _QUIET = (
     "httpx",
     "httpcore",
@@ -77,48 +75,40 @@ def settings_secrets(settings: Any) -> list[str]:
 
 
 def scrub(text: str) -> str:
-    """Remove secrets that may hide inside free text (exception messages, URLs)."""
+    """Remove secrets that may hide inside free text (exception messages, URLs): the configured
+    secrets, Slack tokens and webhooks, and every URL's query values and userinfo."""
     for secret in _known_secrets:
         if secret in text:
             text = text.replace(secret, "[redacted]")
     for pattern, replacement in _SECRET_VALUES:
         text = pattern.sub(replacement, text)
-    return text
-
-
-def safe_url(url: str) -> str:
-    """A URL fit for logs: no credentials, no query string."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if ":" in host:  # IPv6 literal: keep its brackets
-            host = f"[{host}]"
-        port = parts.port
-    except ValueError:
-        return "[unparsable url]"
-    if port:
-        host = f"{host}:{port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return redact_text(text)
 
 
 def _clean(key: str, value: Any, depth: int = 0) -> Any:
-    """Redact one value under `key`, looking inside dicts and lists (exceptions, payloads)."""
+    """Redact one value under `key`, looking inside dicts and lists (exceptions, payloads).
+
+    Any string may quote a URL (an error message, a library line), so every string is scrubbed,
+    not only the `url` key; other objects (an `httpx.URL`, an exception) would be rendered with
+    `repr`, so that text is scrubbed too.
+    """
     if _SECRET_KEYS.search(key):
         return "[redacted]"
     if isinstance(value, str):
-        return safe_url(value) if key == "url" else scrub(value)
-    if depth > 8:
+        return scrub(redact_url(value) if _URL_KEYS.search(key) else value)
+    if value is None or isinstance(value, bool | int | float):
         return value
-    if isinstance(value, dict):
-        return {k: _clean(str(k), v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, dict) and depth <= 8:
+        return {scrub(str(k)): _clean(str(k), v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple) and depth <= 8:
         return [_clean(key, v, depth + 1) for v in value]
-    return value
+    return scrub(repr(value))
 
 
 def _redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event):
-        event[key] = _clean(key, event[key])
+        if not key.startswith("_"):  # structlog's own `_record`, `_from_structlog`
+            event[key] = _clean(key, event[key])
     return event
 
 

@@ -30,9 +30,10 @@ from jinja2 import Environment
 
 from monitor import __version__
 from monitor.clock import as_utc
-from monitor.logs import get_logger, safe_url, scrub
+from monitor.logs import get_logger, scrub
 from monitor.metrics import CONTENT_TYPE
 from monitor.model import WAITING, AlertStatus
+from monitor.redact import redact_url
 from monitor.store import db, status
 from monitor.store.db import Engine
 from monitor.store.status import StoreState
@@ -334,7 +335,7 @@ def read_status(engine: Engine, limit: int = STATUS_SOURCES_LIMIT) -> dict[str, 
         {
             "id": r.id,
             "name": r.name,
-            "url": safe_url(r.url),
+            "url": redact_url(r.url),
             "status": r.status,
             "http_status": r.http_status,
             "failures": r.failures,
@@ -345,7 +346,7 @@ def read_status(engine: Engine, limit: int = STATUS_SOURCES_LIMIT) -> dict[str, 
             "polls": r.polls,
             "lease_owner": r.lease_owner,
             "disabled_reason": r.disabled_reason,
-            "moved_to": safe_url(r.moved_to) if r.moved_to else None,
+            "moved_to": redact_url(r.moved_to) if r.moved_to else None,
         }
         for r in snap.sources
     ]

@@ -39,6 +39,7 @@ R = MARK
             f"postgresql+psycopg://{R}@db:5432/monitor",
         ),
         ("/feed.xml?key=k", f"/feed.xml?key={R}"),
+        ("http://user:pw@host.example:99999/x", f"http://{R}@host.example:99999/x"),
         ("http://[::1", "http://[::1"),  # unparsable stays as it is: nothing secret in it
         ("", ""),
     ],

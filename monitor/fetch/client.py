@@ -21,8 +21,9 @@ from monitor.fetch import netguard
 from monitor.fetch.decode import CappedDecoder, TooLarge
 from monitor.fetch.errors import classify, fetch_error, status_error, with_elapsed
 from monitor.fetch.transport import GuardTransport, PinnedHTTPTransport, tls_context
-from monitor.logs import get_logger, safe_url
+from monitor.logs import get_logger
 from monitor.model import FetchError, FetchRequest, FetchResult
+from monitor.redact import redact_url
 from monitor.schedule import parse_max_age
 from monitor.settings import Settings
 
@@ -111,13 +112,13 @@ class Fetcher:
         try:
             url = httpx.URL(req.url)
         except (httpx.InvalidURL, TypeError, ValueError) as exc:
-            return fetch_error(req, "bad_url", False, f"invalid URL {safe_url(req.url)}: {exc}")
+            return fetch_error(req, "bad_url", False, f"invalid URL {redact_url(req.url)}: {exc}")
         if url.scheme not in netguard.ALLOWED_SCHEMES or not url.host:
             return fetch_error(
                 req,
                 "bad_url",
                 False,
-                f"{safe_url(req.url)}: only absolute http:// and https:// URLs can be polled",
+                f"{redact_url(req.url)}: only absolute http:// and https:// URLs can be polled",
             )
         async with self._host_slot(url.host):
             await self._space(url.host)
@@ -161,7 +162,7 @@ class Fetcher:
                 log.warning(
                     "fetch blocked",
                     source=req.source_id,
-                    url=safe_url(req.url),
+                    url=redact_url(req.url),
                     reason=outcome.message,
                 )
         return outcome
@@ -209,7 +210,7 @@ class Fetcher:
             req,
             "too_many_redirects",
             False,
-            f"more than {MAX_REDIRECTS} redirects, last to {safe_url(str(request.url))}",
+            f"more than {MAX_REDIRECTS} redirects, last to {redact_url(str(request.url))}",
         )
 
     async def _finish(

@@ -1,5 +1,5 @@
 """Every failure of the network path, classified once into a `FetchError` with a `transient`
-flag and a message that never carries the URL's query string."""
+flag and a message whose URLs are redacted (`monitor.redact`): it is stored and shown."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 import httpx
 
 from monitor.fetch import netguard
-from monitor.logs import get_logger, safe_url
+from monitor.logs import get_logger
 from monitor.model import ErrorKind, FetchError, FetchRequest
+from monitor.redact import redact_text
 from monitor.schedule import parse_retry_after
 
 log = get_logger(__name__)
@@ -79,7 +80,7 @@ def classify(req: FetchRequest, exc: Exception) -> FetchError:
         kind = "protocol"
         text = f"{type(exc).__name__}: {text}"
         log.error("unexpected fetch failure", source=req.source_id, exc_info=exc)
-    return FetchError(req.source_id, kind, transient, scrub_url(text, req.url))
+    return FetchError(req.source_id, kind, transient, redact_text(text, req.url))
 
 
 def _is_tls(exc: BaseException) -> bool:
@@ -93,13 +94,9 @@ def _is_tls(exc: BaseException) -> bool:
     return False
 
 
-def scrub_url(text: str, url: str) -> str:
-    """Exception texts may quote the URL; keep its query string (tokens) out of stored errors."""
-    return text.replace(url, safe_url(url)) if ("?" in url or "@" in url) else text
-
-
 def fetch_error(req: FetchRequest, kind: ErrorKind, transient: bool, message: str) -> FetchError:
-    return FetchError(req.source_id, kind, transient, message)
+    """A failure found by hand; its message may quote a URL of the exchange (a redirect hop)."""
+    return FetchError(req.source_id, kind, transient, redact_text(message, req.url))
 
 
 def with_elapsed(error: FetchError, elapsed: float) -> FetchError:

@@ -23,7 +23,8 @@ import httpcore
 import httpx
 
 from monitor.fetch import netguard
-from monitor.logs import get_logger, safe_url
+from monitor.logs import get_logger
+from monitor.redact import redact_url
 
 log = get_logger(__name__)
 
@@ -121,10 +122,10 @@ class GuardTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        netguard.check_scheme(url.scheme, safe_url(str(url)))
+        netguard.check_scheme(url.scheme, redact_url(str(url)))
         host = url.host
         if not host:
-            raise netguard.BlockedError(f"{safe_url(str(url))}: URL has no host")
+            raise netguard.BlockedError(f"{redact_url(str(url))}: URL has no host")
         port = url.port or (443 if url.scheme == "https" else 80)
         try:
             async with asyncio.timeout(self.resolve_timeout):
