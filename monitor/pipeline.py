@@ -30,6 +30,7 @@ from monitor.model import (
 from monitor.normalize import normalize_entry
 from monitor.parse import ParseError, parse_feed, parse_html_page
 from monitor.query.matcher import Matcher
+from monitor.redact import redact_text, redact_url
 from monitor.schedule import next_poll_at
 from monitor.settings import Settings
 from monitor.store import db, sources, stories
@@ -91,12 +92,14 @@ def poll_fetched(
         return _complete(ctx, claim, success_update(ctx.settings, claim, fetched, now, None, quiet))
     try:
         feed = parse(claim, fetched)  # parse (pure)
-    except ParseError as exc:
-        error = FetchError(claim.id, exc.kind, False, str(exc), status=fetched.status)
+    except ParseError as exc:  # parsers quote the URL, feedparser's complaints may too
+        message = redact_text(str(exc), claim.url, fetched.url)
+        error = FetchError(claim.id, exc.kind, False, message, status=fetched.status)
         return _complete(ctx, claim, failure_update(ctx.settings, claim, error, now))
     articles = [normalize_entry(e, claim.id, now=now) for e in feed.entries]  # normalize (pure)
     catchup = not claim.first_poll_done  # a new source's first poll stores and alerts nobody
     update = success_update(ctx.settings, claim, fetched, now, feed, PollStatus.OK)
+    warning = redact_text(feed.warning, claim.url, fetched.url) if feed.warning else ""
     previews: tuple[str, ...] = ()
     try:
         with db.transaction(ctx.engine) as session:  # one transaction, fenced by the lease
@@ -117,7 +120,7 @@ def poll_fetched(
                 body_hash=hashlib.sha256(fetched.body or b"").hexdigest(),
                 first_poll_done=True,
                 last_new_entries=new,
-                error=f"warning: {feed.warning}"[:2000] if feed.warning else None,
+                error=f"warning: {warning}"[:2000] if warning else None,
             )
             if ctx.dry_run:
                 previews = tuple(alerting.preview_for_poll(session, source_id=claim.id, now=now))
@@ -135,7 +138,7 @@ def poll_fetched(
         new=new,
         updated=sum(e.sighting is Sighting.REVISION for e in stored),
         alerts=alerts,
-        message=feed.warning or "",
+        message=warning,
         matches=tuple((i.article.title, m.watchlist_id, m.score) for i in items for m in i.matches),
         previews=previews,
     )
@@ -198,12 +201,15 @@ def success_update(
         min_seconds=settings.min_interval_seconds,
         max_seconds=settings.max_interval_seconds,
     )
-    if result.moved_to and result.moved_to != claim.moved_to:
+    # Stored and shown redacted (the admin knows the secrets; polling uses the configured URL),
+    # so the redacted form is what tells a new move from the one already reported.
+    moved_to = redact_url(result.moved_to) if result.moved_to else None
+    if moved_to and moved_to != claim.moved_to:
         log.warning(
             "source moved permanently: update its url in the sources file",
             source=claim.id,
             url=claim.url,
-            moved_to=result.moved_to,
+            moved_to=moved_to,
         )
     return SourceUpdate(
         status=status,
@@ -212,7 +218,7 @@ def success_update(
         failures=0,
         http_status=result.status,
         succeeded=True,
-        moved_to=result.moved_to,
+        moved_to=moved_to,
         # A 304 confirms the stored validators: only a full answer replaces them.
         validators=None if result.status == 304 else Validators(result.etag, result.last_modified),
     )
@@ -238,7 +244,7 @@ def failure_update(
         next_poll_at=as_utc(when),
         failures=failures,
         http_status=error.status,
-        error=error.message[:2000],
+        error=redact_text(error.message, claim.url)[:2000],
         error_transient=error.transient,
         disabled_reason=(
             "the server answered 410 Gone: fix the URL in sources.yaml or remove the source"

@@ -16,6 +16,7 @@ from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import MarkedYAMLError
 
 from monitor.model import HtmlSelectors, SourceConfig, SourceKind
+from monitor.redact import redact_url
 from monitor.timeparse import duration_seconds
 from monitor.yamlfile import line_of as _line_of
 
@@ -66,7 +67,7 @@ class SourceModel(BaseModel):
     def _url(cls, value: str) -> str:
         if not re.match(r"^https?://[^\s/]+", value):
             raise ValueError(
-                f"{value!r} is not an http(s) URL: write e.g. https://example.org/feed"
+                f"{redact_url(value)!r} is not an http(s) URL: write e.g. https://example.org/feed"
             )
         return value
 

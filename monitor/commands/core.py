@@ -78,7 +78,10 @@ def since_arg(text: str | None) -> datetime | None:
 
 
 def _fail(message: str) -> int:
-    print(f"monitor: {message}", file=sys.stderr)
+    """One error line; exception texts may quote a source or database URL."""
+    from monitor.redact import redact_text
+
+    print(f"monitor: {redact_text(message)}", file=sys.stderr)
     return 1
 
 
@@ -99,6 +102,7 @@ def cmd_run(args: argparse.Namespace, app: App) -> int:
 
 def cmd_poll(args: argparse.Namespace, app: App) -> int:
     from monitor.model import PollStatus
+    from monitor.redact import redact_text
     from monitor.render import console_safe
     from monitor.service import Service, StartupError
 
@@ -129,7 +133,7 @@ def cmd_poll(args: argparse.Namespace, app: App) -> int:
             f"updated={report.updated:<3} alerts={report.alerts:<3} {report.seconds:6.2f}s"
         )
         if report.message:
-            line += f"  {report.message[:160]}"
+            line += f"  {redact_text(report.message)[:160]}"
         print(console_safe(line))
         for title, watchlist, score in report.matches:
             print(console_safe(f"    match {watchlist} ({score:.1f}): {title[:120]}"))
@@ -142,6 +146,7 @@ def cmd_poll(args: argparse.Namespace, app: App) -> int:
 
 
 def cmd_sources_check(args: argparse.Namespace, app: App) -> int:
+    from monitor.redact import redact_text
     from monitor.sources import SourcesError, load_sources
 
     settings = app.settings
@@ -149,7 +154,7 @@ def cmd_sources_check(args: argparse.Namespace, app: App) -> int:
         sources = load_sources(settings.sources_path)
     except SourcesError as exc:
         for line in exc.errors:
-            print(line, file=sys.stderr)
+            print(redact_text(line), file=sys.stderr)
         return 1
     print(f"{settings.sources_path}: {len(sources)} sources OK")
     return 0
@@ -157,7 +162,7 @@ def cmd_sources_check(args: argparse.Namespace, app: App) -> int:
 
 def cmd_sources_list(args: argparse.Namespace, app: App) -> int:
     from monitor.render import console_safe
-    from monitor.store.status import list_sources
+    from monitor.store.status import list_sources  # last_error and moved_to come redacted
 
     engine = app.engine
     try:

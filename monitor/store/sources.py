@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from monitor.model import ErrorKind, HtmlSelectors, PollStatus, SourceConfig, SourceKind
+from monitor.redact import redact_text, redact_url
 from monitor.store.tables import SourceRow
 
 
@@ -86,10 +87,12 @@ class SourceUpdate:
 
 
 def _columns(change: SourceUpdate) -> dict[str, object]:
+    """The columns of a completion. `last_error` and `moved_to` are stored redacted, whoever
+    the caller: they are only ever shown, and polling uses the configured URL, never the move."""
     values: dict[str, object] = {
         "last_status": change.last_status,
         "last_http_status": change.http_status,
-        "last_error": change.error,
+        "last_error": redact_text(change.error) if change.error else change.error,
         "error_transient": change.error_transient,
         "failures": change.failures,
         "last_polled_at": change.polled_at,
@@ -98,7 +101,7 @@ def _columns(change: SourceUpdate) -> dict[str, object]:
     }
     if change.succeeded:
         values["last_success_at"] = change.polled_at
-        values["moved_to"] = change.moved_to
+        values["moved_to"] = redact_url(change.moved_to) if change.moved_to else None
     if change.validators is not None:
         values["etag"] = change.validators.etag
         values["last_modified"] = change.validators.last_modified

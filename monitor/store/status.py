@@ -1,5 +1,8 @@
 """Read models of the shared database: the store state behind `/metrics`, the `/status` page
-and `monitor sources list`. Each reads in a session of its own and returns frozen values."""
+and `monitor sources list`. Each reads in a session of its own and returns frozen values.
+
+These values exist to be shown, so URLs and error texts leave here redacted (`monitor.redact`),
+rows written before redaction was stored included."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from sqlmodel import col
 
 from monitor.clock import as_utc
 from monitor.model import WAITING
+from monitor.redact import redact_text, redact_url
 from monitor.store.tables import AlertRow, ArticleRow, ReplicaRow, SourceRow
 
 REPLICA_ALIVE_SECONDS = 60.0
@@ -106,7 +110,8 @@ def read_store_state(engine: Engine, now: datetime | None = None) -> StoreState:
 
 @dataclass(frozen=True, slots=True)
 class SourceHealth:
-    """One enabled source on `/status`; `lease_owner` only while the lease holds."""
+    """One enabled source on `/status`; `lease_owner` only while the lease holds; `url`,
+    `error` and `moved_to` redacted."""
 
     id: str
     name: str
@@ -169,18 +174,18 @@ def read_status(engine: Engine, *, sources_limit: int, alerts_limit: int) -> Sta
             SourceHealth(
                 id=r[0],
                 name=r[1],
-                url=r[2],
+                url=redact_url(r[2]),
                 status=r[3],
                 http_status=r[4],
                 failures=r[5],
-                error=r[6],
+                error=redact_text(r[6]) if r[6] else None,
                 last_polled_at=r[7],
                 last_success_at=r[8],
                 next_poll_at=r[9],
                 polls=r[10],
                 lease_owner=r[11] if r[12] is not None and as_utc(r[12]) > now else None,
                 disabled_reason=r[13],
-                moved_to=r[14],
+                moved_to=redact_url(r[14]) if r[14] else None,
             )
             for r in session.execute(
                 select(
@@ -265,7 +270,8 @@ def read_status(engine: Engine, *, sources_limit: int, alerts_limit: int) -> Sta
 
 @dataclass(frozen=True, slots=True)
 class SourceListing:
-    """One source row as `monitor sources list` shows it (removed ones too)."""
+    """One source row as `monitor sources list` shows it (removed ones too), `last_error` and
+    `moved_to` redacted."""
 
     id: str
     enabled: bool
@@ -289,9 +295,9 @@ def list_sources(engine: Engine) -> list[SourceListing]:
                 failures=row.failures,
                 last_polled_at=row.last_polled_at,
                 next_poll_at=row.next_poll_at,
-                last_error=row.last_error,
+                last_error=redact_text(row.last_error) if row.last_error else None,
                 disabled_reason=row.disabled_reason,
-                moved_to=row.moved_to,
+                moved_to=redact_url(row.moved_to) if row.moved_to else None,
             )
             for row in session.scalars(select(SourceRow).order_by(col(SourceRow.id)))
         ]
