@@ -3,8 +3,9 @@
 sentinels — the JSON logs of both, the CLI output, the stored `last_error`/`moved_to` and
 `/status` (JSON and HTML, with the admin token).
 
-Every source URL carries `user:SENTINEL3@` and `?access_token=SENTINEL1&X-Amz-Signature=SENTINEL2`;
-the permanent redirect goes to a URL with secrets of its own (SENTINEL4, SENTINEL5).
+Every source URL carries `user:SENTINEL3@` and `?access_token=SENTINEL1&X-Amz-Signature=SENTINEL2`.
+The sources: a broken feed (the parse error quotes the URL), a 301 to a URL with secrets of its
+own (SENTINEL4, SENTINEL5), a 500, and an HTML page no selector matches (the error quotes it too).
 """
 
 from __future__ import annotations
