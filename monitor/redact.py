@@ -121,4 +121,5 @@ def _secrets_of(url: str) -> list[str]:
             name, eq, value = segment.partition("=")
             pieces.append(value if eq else name)
     found = {p for piece in pieces for p in (piece, unquote(piece)) if len(p) >= MIN_KNOWN}
-    return sorted(found - {MARK}, key=len, reverse=True)
+    # a value already redacted, or one inside the marker itself, would only mangle the marker
+    return sorted((p for p in found if p not in MARK), key=len, reverse=True)
