@@ -196,11 +196,19 @@ def highlight(match: Match, open_mark: str = "**", close_mark: str = "**") -> st
     return "".join(out)
 
 
+def _logs_to_stderr(app: App) -> None:
+    """Training logs go to stderr: stdout is the command's own output (JSONL, tables)."""
+    from monitor import logs
+
+    logs.configure(app.settings.log_level, app.settings.log_format, stream=sys.stderr)
+
+
 def _cache(app: App) -> VectorCache:
     """The database's vectors when its schema is current (backtests then never re-embed),
     else vectors in memory for this run."""
     from monitor.relevance.models import MemoryCache
 
+    _logs_to_stderr(app)
     try:
         from monitor.store import db
 
@@ -243,11 +251,19 @@ def _judged(
     ], models
 
 
-def _model_json(match: Match) -> dict[str, Any] | None:
+def _match_json(match: Match) -> dict[str, Any]:
+    """One match in `watchlists test --format jsonl`; `alert` and `model` only where a model
+    judged (a watchlist without examples prints exactly what it always did)."""
+    row: dict[str, Any] = {
+        "watchlist": match.watchlist_id,
+        "score": match.score,
+        "terms": list(match.terms),
+    }
     j = match.judgement
     if j is None:
-        return None
-    return {
+        return row
+    row["alert"] = j.relevant
+    row["model"] = {
         "relevant": j.relevant,
         "confidence": j.confidence,
         "min_confidence": j.threshold,
@@ -255,6 +271,7 @@ def _model_json(match: Match) -> dict[str, Any] | None:
         "like": list(j.like),
         "unlike": list(j.unlike),
     }
+    return row
 
 
 def cmd_test(args: argparse.Namespace, app: App) -> int:
@@ -275,16 +292,7 @@ def cmd_test(args: argparse.Namespace, app: App) -> int:
         if args.format == "jsonl":
             row = {
                 "id": item.id,
-                "matches": [
-                    {
-                        "watchlist": m.watchlist_id,
-                        "score": m.score,
-                        "terms": list(m.terms),
-                        "alert": m.judgement is None or m.judgement.relevant,
-                        "model": _model_json(m),
-                    }
-                    for m in matches
-                ],
+                "matches": [_match_json(m) for m in matches],
             }
             print(json.dumps(row, ensure_ascii=False))
         elif matches:
@@ -452,7 +460,8 @@ def _cross_validated(args: argparse.Namespace, app: App, watchlists: dict[str, W
         print(
             f"{wid:<24} {report.examples:>8} {report.relevant:>8} {report.gate_recall:>8.3f} "
             f"{cv.precision:>9.3f} {cv.recall:>7.3f} {cv.f1:>6.3f}  "
-            f"{p_lo:>5.2f}–{p_hi:<6.2f} {r_lo:>5.2f}–{r_hi:<6.2f}  {qo.precision:.2f}/{qo.recall:.2f}"
+            f"{p_lo:>5.2f}–{p_hi:<6.2f} {r_lo:>5.2f}–{r_hi:<6.2f}  "
+            f"{qo.precision:.2f}/{qo.recall:.2f}"
         )
     if not args.quiet:
         for report in reports:
