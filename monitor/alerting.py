@@ -125,6 +125,7 @@ def content_for(
         snippet=match.snippet or article.text[:600],
         highlights=tuple((s.start, s.end) for s in match.highlights) if match.snippet else (),
         story_id=item.story.story_id if item.story else None,
+        reason=match.judgement.reason if match.judgement else "",
     )
 
 

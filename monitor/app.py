@@ -14,8 +14,13 @@ from typing import TYPE_CHECKING, TextIO
 from monitor.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from monitor.fetch import Fetcher
+    from monitor.model import Watchlist
     from monitor.notify import Notifier
+    from monitor.relevance.embed import Embedder
+    from monitor.relevance.models import RelevanceModels, VectorCache
     from monitor.store.db import Engine
     from monitor.watchlists import WatchlistRegistry
 
@@ -43,7 +48,29 @@ class App:
         """The live watchlist set; loaded by `reload()` (the service) or on first use here."""
         from monitor.watchlists import WatchlistRegistry
 
-        return WatchlistRegistry(self.settings.watchlists_dir)
+        return WatchlistRegistry(self.settings.watchlists_dir, trainer=self.train_models)
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        from monitor.relevance.embed import make_embedder
+
+        return make_embedder(self.settings.embedder)
+
+    @cached_property
+    def vectors(self) -> VectorCache:
+        """Embeddings kept in the database (shared by restarts, replicas and backtests)."""
+        from monitor.store.vectors import DatabaseVectors
+
+        return DatabaseVectors(self.engine)
+
+    def train_models(self, watchlists: Iterable[Watchlist]) -> RelevanceModels:
+        """The models of the watchlists that have examples (run at start-up and on reload)."""
+        from monitor.relevance.models import RelevanceModels, train_models
+
+        selected = [w for w in watchlists if w.examples is not None]
+        if not selected:
+            return RelevanceModels()
+        return train_models(selected, self.embedder, self.vectors)
 
     @cached_property
     def notifiers(self) -> dict[str, Notifier]:

@@ -4,13 +4,14 @@ benchmarks call the same code."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from monitor import dedup
 from monitor.corpus import CorpusItem
+from monitor.model import Match
 from monitor.query.explain import Explanation
 from monitor.query.matcher import Matcher
 
@@ -56,10 +57,24 @@ def evaluate(
     watchlist_ids: list[str],
     items: list[CorpusItem],
     labels: dict[str, dict[str, Any]],
+    judged: Mapping[str, Sequence[Match]] | None = None,
 ) -> list[Outcome]:
-    """Confusion counts per watchlist over the labelled items, with each miss explained."""
+    """Confusion counts per watchlist over the labelled items, with each miss explained.
+
+    `judged` (item id: matches with the models' judgements) replaces the query's own matches
+    for watchlists with models; a match the model rejected counts as no alert."""
     labelled = [item for item in items if item.id in labels]
-    results = {item.id: {m.watchlist_id for m in matcher.match(item.article)} for item in labelled}
+    if judged is None:
+        results = {i.id: {m.watchlist_id for m in matcher.match(i.article)} for i in labelled}
+    else:
+        results = {
+            i.id: {
+                m.watchlist_id
+                for m in judged.get(i.id, ())
+                if m.judgement is None or m.judgement.relevant
+            }
+            for i in labelled
+        }
     outcomes: list[Outcome] = []
     for wid in watchlist_ids:
         tp = fp = fn = 0
@@ -75,12 +90,26 @@ def evaluate(
                 tp += 1
             elif got:
                 fp += 1
-                alarms.append((item, matcher.explain(item.article, wid)))
+                alarms.append((item, _why(matcher, item, wid, judged)))
             elif expected:
                 fn += 1
-                misses.append((item, matcher.explain(item.article, wid)))
+                misses.append((item, _why(matcher, item, wid, judged)))
         outcomes.append(Outcome(Score(wid, tp, fp, fn), misses, alarms))
     return outcomes
+
+
+def _why(
+    matcher: Matcher,
+    item: CorpusItem,
+    watchlist_id: str,
+    judged: Mapping[str, Sequence[Match]] | None,
+) -> Explanation:
+    """The query's explanation, with the model's reason when the model decided."""
+    why = matcher.explain(item.article, watchlist_id)
+    for match in (judged or {}).get(item.id, ()):
+        if match.watchlist_id == watchlist_id and match.judgement is not None:
+            return replace(why, reason=f"passed the query; {match.judgement.reason}")
+    return why
 
 
 def group(items: Iterable[CorpusItem], window_hours: float) -> dict[str, str]:

@@ -213,6 +213,32 @@ class Match:
     terms: tuple[str, ...]
     snippet: str = ""
     highlights: tuple[Span, ...] = field(default_factory=tuple)
+    judgement: Judgement | None = None  # the watchlist's model, when it has examples
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """A watchlist model's decision on an article that passed the query gate, and why."""
+
+    relevant: bool
+    confidence: float  # the model's probability that the desk wants this article
+    threshold: float  # the watchlist's min_confidence
+    like: tuple[str, ...] = ()  # titles of the nearest relevant examples
+    unlike: tuple[str, ...] = ()  # titles of the nearest not-relevant examples
+    signals: tuple[str, ...] = ()  # the watchlist's named signals that matched
+
+    @property
+    def reason(self) -> str:
+        """One line for alerts and `watchlists test`: confidence, signals, nearest examples."""
+        verdict = "relevant" if self.relevant else "not relevant"
+        parts = [f"model {self.confidence:.2f} (min {self.threshold:.2f}): {verdict}"]
+        if self.signals:
+            parts.append("signals: " + ", ".join(self.signals))
+        if self.like:
+            parts.append("like: " + " | ".join(t[:80] for t in self.like))
+        if self.unlike:
+            parts.append("unlike: " + " | ".join(t[:80] for t in self.unlike))
+        return " · ".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,3 +290,6 @@ class Watchlist:
     aliases: Mapping[str, tuple[str, ...]] = field(
         default_factory=dict, compare=False, repr=False, hash=False
     )
+    examples: Path | None = None  # labelled examples (JSONL) the watchlist's model learns from
+    min_confidence: float = 0.5  # least model confidence to alert (with examples only)
+    signals: tuple[tuple[str, str], ...] = ()  # (name, query): features the model weighs

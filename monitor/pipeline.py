@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from monitor import alerting
 from monitor.clock import as_utc
 from monitor.logs import get_logger
 from monitor.model import (
+    Article,
     ErrorKind,
     FetchError,
     FetchResult,
     IngestedItem,
+    Match,
     ParsedFeed,
     PollStatus,
     SourceKind,
@@ -31,9 +33,11 @@ from monitor.normalize import normalize_entry
 from monitor.parse import ParseError, parse_feed, parse_html_page
 from monitor.query.matcher import Matcher
 from monitor.redact import redact_text, redact_url
+from monitor.relevance.embed import article_text, text_key
+from monitor.relevance.models import RelevanceModels, accepted
 from monitor.schedule import next_poll_at
 from monitor.settings import Settings
-from monitor.store import db, sources, stories
+from monitor.store import db, sources, stories, vectors
 from monitor.store.articles import Sighting, StoredEntry, store_entries
 from monitor.store.db import Engine, Session
 from monitor.store.sources import ClaimedSource, SourceUpdate, Validators
@@ -75,6 +79,7 @@ class PollContext:
     matcher: Matcher
     watchlists: Mapping[str, Watchlist]
     dry_run: bool = False
+    relevance: RelevanceModels = field(default_factory=RelevanceModels)
 
 
 class LostLease(Exception):
@@ -150,7 +155,7 @@ def _judge(
     """Story and watchlist matches of one stored entry (a copy joins its original's story)."""
     article = entry.article
     if entry.sighting is Sighting.REVISION:
-        matches = tuple(ctx.matcher.match(article))
+        matches = _matches(ctx, session, article, catchup)
         return IngestedItem(entry.article_id, article, "update", matches, None, catchup)
     if entry.sighting is Sighting.NEW:
         window = ctx.settings.story_window_hours
@@ -161,8 +166,37 @@ def _judge(
             return None
         story = found
     return IngestedItem(
-        entry.article_id, article, "new", tuple(ctx.matcher.match(article)), story, catchup
+        entry.article_id, article, "new", _matches(ctx, session, article, catchup), story, catchup
     )
+
+
+def _matches(
+    ctx: PollContext, session: Session, article: Article, catchup: bool
+) -> tuple[Match, ...]:
+    """Gate, then judge: the query's matches, kept where the watchlist's model agrees.
+
+    The article is embedded (once: vectors are kept by text) only when it passed the gate of
+    a watchlist that has a model; a catch-up poll alerts nobody, so it is not judged."""
+    matches = ctx.matcher.match(article)
+    models = ctx.relevance
+    if catchup or models.embedder is None or not models.wants_vector(matches):
+        return tuple(matches)
+    embedder = models.embedder
+    key = text_key(embedder.name, article_text(article))
+    vector = vectors.load(session, embedder.name, [key]).get(key)
+    if vector is None:
+        vector = embedder.embed([article_text(article)])[0]
+        vectors.save(session, embedder.name, {key: vector})
+    judged = models.judge(article, vector, matches)
+    for match in judged:
+        if match.judgement is not None and not match.judgement.relevant:
+            log.info(
+                "match_rejected_by_model",
+                watchlist=match.watchlist_id,
+                title=article.title[:200],
+                reason=match.judgement.reason,
+            )
+    return accepted(judged)
 
 
 def parse(claim: ClaimedSource, fetched: FetchResult) -> ParsedFeed:

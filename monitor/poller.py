@@ -17,6 +17,7 @@ from monitor.logs import get_logger
 from monitor.model import FetchError, FetchRequest, FetchResult, PollStatus, Watchlist
 from monitor.pipeline import PollContext, PollReport, poll_fetched, quiet_status, success_update
 from monitor.query.matcher import Matcher
+from monitor.relevance.models import RelevanceModels
 from monitor.settings import Settings
 from monitor.store import sources
 from monitor.store.db import Engine
@@ -33,6 +34,9 @@ class LiveWatchlists(Protocol):
 
     @property
     def matcher(self) -> Matcher: ...
+
+    @property
+    def relevance(self) -> RelevanceModels: ...
 
 
 class Poller:
@@ -107,6 +111,7 @@ class Poller:
             self.live.matcher,
             self.live.watchlists,
             self.dry_run,
+            self.live.relevance,
         )
 
     async def poll_source(self, claim: ClaimedSource) -> PollReport:

@@ -52,6 +52,7 @@ class AlertContent:
     total: int = 0  # summary/digest: how many items in all (items may be capped)
     period: str = ""  # digest: the schedule text
     extra: dict[str, str] = field(default_factory=dict)
+    reason: str = ""  # the watchlist model's decision and why (empty: the query alone)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
@@ -79,6 +80,7 @@ class AlertContent:
             total=int(data.get("total", 0)),
             period=str(data.get("period", "")),
             extra={str(k): str(v) for k, v in (data.get("extra") or {}).items()},
+            reason=str(data.get("reason", "")),
         )
 
 
@@ -300,6 +302,8 @@ def _slack_context(content: AlertContent) -> str:
     parts.append(f"_{wl}_ · score {content.score:.1f}")
     if matched:
         parts.append(f"matched {slack_text(matched, 300)}")
+    if content.reason:
+        parts.append(slack_text(strip_controls(content.reason, keep_newlines=False), 400))
     return " · ".join(parts)
 
 
@@ -459,6 +463,8 @@ def render_console(content: AlertContent, destination: str = "console") -> str:
         lines.append(console_safe(" · ".join(m for m in meta if m)))
         if c.terms:
             lines.append(console_safe(f"matched: {_terms(c)}"))
+        if c.reason:
+            lines.append(console_safe(f"why: {truncate(c.reason, 400)}"))
         snippet = "".join(
             f"[{text}]" if marked else text for text, marked in _clean_snippet(c, 600)
         )

@@ -125,6 +125,11 @@ class Settings(BaseSettings):
     )
 
     # --- stories ---
+    embedder: Literal["use", "hashing"] = Field(
+        "use",
+        description="Text model of the watchlist models: use (USE multilingual v3, offline, "
+        "in the image) or hashing (character n-grams; fast, weaker; for tests).",
+    )
     story_window_hours: float = Field(
         72.0, description="Near-duplicates within this window join the same story."
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -13,6 +14,8 @@ from monitor.corpus import CorpusItem, InputError, read_articles, read_labels
 from monitor.evaluation import evaluate, label_key
 from monitor.model import Match, Watchlist
 from monitor.query.matcher import compile_matcher
+from monitor.relevance.models import file_examples
+from monitor.render import console_safe
 from monitor.timeparse import duration_arg
 from monitor.watchlists import (
     WatchlistError,
@@ -24,6 +27,7 @@ from monitor.watchlists import (
 
 if TYPE_CHECKING:
     from monitor.app import App
+    from monitor.relevance.models import RelevanceModels, VectorCache
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -54,15 +58,25 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     _dir_arg(test)
     test.set_defaults(func=cmd_test)
 
-    ev = area.add_parser("eval", help="Precision, recall and F1 against labelled articles.")
-    ev.add_argument("--articles", type=Path, required=True, help="JSONL file of articles.")
-    ev.add_argument(
-        "--labels", type=Path, required=True, help="JSONL labels {id, <watchlist>: bool}."
+    ev = area.add_parser(
+        "eval",
+        help="Precision, recall and F1: cross-validated over each watchlist's examples, or "
+        "against labelled articles (--articles and --labels).",
     )
+    ev.add_argument("--articles", type=Path, help="JSONL file of articles (with --labels).")
+    ev.add_argument("--labels", type=Path, help="JSONL labels {id, <watchlist>: bool}.")
     ev.add_argument("--watchlist", action="append", help="Only this watchlist id (repeatable).")
+    ev.add_argument("--folds", type=int, default=5, help="Cross-validation folds (default 5).")
     ev.add_argument("--quiet", action="store_true", help="Only the table, no misses/false alarms.")
     _dir_arg(ev)
     ev.set_defaults(func=cmd_eval)
+
+    tr = area.add_parser(
+        "train", help="Fit the models of watchlists with examples and report how they do."
+    )
+    tr.add_argument("target", nargs="?", help="A watchlist id (default: all with examples).")
+    _dir_arg(tr)
+    tr.set_defaults(func=cmd_train)
 
     schema = area.add_parser("schema", help="Print the watchlist JSON Schema (for editors).")
     schema.set_defaults(func=cmd_schema)
@@ -182,40 +196,157 @@ def highlight(match: Match, open_mark: str = "**", close_mark: str = "**") -> st
     return "".join(out)
 
 
+def _logs_to_stderr(app: App) -> None:
+    """Training logs go to stderr: stdout is the command's own output (JSONL, tables)."""
+    from monitor import logs
+
+    logs.configure(app.settings.log_level, app.settings.log_format, stream=sys.stderr)
+
+
+def _cache(app: App) -> VectorCache:
+    """The database's vectors when its schema is current (backtests then never re-embed),
+    else vectors in memory for this run."""
+    from monitor.relevance.models import MemoryCache
+
+    _logs_to_stderr(app)
+    try:
+        from monitor.store import db
+
+        if db.schema_is_current(app.engine):
+            return app.vectors
+    except Exception:  # no database here: still useful, only slower
+        pass
+    return MemoryCache()
+
+
+def _models(app: App, selected: list[Watchlist], cache: VectorCache) -> RelevanceModels:
+    from monitor.relevance.models import RelevanceModels, train_models
+
+    with_examples = [w for w in selected if w.examples is not None]
+    if not with_examples:
+        return RelevanceModels()
+    return train_models(with_examples, app.embedder, cache)
+
+
+def _judged(
+    app: App, selected: list[Watchlist], items: list[CorpusItem]
+) -> tuple[list[list[Match]], RelevanceModels]:
+    """Gate then judge every item, as ingest does: each item's matches with judgements."""
+    from monitor.relevance.models import embed_articles
+
+    cache = _cache(app)
+    models = _models(app, selected, cache)
+    for wid, problem in models.problems.items():
+        print(f"{wid}: model not trained, the query alone decides: {problem}", file=sys.stderr)
+    matcher = compile_matcher(selected)
+    found = [matcher.match(item.article) for item in items]
+    if models.embedder is None:
+        return found, models
+    wanted = [i for i, matches in enumerate(found) if models.wants_vector(matches)]
+    vectors = embed_articles(models.embedder, cache, [items[i].article for i in wanted])
+    by_index = dict(zip(wanted, vectors, strict=True))
+    return [
+        models.judge(item.article, by_index.get(i), matches)
+        for i, (item, matches) in enumerate(zip(items, found, strict=True))
+    ], models
+
+
+def _match_json(match: Match) -> dict[str, Any]:
+    """One match in `watchlists test --format jsonl`; `alert` and `model` only where a model
+    judged (a watchlist without examples prints exactly what it always did)."""
+    row: dict[str, Any] = {
+        "watchlist": match.watchlist_id,
+        "score": match.score,
+        "terms": list(match.terms),
+    }
+    j = match.judgement
+    if j is None:
+        return row
+    row["alert"] = j.relevant
+    row["model"] = {
+        "relevant": j.relevant,
+        "confidence": j.confidence,
+        "min_confidence": j.threshold,
+        "signals": list(j.signals),
+        "like": list(j.like),
+        "unlike": list(j.unlike),
+    }
+    return row
+
+
 def cmd_test(args: argparse.Namespace, app: App) -> int:
     selected, errors = _select(args, app)
     if not selected:
         _print_errors(errors)
         return 1 if errors else 0
-    matcher = compile_matcher(selected)
     try:
         items = read_articles(args.articles) if args.articles else _stored_items(app, args.since)
     except InputError as exc:
         raise SystemExit(str(exc)) from None
-    matched = 0
-    for item in items:
-        found = matcher.match(item.article)
-        matched += bool(found)
+    judged, _ = _judged(app, selected, items)
+    matched = rejected = 0
+    for item, matches in zip(items, judged, strict=True):
+        alerts = [m for m in matches if m.judgement is None or m.judgement.relevant]
+        matched += bool(alerts)
+        rejected += bool(matches) and not alerts
         if args.format == "jsonl":
             row = {
                 "id": item.id,
-                "matches": [
-                    {"watchlist": m.watchlist_id, "score": m.score, "terms": list(m.terms)}
-                    for m in found
-                ],
+                "matches": [_match_json(m) for m in matches],
             }
             print(json.dumps(row, ensure_ascii=False))
-        elif found:
-            print(f"{item.id}  {item.article.title}")
-            for m in found:
-                print(f"  [{m.watchlist_id}] score {m.score:g}  terms: {', '.join(m.terms)}")
-                print(f"    {' '.join(highlight(m).split())}")
+        elif matches:
+            print(console_safe(f"{item.id}  {item.article.title}"))
+            for m in matches:
+                verdict = "" if m in alerts else "  (no alert: the model says not relevant)"
+                line = f"  [{m.watchlist_id}] score {m.score:g}  terms: {', '.join(m.terms)}"
+                print(console_safe(line + verdict))
+                if m.judgement is not None:
+                    print(console_safe(f"    {m.judgement.reason}"))
+                print(console_safe(f"    {' '.join(highlight(m).split())}"))
     if args.format == "text":
         names = ", ".join(wl.id for wl in selected)
-        print(f"{matched} of {len(items)} articles matched ({names})")
+        note = f"; {rejected} more passed a gate, judged not relevant" if rejected else ""
+        print(f"{matched} of {len(items)} articles matched ({names}){note}")
     if errors:
         _print_errors(errors)
     return 0
+
+
+def cmd_train(args: argparse.Namespace, app: App) -> int:
+    from monitor.relevance.classifier import TrainingError
+    from monitor.relevance.crossval import cross_validate
+    from monitor.relevance.models import fit, prepare
+
+    selected, errors = _select(args, app)
+    if errors:
+        _print_errors(errors)
+    chosen = [w for w in selected if w.examples is not None]
+    if not chosen:
+        print("no watchlist with examples: add examples: <id>.examples.jsonl", file=sys.stderr)
+        return 1 if errors or args.target else 0
+    cache = _cache(app)
+    failed = 0
+    for wl in chosen:
+        started = time.perf_counter()
+        try:
+            prepared = prepare(wl, file_examples(wl), app.embedder, cache)
+            model = fit(wl, prepared)
+            seconds = time.perf_counter() - started
+            report = cross_validate(wl, prepared)
+        except TrainingError as exc:
+            print(f"{wl.id}: cannot train: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        s, cv = model.stats, report.at_threshold
+        print(
+            f"{wl.id}: trained in {seconds:.1f} s on the {s.trained_on} of {s.examples} "
+            f"examples that pass the query ({s.trained_relevant} of {s.relevant} relevant; "
+            f"gate recall {report.gate_recall:.2f}); cross-validated at min_confidence "
+            f"{wl.min_confidence:.2f}: precision {cv.precision:.2f}, recall {cv.recall:.2f}, "
+            f"F1 {cv.f1:.2f} ({app.embedder.name})"
+        )
+    return 1 if failed or errors else 0
 
 
 def cmd_eval(args: argparse.Namespace, app: App) -> int:
@@ -223,6 +354,11 @@ def cmd_eval(args: argparse.Namespace, app: App) -> int:
     watchlists, errors = load_watchlists(directory)
     if errors:
         _print_errors(errors)
+    if (args.articles is None) != (args.labels is None):
+        print("give both --articles and --labels, or neither (cross-validation)", file=sys.stderr)
+        return 2
+    if args.articles is None:
+        return _cross_validated(args, app, watchlists)
     try:
         labels = read_labels(args.labels)
         items = read_articles(args.articles)
@@ -237,16 +373,27 @@ def cmd_eval(args: argparse.Namespace, app: App) -> int:
     if not wanted:
         print("no watchlist has labels in this file (keys such as un_mission)", file=sys.stderr)
         return 2
-    matcher = compile_matcher([watchlists[w] for w in wanted])
-    outcomes = evaluate(matcher, wanted, items, labels)
+    selected = [watchlists[w] for w in wanted]
+    seen = _example_keys(selected)
+    kept = [i for i in items if i.id not in seen and i.article.content_hash not in seen]
+    if len(kept) < len(items):
+        print(
+            f"left out {len(items) - len(kept)} article(s) that are examples of these "
+            "watchlists (a model is never measured on what it learned from)"
+        )
+    judged, _ = _judged(app, selected, kept)
+    matcher = compile_matcher(selected)
+    outcomes = evaluate(
+        matcher, wanted, kept, labels, judged={i.id: j for i, j in zip(kept, judged, strict=True)}
+    )
     print(
         f"{'watchlist':<24} {'tp':>4} {'fp':>4} {'fn':>4} {'precision':>9} {'recall':>7} {'f1':>6}"
     )
     for o in outcomes:
-        s = o.score
+        sc = o.score
         print(
-            f"{s.watchlist:<24} {s.tp:>4} {s.fp:>4} {s.fn:>4} "
-            f"{s.precision:>9.3f} {s.recall:>7.3f} {s.f1:>6.3f}"
+            f"{sc.watchlist:<24} {sc.tp:>4} {sc.fp:>4} {sc.fn:>4} "
+            f"{sc.precision:>9.3f} {sc.recall:>7.3f} {sc.f1:>6.3f}"
         )
     if not args.quiet:
         for o in outcomes:
@@ -254,10 +401,81 @@ def cmd_eval(args: argparse.Namespace, app: App) -> int:
                 if rows:
                     print(f"\n{o.score.watchlist}: {title} ({len(rows)})")
                 for item, why in rows:
-                    print(f"  {item.id}  {item.article.title[:100]}")
-                    print(f"    {why.reason}")
+                    print(console_safe(f"  {item.id}  {item.article.title[:100]}"))
+                    print(console_safe(f"    {why.reason}"))
                     if why.match is not None:
-                        print(f"    {' '.join(highlight(why.match).split())[:300]}")
+                        print(console_safe(f"    {' '.join(highlight(why.match).split())[:300]}"))
+    return 0
+
+
+def _example_keys(selected: list[Watchlist]) -> set[str]:
+    keys: set[str] = set()
+    for wl in selected:
+        for example in file_examples(wl):
+            keys.update((example.id, example.article.content_hash))
+    return keys
+
+
+def _cross_validated(args: argparse.Namespace, app: App, watchlists: dict[str, Watchlist]) -> int:
+    from monitor.relevance.classifier import TrainingError
+    from monitor.relevance.crossval import cross_validate
+    from monitor.relevance.models import prepare
+
+    wanted = args.watchlist or sorted(w for w, wl in watchlists.items() if wl.examples)
+    unknown = [w for w in wanted if w not in watchlists]
+    if unknown:
+        print(f"unknown watchlist(s): {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    bare = [w for w in wanted if watchlists[w].examples is None]
+    if bare or not wanted:
+        print(
+            f"no examples for {', '.join(bare) or 'any watchlist'}: add examples: "
+            "<id>.examples.jsonl, or give --articles and --labels",
+            file=sys.stderr,
+        )
+        return 2
+    cache = _cache(app)
+    print(
+        f"{args.folds}-fold cross-validation over each watchlist's examples "
+        f"({app.embedder.name}); every figure is measured on examples the fold's model was "
+        "not trained on"
+    )
+    print(
+        f"{'watchlist':<24} {'examples':>8} {'relevant':>8} {'gate rec':>8} {'precision':>9} "
+        f"{'recall':>7} {'f1':>6}  {'P over folds':>12} {'R over folds':>12}  query alone P/R"
+    )
+    reports = []
+    for wid in wanted:
+        wl = watchlists[wid]
+        try:
+            report = cross_validate(
+                wl, prepare(wl, file_examples(wl), app.embedder, cache), folds=args.folds
+            )
+        except TrainingError as exc:
+            print(f"{wid}: cannot cross-validate: {exc}", file=sys.stderr)
+            return 1
+        reports.append(report)
+        cv, qo = report.at_threshold, report.query_only
+        p_lo, p_hi, r_lo, r_hi = report.spread
+        print(
+            f"{wid:<24} {report.examples:>8} {report.relevant:>8} {report.gate_recall:>8.3f} "
+            f"{cv.precision:>9.3f} {cv.recall:>7.3f} {cv.f1:>6.3f}  "
+            f"{p_lo:>5.2f}–{p_hi:<6.2f} {r_lo:>5.2f}–{r_hi:<6.2f}  "
+            f"{qo.precision:.2f}/{qo.recall:.2f}"
+        )
+    if not args.quiet:
+        for report in reports:
+            print(f"\n{report.watchlist_id}: threshold curve (min_confidence → P / R / F1)")
+            for pt in report.curve:
+                mark = (
+                    "  ← min_confidence"
+                    if abs(pt.threshold - watchlists[report.watchlist_id].min_confidence) < 1e-9
+                    else ""
+                )
+                print(
+                    f"  {pt.threshold:.2f}  {pt.precision:.3f} / {pt.recall:.3f} / {pt.f1:.3f}"
+                    f"  (tp {pt.tp}, fp {pt.fp}, fn {pt.fn}){mark}"
+                )
     return 0
 
 

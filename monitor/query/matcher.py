@@ -239,3 +239,27 @@ def compile_matcher(
             compiler = compilers[id(table)] = Compiler(table)
         compiled.append(compile_watchlist(wl, table, compiler))
     return Matcher(compiled)
+
+
+class Signals:
+    """A watchlist's named sub-queries (`signals:`), each a yes/no feature of its model: the
+    precise event wording an admin knows, weighed by the model rather than gating alone."""
+
+    def __init__(self, named: Sequence[tuple[str, CNode]]) -> None:
+        self.names = tuple(name for name, _ in named)
+        self._nodes = tuple(node for _, node in named)
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def hits(self, article: Article) -> tuple[bool, ...]:
+        if not self._nodes:
+            return ()
+        doc = Doc(article)
+        return tuple(node.evaluate(doc, DEFAULT_FIELDS, []) for node in self._nodes)
+
+
+def compile_signals(watchlist: Watchlist) -> Signals:
+    """Compile a validated watchlist's signals with the aliases it was validated against."""
+    compiler = Compiler(watchlist.aliases)
+    return Signals([(name, compiler.compile(q.parse(text))) for name, text in watchlist.signals])

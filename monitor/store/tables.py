@@ -196,3 +196,18 @@ class ReplicaRow(SQLModel, table=True):
     started_at: datetime = Field(default_factory=utcnow)
     last_seen_at: datetime = Field(default_factory=utcnow)
     version: str = Field(default="", max_length=40)
+
+
+class TextVectorRow(SQLModel, table=True):
+    """One text's embedding under one model (articles and watchlist examples alike), so
+    restarts, replicas and backtests never embed a text twice. Keyed by a hash of the model
+    name and the embedded text, so an edited article gets a new vector and the old one stays
+    valid for whatever still has that text."""
+
+    __tablename__ = "text_vector"
+
+    model: str = Field(primary_key=True, max_length=60)
+    key: str = Field(primary_key=True, max_length=32)
+    dim: int
+    vector: bytes  # float32, little-endian
+    created_at: datetime = Field(default_factory=utcnow)

@@ -22,6 +22,7 @@ from monitor.model import AlertSpec, Watchlist
 from monitor.query import syntax as q
 from monitor.query.evaluate import Compiler
 from monitor.query.matcher import compile_watchlist
+from monitor.relevance.examples import read_examples
 from monitor.textnorm import fold_term
 from monitor.watchlists.errors import WatchlistError
 from monitor.watchlists.validation import ID_RE, WatchlistModel, describe_error, query_error_at
@@ -219,7 +220,13 @@ def load_watchlist_file(
         ),
         path=path,
         aliases=aliases,
+        examples=path.parent / model.examples if model.examples else None,
+        min_confidence=model.min_confidence,
+        signals=tuple(model.signals.items()),
     )
+    problems = _signal_and_example_problems(watchlist, data, label)
+    if problems:
+        return None, problems
     try:
         compile_watchlist(watchlist, aliases, Compiler(aliases))
     except q.QueryError as exc:
@@ -234,6 +241,38 @@ def load_watchlist_file(
         line, message = query_error_at(data, key, exc)
         return None, [WatchlistError(label, line, message)]
     return watchlist, []
+
+
+def _signal_and_example_problems(
+    watchlist: Watchlist, data: CommentedMap, label: str
+) -> list[WatchlistError]:
+    """Signals that do not compile (an unknown @alias) and every bad line of the examples
+    file, each with its own file and line."""
+    out: list[WatchlistError] = []
+    compiler = Compiler(watchlist.aliases)
+    for name, text in watchlist.signals:
+        try:
+            compiler.compile(q.parse(text))
+        except q.QueryError as exc:
+            line = _line_of(data, ("signals", name))
+            out.append(WatchlistError(label, line, f"signals.{name}: {exc.message}"))
+    if watchlist.examples is not None:
+        examples_label = str(watchlist.examples)
+        problem = regular_file_problem(watchlist.examples)
+        if problem is not None:
+            line = _line_of(data, ("examples",))
+            out.append(
+                WatchlistError(
+                    label, line, f"examples: {watchlist.examples.name} is {problem}; "
+                    "create it beside the watchlist or remove the examples: key"
+                )
+            )
+            return out
+        found, bad = read_examples(watchlist.examples)
+        out.extend(WatchlistError(examples_label, p.line, p.message) for p in bad)
+        if not bad and not found:
+            out.append(WatchlistError(examples_label, None, "no examples in the file"))
+    return out
 
 
 def load_watchlists(directory: Path) -> tuple[dict[str, Watchlist], list[WatchlistError]]:
@@ -267,7 +306,7 @@ def config_hash(directory: Path) -> str:
     """A short hash of every watchlist and alias file, to see when replicas disagree."""
     digest = hashlib.sha256()
     if directory.is_dir():
-        for path in sorted(directory.glob("*.y*ml")):
+        for path in sorted([*directory.glob("*.y*ml"), *directory.glob("*.jsonl")]):
             if path.name == "sources.yaml" or regular_file_problem(path) is not None:
                 continue
             try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +20,14 @@ import structlog
 from monitor.model import Watchlist
 from monitor.query import syntax as q
 from monitor.query.matcher import Matcher, compile_matcher
+from monitor.relevance.models import RelevanceModels
 from monitor.watchlists.errors import WatchlistError
 from monitor.watchlists.files import config_hash, load_watchlists
 
 log = structlog.get_logger(__name__)
+
+#: Builds the models of a watchlist set (the App's `train_models`).
+Trainer = Callable[[Iterable[Watchlist]], RelevanceModels]
 
 #: Pause before a watcher that failed starts again (seconds).
 WATCH_RESTART_SECONDS = 2.0
@@ -44,12 +49,13 @@ class RegistryHealth:
     last_errors: tuple[str, ...]  # "file:line: message" of the last reload
     last_reload_failure: str | None  # the exception of the last reload, if it failed outright
     last_watch_failure: str | None  # the exception that last stopped the watcher
+    model_problems: tuple[str, ...] = ()  # "<id>: why its model is not trained" (query alone)
 
     @property
     def problems(self) -> tuple[str, ...]:
         """What an operator should look at now (empty when all is well): the last reload's
         errors, and the watcher's last failure while it is down and restarting."""
-        out = list(self.last_errors)
+        out = list(self.last_errors) + list(self.model_problems)
         if self.restarting and self.last_watch_failure is not None:
             out.append(f"file watcher restarting after: {self.last_watch_failure}")
         return tuple(out)
@@ -64,11 +70,17 @@ class WatchlistRegistry:
         *,
         safety_reload_seconds: float = 300.0,
         watch_restart_seconds: float = WATCH_RESTART_SECONDS,
+        trainer: Trainer | None = None,
     ) -> None:
         self.directory = directory
         self.safety_reload_seconds = safety_reload_seconds
         self.watch_restart_seconds = watch_restart_seconds
-        self._state: tuple[dict[str, Watchlist], Matcher] = ({}, compile_matcher([]))
+        self._state: tuple[dict[str, Watchlist], Matcher, RelevanceModels] = (
+            {},
+            compile_matcher([]),
+            RelevanceModels(),
+        )
+        self.trainer = trainer
         self.loaded = False
         self.reloads_ok = 0
         self.reloads_error = 0
@@ -90,6 +102,11 @@ class WatchlistRegistry:
     def matcher(self) -> Matcher:
         return self._state[1]
 
+    @property
+    def relevance(self) -> RelevanceModels:
+        """The watchlists' models (empty without examples), swapped with the watchlists."""
+        return self._state[2]
+
     def health(self) -> RegistryHealth:
         return RegistryHealth(
             loaded=self.loaded,
@@ -104,6 +121,10 @@ class WatchlistRegistry:
             last_errors=tuple(str(e) for e in self.last_errors),
             last_reload_failure=self.last_reload_failure,
             last_watch_failure=self.last_watch_failure,
+            model_problems=tuple(
+                f"{wid}: model not trained, the query alone decides: {why}"
+                for wid, why in sorted(self.relevance.problems.items())
+            ),
         )
 
     def reload(self) -> list[WatchlistError]:
@@ -152,7 +173,10 @@ class WatchlistRegistry:
             matcher = self._state[1]
             merged = dict(previous)
         digest = config_hash(self.directory)
-        self._state = (merged, matcher)
+        models = self._state[2]
+        if self.trainer is not None and (digest != self.config_hash or merged != previous):
+            models = self.trainer(merged.values())  # examples changed: retrain, then swap
+        self._state = (merged, matcher, models)
         self.config_hash = digest
         self.last_errors = errors
         if errors:
@@ -231,5 +255,7 @@ class WatchlistRegistry:
             recursive=False,
         ):
             names = {Path(path).name for _, path in changes}
-            if any(n.endswith((".yaml", ".yml")) and n != "sources.yaml" for n in names):
+            if any(
+                n.endswith((".yaml", ".yml", ".jsonl")) and n != "sources.yaml" for n in names
+            ):
                 await asyncio.to_thread(self.reload)

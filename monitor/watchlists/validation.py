@@ -97,8 +97,50 @@ class WatchlistModel(BaseModel):
         default_factory=list, description="Limit to these source ids (from sources.yaml)."
     )
     alert: AlertModel = Field(default_factory=AlertModel, description="Where alerts go.")
+    examples: StrictStr | None = Field(
+        None,
+        description="Labelled examples the watchlist's model learns from: a JSONL file beside "
+        "this one (e.g. missile-tests.examples.jsonl), one article per line with "
+        '"relevant": true|false. Without it the query alone decides.',
+    )
+    min_confidence: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="With examples: least model confidence (0-1) to alert. Lower it to miss "
+        "less, raise it for fewer false alarms; `monitor watchlists eval` shows the curve.",
+    )
+    signals: dict[StrictStr, StrictStr] = Field(
+        default_factory=dict,
+        description="With examples: named queries the model weighs as yes/no features (the "
+        "precise wording of the event), e.g. {launch: 'missile NEAR/5 fired'}.",
+    )
 
-    @field_validator("min_score", mode="before")
+    @field_validator("examples")
+    @classmethod
+    def _examples(cls, value: str | None) -> str | None:
+        if value is not None and (
+            not value.endswith(".jsonl") or "/" in value or "\\" in value or value.startswith(".")
+        ):
+            raise ValueError(
+                f"{value!r}: name a .jsonl file in the watchlist folder, "
+                "e.g. missile-tests.examples.jsonl"
+            )
+        return value
+
+    @field_validator("signals")
+    @classmethod
+    def _signals(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", name):
+                raise ValueError(f"signal name {name!r}: use lower-case letters, digits, - and _")
+            try:
+                q.parse(text)
+            except q.QueryError as exc:
+                raise ValueError(f"signal '{name}': {exc}") from exc
+        return value
+
+    @field_validator("min_score", "min_confidence", mode="before")
     @classmethod
     def _number(cls, value: object) -> object:
         if isinstance(value, bool) or not isinstance(value, int | float):
