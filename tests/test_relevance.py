@@ -314,3 +314,29 @@ def test_hashing_embedder_is_stable_across_processes() -> None:
     here = HashingEmbedder().embed(["North Korea fires"])[0][:8].round(5).tolist()
     assert json.loads(out.stdout) == here
     assert abs(float(np.linalg.norm(HashingEmbedder().embed(["x y"])[0])) - 1.0) < 1e-6
+
+
+def test_reload_retrains_when_the_examples_change_and_reports_a_model_that_cannot_train(
+    tmp_path: Path,
+) -> None:
+    from monitor.watchlists import WatchlistRegistry
+
+    folder = _folder(tmp_path)
+    embedder, cache = HashingEmbedder(), MemoryCache()
+    registry = WatchlistRegistry(
+        folder, trainer=lambda wls: train_models(list(wls), embedder, cache)
+    )
+    assert registry.reload() == []
+    before = registry.relevance.models["launches"]
+    assert before.stats.trained_on == 14
+    assert registry.reload() == [] and registry.relevance.models["launches"] is before  # same files
+    path = folder / "launches.examples.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows if r["relevant"] or r["id"] == "e8"))
+    assert registry.reload() == []
+    assert "launches" not in registry.relevance.models
+    assert registry.health().problems == (
+        "launches: model not trained, the query alone decides: 7 relevant and 1 not-relevant "
+        "examples pass the query; a model needs at least 5 of each (add examples, or broaden "
+        "the query)",
+    )
