@@ -75,8 +75,14 @@ class Service:
             on_report=self._count,
         )
         self.dispatcher = Dispatcher(
-            settings, self.engine, owner=self.owner, dry_run=dry_run, notifiers=app.notifiers
+            settings,
+            self.engine,
+            owner=self.owner,
+            dry_run=dry_run,
+            notifiers=app.notifiers,
+            on_result=self.metrics.observe_delivery,
         )
+        self.metrics.watch_channels(self.dispatcher.notifiers)
         self._sources_mtime: float | None = None
         self._lock: SqliteInstanceLock | None = None
 
