@@ -510,10 +510,11 @@ code{font-size:12px}
 <h2>Outbox</h2><p>{{ s.outbox.waiting }} waiting (oldest {{ s.outbox.oldest_waiting_age_seconds }}
 s), {{ s.outbox.dead }} dead.
 {% for k, v in s.outbox.by_state.items() %}<code>{{ k }}={{ v }}</code> {% endfor %}</p>
-{% set d = s.outbox.newest_dead %}{% if d %}<p class="bad" id="dead">{{ s.outbox.dead }} dead
-alert{{ '' if s.outbox.dead == 1 else 's' }}; newest: #{{ d.id }} ({{ d.watchlist }} → {{ d.channel
-}} {{ d.destination }}, {{ d.dead_at }}): {{ d.error or 'no reason recorded' }}. Fix the cause,
-then <code>monitor alerts retry --dead</code>.</p>{% endif %}
+{% set d = s.outbox.newest_dead %}{% if d %}<p class="bad" id="dead">
+{{- s.outbox.dead }} dead alert{{ '' if s.outbox.dead == 1 else 's' }}; newest: #{{ d.id }}
+{{- ' ' }}({{ d.watchlist }} → {{ d.channel }} {{ d.destination }}, {{ d.dead_at }}):
+{{- ' ' }}{{ d.error or 'no reason recorded' }}. Fix the cause, then
+<code>monitor alerts retry --dead</code>.</p>{% endif %}
 {% if s.breakers %}<h2>Delivery targets down</h2><table><tr><th>target</th><th>channel</th>
 <th>down since</th><th>failures</th><th>next probe</th><th>error</th></tr>
 {% for b in s.breakers %}<tr><td>{{ b.target }}</td><td>{{ b.channel }}</td>
