@@ -153,6 +153,7 @@ class Dispatcher:
         self._unrecorded: dict[int, tuple[ClaimedAlert, str, bool]] = {}
         self._email_gates: dict[int, asyncio.Semaphore] = {}
         self._previewed: set[int] = set()  # dry run: each row is shown once, not every tick
+        self._breakers_checked = False
         self.sent_total = 0
         self.failed_total = 0
 
@@ -165,6 +166,8 @@ class Dispatcher:
         if self.dry_run:
             return await asyncio.to_thread(self._dry_run, now or self.clock())
         await self._record_unrecorded()
+        if not self._breakers_checked:
+            await asyncio.to_thread(self._forget_old_breakers)
         await asyncio.to_thread(self._build_digests, now or self.clock())
         claims = await asyncio.to_thread(self._claim, now or self.clock())
         if not claims:
@@ -400,7 +403,7 @@ class Dispatcher:
                     target=key,
                     channel=claim.channel,
                     failures=breaker.failures,
-                    next_probe_at=breaker.open_until,
+                    next_probe_at=breaker.open_until.isoformat() if breaker.open_until else None,
                     reason=exc.reason,
                 )
             # The breaker decides when this target is tried again, not the row's own backoff.
@@ -441,6 +444,14 @@ class Dispatcher:
         if breaker is not None and breaker.changed:
             self._expire(claim.channel, now, exc.reason)
         return outcome
+
+    def _forget_old_breakers(self) -> None:
+        """A target this configuration no longer uses (a new SMTP host) is not down: drop its
+        breaker, or /status would show it down for ever."""
+        gone = outbox.forget_breakers(self.engine, self.breakers)
+        self._breakers_checked = True
+        if gone:
+            log.info("breakers of targets no longer configured dropped", targets=gone)
 
     def _probe_delay(self, failures: int) -> float:
         return probe_delay(failures, self.settings.deliver_retry_base_seconds)

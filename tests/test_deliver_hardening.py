@@ -192,6 +192,45 @@ def test_a_send_that_may_have_landed_is_reconciled_across_an_outage(sq_engine: E
     assert slack.posts("conversations.history")
 
 
+@pytest.mark.slow
+def test_replicas_share_one_breaker(engine: Engine) -> None:
+    """Three dispatchers (replicas) on one database while Slack is down: the breaker is shared,
+    so together they make the attempts one would, and one probe per round, not three."""
+    sim = SimClock(utcnow())
+    with SlackFake(TOKEN, clock=sim.epoch) as slack:
+        cfg = slack_cfg(slack)
+        attempts: list[float] = []
+        start = sim.epoch()
+        replicas = [
+            Dispatcher(
+                cfg,
+                engine,
+                owner=name,
+                clock=sim,
+                on_result=lambda _c, _o: attempts.append(sim.epoch() - start),
+            )
+            for name in ("a", "b", "c")
+        ]
+        add_alerts(engine, cfg, range(1, 7), sim())
+        slack.down()
+
+        async def all_tick() -> None:
+            await asyncio.gather(*(r.tick() for r in replicas))
+
+        for _ in range(0, 130, TICK):
+            asyncio.run(all_tick())
+            sim.advance(TICK)
+        # The six claimed at once fail together; then probes at 2, 6, 14, 30, 62, 122 s.
+        probes = [t for t in attempts if t > 0]
+        assert attempts.count(0.0) == 6 and len(probes) == len(set(probes)) <= 6, attempts
+        slack.up()
+        for _ in range(0, int(PROBE_CAP_SECONDS) + 10, TICK):
+            sim.advance(TICK)
+            asyncio.run(all_tick())
+    assert {r.status for r in rows(engine)} == {"sent"}
+    assert sorted(len(v) for v in slack.by_alert().values()) == [1] * 6
+
+
 def test_smtp_outage_opens_one_breaker_for_the_server(sq_engine: Engine) -> None:
     """Mail to three addresses through one SMTP server that is down: one probe per round, not
     one attempt per address; once the server is back every mail goes out once."""

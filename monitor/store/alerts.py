@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, or_, select, update
+from sqlalchemy import Engine, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlmodel import col
@@ -967,6 +967,30 @@ def close_breaker(engine: Engine, key: str, *, now: datetime) -> BreakerState | 
     )
 
 
+def forget_breakers(engine: Engine, current: Mapping[str, str]) -> list[str]:
+    """Drop the breakers of `current`'s channels whose key is not the current one (the
+    configuration moved to another SMTP server or Slack URL); returns their keys."""
+    if not current:
+        return []
+    with Session(engine) as session, session.begin():
+        stale = [
+            str(key)
+            for key, channel in session.execute(
+                select(col(BreakerRow.key), col(BreakerRow.channel)).where(
+                    col(BreakerRow.channel).in_(sorted(current))
+                )
+            )
+            if current.get(str(channel)) != key
+        ]
+        if stale:
+            session.execute(
+                delete(BreakerRow)
+                .where(col(BreakerRow.key).in_(stale))
+                .execution_options(synchronize_session=False)
+            )
+    return stale
+
+
 @dataclass(frozen=True, slots=True)
 class ExpiredAlert:
     """A waiting row given up on because its retry horizon passed while its target was down."""
@@ -1107,6 +1131,7 @@ __all__ = [
     "ensure_destination",
     "expire_waiting",
     "find_first_alert",
+    "forget_breakers",
     "give_back",
     "hold_destination",
     "list_alerts",
