@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 
@@ -84,8 +85,10 @@ def json_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
     """The service's JSON log lines, as the operator's log pipeline would read them."""
     stream = io.StringIO()
     root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
+    saved = (list(root.handlers), root.level, structlog.get_config())
     logs.configure("INFO", "json", stream=stream)
+    # No logger may cache this setup: later tests capture logs with their own.
+    structlog.configure(cache_logger_on_first_use=False)
 
     def lines() -> list[dict[str, Any]]:
         return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
@@ -95,6 +98,7 @@ def json_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+        structlog.configure(**saved[2])
 
 
 # --- a five-minute outage ----------------------------------------------------------------------
