@@ -106,6 +106,14 @@ class _StoreCollector(Collector):
             age.add_metric([channel], state.oldest_waiting_age.get(channel, 0.0))
         yield depth
         yield age
+        breakers = GaugeMetricFamily(
+            "monitor_delivery_breakers_open",
+            "Delivery targets (Slack API, SMTP server) whose circuit breaker is open, by channel",
+            labels=["channel"],
+        )
+        for channel in sorted(set(channels) | set(state.breakers_open)):
+            breakers.add_metric([channel], state.breakers_open.get(channel, 0))
+        yield breakers
         for name, doc, value in (
             ("monitor_sources", "Enabled sources", state.sources_total),
             (
@@ -187,6 +195,18 @@ class ServiceMetrics:
         self.alerts_enqueued = Counter(
             "monitor_alerts_enqueued", "Alerts written to the outbox by this replica", registry=reg
         )
+        self.alerts_dead = Counter(
+            "monitor_alerts_dead",
+            "Alerts this replica gave up on (dead: permanent error or retry horizon passed)",
+            ["channel"],
+            registry=reg,
+        )
+        self.deliveries = Counter(
+            "monitor_deliveries",
+            "Delivery outcomes of this replica (sent, reconciled, retry, rate_limited, dead, lost)",
+            ["channel", "outcome"],
+            registry=reg,
+        )
         self.tick_duration = Histogram(
             "monitor_tick_duration_seconds",
             "Duration of one scheduler tick by job",
@@ -256,6 +276,17 @@ class ServiceMetrics:
             self.alerts_enqueued.inc(alerts)
         if matches:
             self.matches.inc(matches)
+
+    def observe_delivery(self, channel: str, outcome: str) -> None:
+        """One outbox row's outcome (the dispatcher's `on_result`)."""
+        self.deliveries.labels(channel, outcome).inc()
+        if outcome == "dead":
+            self.alerts_dead.labels(channel).inc()
+
+    def watch_channels(self, channels: Iterable[str]) -> None:
+        """Show the dead counters at 0 from the start, so `increase()` sees the first one."""
+        for channel in channels:
+            self.alerts_dead.labels(channel)
 
     def observe_tick(self, job: str, seconds: float) -> None:
         self.tick_duration.labels(job).observe(max(0.0, seconds))

@@ -75,8 +75,14 @@ class Service:
             on_report=self._count,
         )
         self.dispatcher = Dispatcher(
-            settings, self.engine, owner=self.owner, dry_run=dry_run, notifiers=app.notifiers
+            settings,
+            self.engine,
+            owner=self.owner,
+            dry_run=dry_run,
+            notifiers=app.notifiers,
+            on_result=self.metrics.observe_delivery,
         )
+        self.metrics.watch_channels(self.dispatcher.notifiers)
         self._sources_mtime: float | None = None
         self._lock: SqliteInstanceLock | None = None
 
@@ -84,6 +90,11 @@ class Service:
 
     def prepare(self, *, exclusive: bool) -> None:
         """Check the database, schema, watchlists and sources before any work."""
+        if "MONITOR_DELIVER_MAX_ATTEMPTS" in os.environ:
+            log.warning(
+                "MONITOR_DELIVER_MAX_ATTEMPTS is no longer read: alerts are retried for "
+                "MONITOR_DELIVER_RETRY_HOURS (default 24) from when they were first due"
+            )
         path = db.sqlite_path(self.settings.db_url)
         if exclusive and path is not None:
             self._lock = SqliteInstanceLock(path)

@@ -119,7 +119,12 @@ class Settings(BaseSettings):
     deliver_retry_base_seconds: float = Field(
         2.0, description="First retry delay; doubles per attempt, with full jitter (cap 1 h)."
     )
-    deliver_max_attempts: int = Field(8, description="Attempts before an alert is dead.")
+    deliver_retry_hours: float = Field(
+        24.0,
+        gt=0,
+        description="Hours a failing alert is retried, counted from when it first became due; "
+        "then it is dead (permanent errors are dead at once).",
+    )
     flood_threshold: int = Field(
         10, description="More new alerts than this from one source in one poll become a summary."
     )

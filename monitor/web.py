@@ -389,7 +389,19 @@ def read_status(engine: Engine, limit: int = STATUS_SOURCES_LIMIT) -> dict[str, 
         "dead": sum(
             c for (_ch, s), c in state.alerts_by_state.items() if s == AlertStatus.DEAD
         ),
+        "newest_dead": _dead_line(snap.newest_dead),
     }
+    breakers = [
+        {
+            "target": b.key,
+            "channel": b.channel,
+            "failures": b.failures,
+            "down_since": _iso(b.opened_at),
+            "next_probe_at": _iso(b.next_probe_at),
+            "error": scrub(b.last_error)[:300] if b.last_error else None,
+        }
+        for b in snap.breakers
+    ]
     return {
         "generated_at": snap.now.isoformat(),
         "sources_summary": {
@@ -402,7 +414,24 @@ def read_status(engine: Engine, limit: int = STATUS_SOURCES_LIMIT) -> dict[str, 
         "sources": sources,
         "alerts": alerts,
         "outbox": outbox,
+        "breakers": breakers,
         "replicas": replicas,
+    }
+
+
+def _dead_line(alert: status.RecentAlert | None) -> dict[str, Any] | None:
+    """The alert given up on last: what an operator looks at first."""
+    if alert is None:
+        return None
+    return {
+        "id": alert.id,
+        "watchlist": alert.watchlist_id,
+        "channel": alert.channel,
+        "destination": alert.destination,
+        "dead_at": _iso(alert.dead_at or alert.created_at),
+        "attempts": alert.attempts,
+        "title": alert.title[:300],
+        "error": scrub(alert.error)[:300] if alert.error else None,
     }
 
 
@@ -482,6 +511,16 @@ code{font-size:12px}
 <h2>Outbox</h2><p>{{ s.outbox.waiting }} waiting (oldest {{ s.outbox.oldest_waiting_age_seconds }}
 s), {{ s.outbox.dead }} dead.
 {% for k, v in s.outbox.by_state.items() %}<code>{{ k }}={{ v }}</code> {% endfor %}</p>
+{% set d = s.outbox.newest_dead %}{% if d %}<p class="bad" id="dead">
+{{- s.outbox.dead }} dead alert{{ '' if s.outbox.dead == 1 else 's' }}; newest: #{{ d.id }}
+{{- ' ' }}({{ d.watchlist }} → {{ d.channel }} {{ d.destination }}, {{ d.dead_at }}):
+{{- ' ' }}{{ d.error or 'no reason recorded' }}. Fix the cause, then
+<code>monitor alerts retry --dead</code>.</p>{% endif %}
+{% if s.breakers %}<h2>Delivery targets down</h2><table><tr><th>target</th><th>channel</th>
+<th>down since</th><th>failures</th><th>next probe</th><th>error</th></tr>
+{% for b in s.breakers %}<tr><td>{{ b.target }}</td><td>{{ b.channel }}</td>
+<td>{{ b.down_since or '' }}</td><td>{{ b.failures }}</td><td>{{ b.next_probe_at }}</td>
+<td class="bad">{{ b.error or '' }}</td></tr>{% endfor %}</table>{% endif %}
 <h2>Replicas</h2><table><tr><th>name</th><th>version</th><th>started</th><th>last seen</th>
 <th>alive</th></tr>{% for r in s.replicas %}<tr><td>{{ r.name }}</td><td>{{ r.version }}</td>
 <td>{{ r.started_at }}</td><td>{{ r.last_seen_at }}</td>

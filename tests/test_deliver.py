@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from monitor import logs
@@ -177,15 +177,27 @@ def test_permanent_errors_go_dead_with_the_reason(
     assert len(slack.posts()) == 1  # never retried
 
 
-def test_gives_up_after_max_attempts(sq_engine: Engine, slack: SlackFake) -> None:
-    cfg = cfg_for(slack, deliver_max_attempts=2)
+def test_gives_up_by_time_not_by_attempts(sq_engine: Engine, slack: SlackFake) -> None:
+    """Ten failures inside the horizon keep the alert; the first failure past it is final."""
+    cfg = cfg_for(slack, deliver_retry_hours=1)
+    start = utcnow()
     queue(sq_engine, cfg)
-    slack.fail_next("chat.postMessage", Fault("500"), times=5)
+    slack.fail_next("chat.postMessage", Fault("500"), times=20)
     dispatcher = Dispatcher(cfg, sq_engine, owner="a")
     run(dispatcher)
+    for _ in range(9):
+        run_due(dispatcher)
+    (row,) = rows(sq_engine)
+    assert row.status == "retry" and row.attempts == 10, row.last_error
+    assert row.next_attempt_at <= start + timedelta(hours=1, seconds=1)  # never past the horizon
+    with Session(sq_engine) as session, session.begin():
+        session.execute(
+            update(AlertRow).values(first_due_at=start - timedelta(hours=1, seconds=1))
+        )
     run_due(dispatcher)
     (row,) = rows(sq_engine)
-    assert row.status == "dead" and "gave up after 2 attempts" in (row.last_error or "")
+    assert row.status == "dead" and row.dead_at is not None
+    assert "gave up after 1 h (11 attempts): Slack HTTP 500" in (row.last_error or "")
 
 
 @pytest.mark.slow

@@ -57,6 +57,9 @@ class Outgoing:
 
 class Notifier(Protocol):
     channel: str  # "slack" | "email" | "console"
+    # What an outage takes down (the Slack API host, the SMTP server): the key of the circuit
+    # breaker its rows share across replicas; None for senders that cannot be down (console).
+    target: str | None
 
     async def send(self, message: Outgoing) -> str:
         """Deliver; return the provider reference (Slack "channel ts", Message-ID, …)."""

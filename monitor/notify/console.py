@@ -11,6 +11,7 @@ from monitor.render import render_console
 
 class ConsoleNotifier:
     channel = "console"
+    target: str | None = None  # stdout is never "down": no breaker
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream

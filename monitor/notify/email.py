@@ -116,6 +116,7 @@ class EmailNotifier:
         self.host = host
         self.security = security
         self.port = port or {"tls": 465, "starttls": 587}.get(security, 25)
+        self.target: str | None = f"smtp:{host}:{self.port}"  # one SMTP server, one breaker
         self.sender = sender
         self.domain = mail_domain(sender)
         self.username = username

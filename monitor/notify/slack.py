@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -58,6 +59,13 @@ CONFIG = frozenset(
         "team_access_not_granted",
     }
 )
+
+
+def _host(url: str) -> str:
+    """host[:port] of a URL, never its credentials or path (a breaker key is shown on /status)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "slack"
+    return f"{host}:{parts.port}" if parts.port else host
 
 
 def split_ref(ref: str) -> tuple[str, str]:
@@ -135,6 +143,8 @@ class SlackNotifier:
 
     def __init__(self, token: str, *, base_url: str, timeout: float = 10.0) -> None:
         base = base_url if base_url.endswith("/") else base_url + "/"
+        # An outage takes the whole API host down, whatever the channel: one breaker for all.
+        self.target: str | None = f"slack:{_host(base)}"
         self._post = AsyncWebClient(
             token=token, base_url=base, timeout=int(max(1, timeout)), retry_handlers=[]
         )
@@ -318,6 +328,8 @@ class WebhookNotifier:
 
     def __init__(self, url: str, *, timeout: float = 10.0) -> None:
         self._client = AsyncWebhookClient(url, timeout=int(max(1, timeout)), retry_handlers=[])
+        # The host only: the webhook's path is its secret.
+        self.target: str | None = f"slack-webhook:{_host(url)}"
         self.timeout = timeout
 
     async def send(self, message: Outgoing) -> str:

@@ -4,11 +4,16 @@ complete fenced.
 States: `pending → sending → sent | retry (at next_attempt_at) | dead`; digest entries wait as
 `held` until their period ends and then become `digested` (listed in one `digest` row).
 
-A row whose earlier attempt may have reached the provider keeps `attempt_started_at`; the next
-claim hands that time to the dispatcher, which reconciles before sending again. A definite
-failure clears it. Slack pacing is a `destination` row per channel whose `not_before` is
-claimed with `FOR UPDATE SKIP LOCKED`, so all replicas together send about one message per
-second per channel.
+A row whose earlier attempt may have reached the provider keeps `attempt_started_at` (the
+earliest such attempt: a later claim never moves it); the next claim hands that time to the
+dispatcher, which reconciles before sending again. A definite failure clears it. Slack pacing is
+a `destination` row per channel whose `not_before` is claimed with `FOR UPDATE SKIP LOCKED`, so
+all replicas together send about one message per second per channel.
+
+A `breaker` row per delivery target (a Slack API host, an SMTP server) holds a channel's rows back
+while the target is known to be down: nothing is claimed before its `open_until`; then one claim
+takes a single row as the probe and moves `open_until` a lease ahead, so one probe at a time is in
+flight across replicas. The dispatcher opens, extends and closes it from each outcome.
 
 Functions taking a `Session` never commit (the caller owns the transaction: a poll enqueues in
 its one fenced transaction); those taking an `Engine` run in a transaction of their own, which is
@@ -19,19 +24,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy import Engine, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from monitor.clock import as_utc_or_none
 from monitor.model import QUEUED, SETTLED, AlertKind, AlertStatus, Channel
-from monitor.store.tables import AlertRow, DestinationRow
+from monitor.store.tables import AlertRow, BreakerRow, DestinationRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +59,11 @@ class NewAlert:
 
 @dataclass(frozen=True, slots=True)
 class ClaimedAlert:
-    """A row this replica leased for sending; `reconcile_since` set means: look first."""
+    """A row this replica leased for sending; `reconcile_since` set means: look first.
+
+    `probe` marks the one row sent to a target whose breaker is open, to learn whether it is
+    back; `due_since` is when the alert first became due (the retry horizon's start).
+    """
 
     id: int
     dedup_key: str
@@ -66,6 +75,9 @@ class ClaimedAlert:
     lease_epoch: int
     reconcile_since: datetime | None
     parent_ref: str | None  # provider_ref of the parent (thread), if it was sent
+    watchlist_id: str = ""
+    due_since: datetime | None = None
+    probe: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +135,7 @@ def enqueue(session: Session, alert: NewAlert, *, now: datetime) -> int | None:
         "digest_at": alert.digest_at,
         "attempts": 0,
         "next_attempt_at": alert.digest_at or now,
+        "first_due_at": alert.digest_at or now,
         "lease_epoch": 0,
         "created_at": now,
     }
@@ -208,9 +221,7 @@ def _candidates(session: Session, where: Sequence[Any], limit: int) -> list[Any]
     )
 
 
-def _eligible(
-    session: Session, rows: Sequence[Any], skip: set[int]
-) -> list[tuple[int, datetime | None, str | None]]:
+def _eligible(session: Session, rows: Sequence[Any], skip: set[int]) -> list[Pick]:
     """Rows ready to go: not in flight here, and any parent (the thread) already sent."""
     rows = [r for r in rows if int(r[0] or 0) not in skip]
     parents = {int(r[1]) for r in rows if r[1] is not None}
@@ -233,6 +244,9 @@ def _eligible(
     return out
 
 
+Pick = tuple[int, datetime | None, str | None]  # (row id, maybe-sent since, parent's ref)
+
+
 def claim(
     session: Session,
     *,
@@ -242,20 +256,40 @@ def claim(
     limit: int,
     slack_interval: float = 1.0,
     exclude: Iterable[int] = (),
+    breakers: Mapping[str, str] | None = None,
 ) -> list[ClaimedAlert]:
     """Lease due rows: waiting ones whose time came, and `sending` ones whose lease expired.
 
     Slack rows are paced per channel: the channel's `destination` row is locked with SKIP
     LOCKED and moved `slack_interval` ahead, so replicas together send about one message per
     interval per channel, and a backlog in one channel never holds up another. Follow-ups wait
-    until their parent is sent.
+    until their parent is sent. `breakers` maps a channel to its target's breaker key: while
+    that breaker is open the channel's rows stay where they are, and when its probe time came
+    exactly one of them is claimed, as the probe.
     """
     skip = set(exclude)
     due = _due(now)
+    gates = dict(breakers or {})
+    blocked, probing = _gated_channels(session, gates, now)
     paced = slack_interval > 0
-    where = [due] + ([col(AlertRow.channel) != Channel.SLACK] if paced else [])
-    chosen = _eligible(session, _candidates(session, where, limit * 2), skip)[:limit]
-    if paced and len(chosen) < limit:
+    where = [due]
+    if paced:
+        where.append(col(AlertRow.channel) != Channel.SLACK)
+    if blocked | probing:
+        where.append(col(AlertRow.channel).not_in(sorted(blocked | probing)))
+    chosen: list[Pick] = _eligible(session, _candidates(session, where, limit * 2), skip)[:limit]
+    probes: set[int] = set()
+    for channel in sorted(probing):
+        if len(chosen) >= limit or (paced and channel == Channel.SLACK):
+            continue  # paced Slack probes through its channels below
+        ready = _eligible(
+            session, _candidates(session, [due, col(AlertRow.channel) == channel], 20), skip
+        )
+        if ready and _take_probe(session, gates[channel], now, lease_seconds):
+            chosen.append(ready[0])
+            probes.add(ready[0][0])
+    if paced and Channel.SLACK not in blocked and len(chosen) < limit:
+        probe = Channel.SLACK in probing
         destinations = sorted(
             set(
                 session.scalars(
@@ -290,6 +324,8 @@ def claim(
             ready = _eligible(session, rows, skip)
             if not ready:
                 continue
+            if probe and not _take_probe(session, gates[Channel.SLACK], now, lease_seconds):
+                break  # another replica is probing Slack right now
             chosen.append(ready[0])
             session.execute(
                 update(DestinationRow)
@@ -297,6 +333,9 @@ def claim(
                 .values(not_before=now + timedelta(seconds=slack_interval), updated_at=now)
                 .execution_options(synchronize_session=False)
             )
+            if probe:
+                probes.add(ready[0][0])
+                break  # one probe, then wait for its answer
     if not chosen:
         return []
     ids = [c[0] for c in chosen]
@@ -306,7 +345,8 @@ def claim(
         .values(
             status=AlertStatus.SENDING,
             attempts=col(AlertRow.attempts) + 1,
-            attempt_started_at=now,
+            # The earliest attempt that may have landed stays: reconciliation looks from there.
+            attempt_started_at=func.coalesce(col(AlertRow.attempt_started_at), now),
             lease_owner=owner,
             lease_until=now + timedelta(seconds=lease_seconds),
             lease_epoch=col(AlertRow.lease_epoch) + 1,
@@ -320,6 +360,9 @@ def claim(
             col(AlertRow.payload_json),
             col(AlertRow.attempts),
             col(AlertRow.lease_epoch),
+            col(AlertRow.watchlist_id),
+            col(AlertRow.first_due_at),
+            col(AlertRow.created_at),
         )
         .execution_options(synchronize_session=False)
     ).all()
@@ -336,10 +379,52 @@ def claim(
             lease_epoch=int(r[7]),
             reconcile_since=extra[int(r[0] or 0)][1],
             parent_ref=extra[int(r[0] or 0)][2],
+            watchlist_id=str(r[8]),
+            due_since=as_utc_or_none(r[9] or r[10]),
+            probe=int(r[0] or 0) in probes,
         )
         for r in claimed
     ]
     return sorted(out, key=lambda c: c.id)
+
+
+def _gated_channels(
+    session: Session, breakers: Mapping[str, str], now: datetime
+) -> tuple[set[str], set[str]]:
+    """Channels whose breaker is open: (not yet due for a probe, due for one)."""
+    if not breakers:
+        return set(), set()
+    until = {
+        str(key): as_utc_or_none(at)
+        for key, at in session.execute(
+            select(col(BreakerRow.key), col(BreakerRow.open_until)).where(
+                col(BreakerRow.key).in_(sorted(set(breakers.values())))
+            )
+        )
+    }
+    blocked: set[str] = set()
+    probing: set[str] = set()
+    for channel, key in breakers.items():
+        at = until.get(key)
+        if at is None:
+            continue
+        (blocked if at > now else probing).add(channel)
+    return blocked, probing
+
+
+def _take_probe(session: Session, key: str, now: datetime, lease_seconds: float) -> bool:
+    """Win the one probe of an open breaker: nobody else probes until our lease runs out."""
+    result = session.execute(
+        update(BreakerRow)
+        .where(
+            col(BreakerRow.key) == key,
+            col(BreakerRow.open_until).is_not(None),
+            col(BreakerRow.open_until) <= now,
+        )
+        .values(open_until=now + timedelta(seconds=lease_seconds), updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined, no-any-return]
 
 
 def _existing_destinations(session: Session, wanted: Iterable[str]) -> set[str]:
@@ -418,6 +503,7 @@ def complete_dead(
         .where(*_fenced(alert, owner))  # type: ignore[arg-type]
         .values(
             status=AlertStatus.DEAD,
+            dead_at=now,
             last_error=error[:2000],
             lease_owner=None,
             lease_until=None,
@@ -601,6 +687,8 @@ def retry_alerts(
             status=AlertStatus.PENDING,
             attempts=0,
             next_attempt_at=now,
+            first_due_at=now,  # a fresh retry horizon
+            dead_at=None,
             attempt_started_at=None,
             last_error=None,
             lease_owner=None,
@@ -662,6 +750,7 @@ def claim_due(
     limit: int,
     slack_interval: float = 1.0,
     exclude: Iterable[int] = (),
+    breakers: Mapping[str, str] | None = None,
 ) -> list[ClaimedAlert]:
     """`claim` in its own transaction."""
     with Session(engine) as session, session.begin():
@@ -673,6 +762,7 @@ def claim_due(
             limit=limit,
             slack_interval=slack_interval,
             exclude=exclude,
+            breakers=breakers,
         )
 
 
@@ -704,6 +794,17 @@ def mark_sent(
                 .execution_options(synchronize_session=False)
             )
     return ok
+
+
+def sent_ref(engine: Engine, alert_id: int) -> str | None:
+    """The provider reference of a row recorded as sent, else None: whether an earlier attempt
+    to record a completion committed after all (its error came after the COMMIT)."""
+    with Session(engine) as session:
+        return session.scalar(
+            select(col(AlertRow.provider_ref)).where(
+                col(AlertRow.id) == alert_id, col(AlertRow.status) == AlertStatus.SENT
+            )
+        )
 
 
 def retry_later(
@@ -754,6 +855,199 @@ def release_claims(
     """`release` in its own transaction (every row `owner` is sending without `ids`)."""
     with Session(engine) as session, session.begin():
         return release(session, owner, ids, now=now)
+
+
+# --------------------------------------------------------------------------- breakers
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerState:
+    """A target's breaker; `changed` says this failure opened it or counted as a failed probe."""
+
+    key: str
+    channel: str
+    failures: int
+    open_until: datetime | None
+    opened_at: datetime | None
+    last_error: str | None
+    changed: bool = False
+
+
+def breaker_failed(
+    engine: Engine,
+    key: str,
+    *,
+    channel: str,
+    probe: bool,
+    now: datetime,
+    error: str,
+    delay: Callable[[int], float],
+) -> BreakerState:
+    """Record that `key` looked down: a closed breaker opens (`delay(1)` seconds), a failed
+    probe keeps it open `delay(failures)` longer; a send claimed before it opened (not the
+    probe) changes nothing, so a batch failing at once counts as one failure."""
+    with Session(engine) as session, session.begin():
+        _insert(
+            session,
+            BreakerRow,
+            {"key": key[:400], "channel": channel, "failures": 0, "updated_at": now},
+            returning=False,
+        )
+        failures, open_until, opened_at, last_error = session.execute(
+            select(
+                col(BreakerRow.failures),
+                col(BreakerRow.open_until),
+                col(BreakerRow.opened_at),
+                col(BreakerRow.last_error),
+            )
+            .where(col(BreakerRow.key) == key[:400])
+            .with_for_update()
+        ).one()
+        is_open = open_until is not None
+        if is_open and not probe:
+            return BreakerState(
+                key,
+                channel,
+                int(failures),
+                as_utc_or_none(open_until),
+                as_utc_or_none(opened_at),
+                last_error,
+            )
+        count = int(failures) + 1 if is_open else 1
+        until = now + timedelta(seconds=max(0.0, delay(count)))
+        since = as_utc_or_none(opened_at) if is_open else now
+        session.execute(
+            update(BreakerRow)
+            .where(col(BreakerRow.key) == key[:400])
+            .values(
+                failures=count,
+                open_until=until,
+                opened_at=since,
+                last_error=error[:2000],
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    return BreakerState(key, channel, count, until, since, error, changed=True)
+
+
+def close_breaker(engine: Engine, key: str, *, now: datetime) -> BreakerState | None:
+    """The target answered: close its breaker; returns what it was, None when it was closed."""
+    with Session(engine) as session, session.begin():
+        found = session.execute(
+            select(
+                col(BreakerRow.channel),
+                col(BreakerRow.failures),
+                col(BreakerRow.open_until),
+                col(BreakerRow.opened_at),
+                col(BreakerRow.last_error),
+            )
+            .where(
+                col(BreakerRow.key) == key[:400],
+                or_(col(BreakerRow.open_until).is_not(None), col(BreakerRow.failures) > 0),
+            )
+            .with_for_update()
+        ).first()
+        if found is None:
+            return None
+        session.execute(
+            update(BreakerRow)
+            .where(col(BreakerRow.key) == key[:400])
+            .values(failures=0, open_until=None, opened_at=None, last_error=None, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    channel, failures, open_until, opened_at, last_error = found
+    return BreakerState(
+        key,
+        str(channel),
+        int(failures),
+        as_utc_or_none(open_until),
+        as_utc_or_none(opened_at),
+        last_error,
+    )
+
+
+def forget_breakers(engine: Engine, current: Mapping[str, str]) -> list[str]:
+    """Drop the breakers of `current`'s channels whose key is not the current one (the
+    configuration moved to another SMTP server or Slack URL); returns their keys."""
+    if not current:
+        return []
+    with Session(engine) as session, session.begin():
+        stale = [
+            str(key)
+            for key, channel in session.execute(
+                select(col(BreakerRow.key), col(BreakerRow.channel)).where(
+                    col(BreakerRow.channel).in_(sorted(current))
+                )
+            )
+            if current.get(str(channel)) != key
+        ]
+        if stale:
+            session.execute(
+                delete(BreakerRow)
+                .where(col(BreakerRow.key).in_(stale))
+                .execution_options(synchronize_session=False)
+            )
+    return stale
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredAlert:
+    """A waiting row given up on because its retry horizon passed while its target was down."""
+
+    id: int
+    watchlist_id: str
+    channel: str
+    destination: str
+    error: str
+
+
+def expire_waiting(
+    engine: Engine,
+    channel: str,
+    *,
+    due_before: datetime,
+    now: datetime,
+    error: str,
+    limit: int = 200,
+) -> list[ExpiredAlert]:
+    """Mark dead the waiting rows of `channel` first due before `due_before` (at most `limit`
+    per call): a breaker holds them back, so no attempt of their own would ever say so."""
+    due_since = func.coalesce(col(AlertRow.first_due_at), col(AlertRow.created_at))
+    with Session(engine) as session, session.begin():
+        ids = list(
+            session.scalars(
+                select(col(AlertRow.id))
+                .where(
+                    col(AlertRow.channel) == channel,
+                    col(AlertRow.status).in_(QUEUED),
+                    due_since <= due_before,
+                )
+                .order_by(col(AlertRow.id))
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        )
+        if not ids:
+            return []
+        found = session.execute(
+            update(AlertRow)
+            .where(col(AlertRow.id).in_(ids), col(AlertRow.status).in_(QUEUED))
+            .values(
+                status=AlertStatus.DEAD,
+                dead_at=now,
+                last_error=error[:2000],
+                attempt_started_at=None,
+                lease_owner=None,
+                lease_until=None,
+            )
+            .returning(col(AlertRow.id), col(AlertRow.watchlist_id), col(AlertRow.destination))
+            .execution_options(synchronize_session=False)
+        ).all()
+    return sorted(
+        (ExpiredAlert(int(r[0] or 0), str(r[1]), channel, str(r[2]), error) for r in found),
+        key=lambda e: e.id,
+    )
 
 
 DigestPlan = Callable[[Sequence[HeldItem]], Sequence[tuple[NewAlert, Sequence[int]]]]
@@ -812,16 +1106,20 @@ def requeue(engine: Engine, *, ids: Sequence[int] = (), dead: bool = False, now:
 
 __all__ = [
     "AlertView",
+    "BreakerState",
     "ClaimedAlert",
     "DigestPlan",
     "DueAlert",
+    "ExpiredAlert",
     "HeldItem",
     "NewAlert",
     "PlannedRow",
+    "breaker_failed",
     "build_digests",
     "channel_ref",
     "claim",
     "claim_due",
+    "close_breaker",
     "complete_dead",
     "complete_retry",
     "complete_sent",
@@ -831,7 +1129,9 @@ __all__ = [
     "enqueue",
     "enqueue_thread",
     "ensure_destination",
+    "expire_waiting",
     "find_first_alert",
+    "forget_breakers",
     "give_back",
     "hold_destination",
     "list_alerts",
@@ -845,6 +1145,7 @@ __all__ = [
     "retry_alerts",
     "retry_later",
     "rows_for_poll",
+    "sent_ref",
     "short_hash",
     "story_alerted",
     "unclaim",

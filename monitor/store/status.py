@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from monitor.clock import as_utc
-from monitor.model import WAITING
+from monitor.model import WAITING, AlertStatus
 from monitor.redact import redact_text, redact_url
-from monitor.store.tables import AlertRow, ArticleRow, ReplicaRow, SourceRow
+from monitor.store.tables import AlertRow, ArticleRow, BreakerRow, ReplicaRow, SourceRow
 
 REPLICA_ALIVE_SECONDS = 60.0
 
@@ -32,6 +33,7 @@ class StoreState:
     sources_leased: int = 0
     sources_overdue: int = 0
     replicas_alive: int = 0
+    breakers_open: dict[str, int] = field(default_factory=dict)  # channel -> open breakers
 
 
 def read_store_state(engine: Engine, now: datetime | None = None) -> StoreState:
@@ -94,6 +96,14 @@ def read_store_state(engine: Engine, now: datetime | None = None) -> StoreState:
             )
             or 0
         )
+        breakers = {
+            str(channel): int(count)
+            for channel, count in session.execute(
+                select(col(BreakerRow.channel), func.count())
+                .where(col(BreakerRow.open_until).is_not(None))
+                .group_by(col(BreakerRow.channel))
+            )
+        }
     return StoreState(
         alerts_by_state=by_state,
         oldest_waiting_age=oldest,
@@ -102,6 +112,7 @@ def read_store_state(engine: Engine, now: datetime | None = None) -> StoreState:
         sources_leased=int(leased),
         sources_overdue=int(overdue),
         replicas_alive=int(alive),
+        breakers_open=breakers,
     )
 
 
@@ -143,6 +154,19 @@ class RecentAlert:
     error: str | None
     source_id: str | None
     title: str  # the article's title ("" for summaries and digests)
+    dead_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerView:
+    """An open circuit breaker: a delivery target known to be down, and when it is tried next."""
+
+    key: str
+    channel: str
+    failures: int
+    opened_at: datetime | None
+    next_probe_at: datetime
+    last_error: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,10 +187,49 @@ class StatusSnapshot:
     sources: tuple[SourceHealth, ...]
     alerts: tuple[RecentAlert, ...]
     replicas: tuple[ReplicaBeat, ...]
+    newest_dead: RecentAlert | None = None  # the alert given up on last
+    breakers: tuple[BreakerView, ...] = ()
+
+
+def _alert_columns() -> tuple[Any, ...]:
+    return (
+        col(AlertRow.id),
+        col(AlertRow.kind),
+        col(AlertRow.watchlist_id),
+        col(AlertRow.channel),
+        col(AlertRow.destination),
+        col(AlertRow.status),
+        col(AlertRow.attempts),
+        col(AlertRow.created_at),
+        col(AlertRow.sent_at),
+        col(AlertRow.last_error),
+        col(AlertRow.source_id),
+        col(ArticleRow.title),
+        col(AlertRow.dead_at),
+    )
+
+
+def _recent(r: Any) -> RecentAlert:
+    return RecentAlert(
+        id=int(r[0] or 0),
+        kind=r[1],
+        watchlist_id=r[2],
+        channel=r[3],
+        destination=r[4],
+        status=r[5],
+        attempts=r[6],
+        created_at=r[7],
+        sent_at=r[8],
+        error=r[9],
+        source_id=r[10],
+        title=r[11] or "",
+        dead_at=r[12],
+    )
 
 
 def read_status(engine: Engine, *, sources_limit: int, alerts_limit: int) -> StatusSnapshot:
-    """Sources' health (failing first), recent alerts, the store state and replicas."""
+    """Sources' health (failing first), recent alerts, the newest dead alert, open breakers,
+    the store state and replicas."""
     now = datetime.now(UTC)
     state = read_store_state(engine, now)
     with Session(engine) as session:
@@ -211,38 +274,44 @@ def read_status(engine: Engine, *, sources_limit: int, alerts_limit: int) -> Sta
             )
         )
         alerts = tuple(
-            RecentAlert(
-                id=int(r[0] or 0),
-                kind=r[1],
-                watchlist_id=r[2],
-                channel=r[3],
-                destination=r[4],
-                status=r[5],
-                attempts=r[6],
-                created_at=r[7],
-                sent_at=r[8],
-                error=r[9],
-                source_id=r[10],
-                title=r[11] or "",
-            )
+            _recent(r)
             for r in session.execute(
-                select(
-                    col(AlertRow.id),
-                    col(AlertRow.kind),
-                    col(AlertRow.watchlist_id),
-                    col(AlertRow.channel),
-                    col(AlertRow.destination),
-                    col(AlertRow.status),
-                    col(AlertRow.attempts),
-                    col(AlertRow.created_at),
-                    col(AlertRow.sent_at),
-                    col(AlertRow.last_error),
-                    col(AlertRow.source_id),
-                    col(ArticleRow.title),
-                )
+                select(*_alert_columns())
                 .outerjoin(ArticleRow, col(ArticleRow.id) == col(AlertRow.article_id))
                 .order_by(col(AlertRow.id).desc())
                 .limit(alerts_limit)
+            )
+        )
+        dead = session.execute(
+            select(*_alert_columns())
+            .outerjoin(ArticleRow, col(ArticleRow.id) == col(AlertRow.article_id))
+            .where(col(AlertRow.status) == AlertStatus.DEAD)
+            .order_by(
+                func.coalesce(col(AlertRow.dead_at), col(AlertRow.created_at)).desc(),
+                col(AlertRow.id).desc(),
+            )
+            .limit(1)
+        ).first()
+        breakers = tuple(
+            BreakerView(
+                key=str(key),
+                channel=str(channel),
+                failures=int(failures),
+                opened_at=opened,
+                next_probe_at=as_utc(until) if until is not None else now,
+                last_error=error,
+            )
+            for key, channel, failures, opened, until, error in session.execute(
+                select(
+                    col(BreakerRow.key),
+                    col(BreakerRow.channel),
+                    col(BreakerRow.failures),
+                    col(BreakerRow.opened_at),
+                    col(BreakerRow.open_until),
+                    col(BreakerRow.last_error),
+                )
+                .where(col(BreakerRow.open_until).is_not(None))
+                .order_by(col(BreakerRow.key))
             )
         )
         replicas = tuple(
@@ -262,7 +331,15 @@ def read_status(engine: Engine, *, sources_limit: int, alerts_limit: int) -> Sta
                 ).order_by(col(ReplicaRow.name))
             )
         )
-    return StatusSnapshot(now, state, sources, alerts, replicas)
+    return StatusSnapshot(
+        now,
+        state,
+        sources,
+        alerts,
+        replicas,
+        newest_dead=_recent(dead) if dead is not None else None,
+        breakers=breakers,
+    )
 
 
 # --- monitor sources list ----------------------------------------------------------------------
@@ -305,6 +382,7 @@ def list_sources(engine: Engine) -> list[SourceListing]:
 
 __all__ = [
     "REPLICA_ALIVE_SECONDS",
+    "BreakerView",
     "RecentAlert",
     "ReplicaBeat",
     "SourceHealth",

@@ -165,6 +165,10 @@ class AlertRow(SQLModel, table=True):
     digest_at: datetime | None = None
     attempts: int = Field(default=0)
     next_attempt_at: datetime = Field(default_factory=utcnow, index=True)
+    # When it first became due (its digest period's end for held entries): the retry horizon
+    # counts from here, and `monitor alerts retry` starts it afresh. None only on rows from
+    # before migration 0003 (read as created_at).
+    first_due_at: datetime | None = None
     attempt_started_at: datetime | None = None
     lease_owner: str | None = Field(default=None, max_length=200)
     lease_until: datetime | None = None
@@ -174,6 +178,7 @@ class AlertRow(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
+    dead_at: datetime | None = None  # when it was given up on (/status shows the newest)
 
 
 class DestinationRow(SQLModel, table=True):
@@ -184,6 +189,23 @@ class DestinationRow(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=400)  # "slack:#channel"
     not_before: datetime = Field(default_factory=utcnow)
     channel_ref: str | None = Field(default=None, max_length=100)  # Slack channel id, once known
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class BreakerRow(SQLModel, table=True):
+    """The circuit breaker of one delivery target (a Slack API host, an SMTP server), shared
+    by replicas: while `open_until` is ahead nothing is sent there; when it passes, one claim
+    takes a single row as the probe and moves `open_until` a lease ahead, so only one probe is
+    in flight. A probe that gets an answer closes it (`open_until` NULL)."""
+
+    __tablename__ = "breaker"
+
+    key: str = Field(primary_key=True, max_length=400)  # "slack:slack.com", "smtp:host:587"
+    channel: str = Field(max_length=20)  # a Channel: whose rows it holds back
+    failures: int = Field(default=0)  # consecutive failed rounds (the probe backoff's exponent)
+    open_until: datetime | None = None
+    opened_at: datetime | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     updated_at: datetime = Field(default_factory=utcnow)
 
 

@@ -16,7 +16,7 @@ from monitor.clock import utcnow
 from monitor.deliver import Dispatcher
 from monitor.model import Article, IngestedItem, Match, Span, StoryAssignment
 from monitor.settings import Settings
-from monitor.store.tables import AlertRow, DestinationRow
+from monitor.store.tables import AlertRow, BreakerRow, DestinationRow
 from monitor.watchlists import AlertSpec, Watchlist
 
 
@@ -131,12 +131,19 @@ def later(seconds: float = 3600) -> datetime:
 
 
 def run_due(dispatcher: Dispatcher) -> int:
-    """Skip the backoff: make every waiting row due now, then tick on the real clock."""
+    """Skip the backoff: make every waiting row due now (and an open breaker's probe), then
+    tick on the real clock."""
+    past = utcnow() - timedelta(seconds=1)
     with Session(dispatcher.engine) as session, session.begin():
         session.execute(
             update(AlertRow)
             .where(AlertRow.status == "retry")  # type: ignore[arg-type]
-            .values(next_attempt_at=utcnow() - timedelta(seconds=1))
+            .values(next_attempt_at=past)
         )
-        session.execute(update(DestinationRow).values(not_before=utcnow() - timedelta(seconds=1)))
+        session.execute(update(DestinationRow).values(not_before=past))
+        session.execute(
+            update(BreakerRow)
+            .where(BreakerRow.open_until.is_not(None))  # type: ignore[union-attr]
+            .values(open_until=past)
+        )
     return run(dispatcher)

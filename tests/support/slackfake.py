@@ -3,8 +3,11 @@
 It stores messages with their metadata and thread, records every request, and can be told to
 misbehave on the next calls of a method: answer 429 with Retry-After, 500 (before or after
 storing the message), ok:false with an error, hang, or drop the connection after storing the
-message (the ambiguous case reconciliation exists for). It runs its own event loop on a thread,
-so synchronous tests, asyncio tests and `monitor run` subprocesses all reach it by URL.
+message (the ambiguous case reconciliation exists for). `down()` stops listening, so
+connections are refused (an outage), and `up()` listens on the same port again. It runs its own
+event loop on a thread, so synchronous tests, asyncio tests and `monitor run` subprocesses all
+reach it by URL. `clock` gives message timestamps (a test's scaled clock: reconciliation compares
+them with the dispatcher's times); `on_post` runs after a message is stored, before the answer.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -71,8 +75,17 @@ def free_port() -> int:
 class SlackFake:
     """`url` is the base URL for slack-sdk (`…/api/`); inspect `messages` and `requests`."""
 
-    def __init__(self, token: str = "xoxb-test-token", *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        token: str = "xoxb-test-token",
+        *,
+        port: int | None = None,
+        clock: Callable[[], float] = time.time,
+        on_post: Callable[[Message], None] | None = None,
+    ) -> None:
         self.token = token
+        self.clock = clock
+        self.on_post = on_post
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/api/"
         self.messages: list[Message] = []
@@ -86,6 +99,7 @@ class SlackFake:
         self._ts = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
 
@@ -107,6 +121,26 @@ class SlackFake:
         if self._thread is not None:
             self._thread.join(10)
         self._loop = None
+
+    def down(self) -> None:
+        """Stop listening: every new connection is refused until `up()`."""
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(self._stop_site(), self._loop).result(10)
+
+    def up(self) -> None:
+        """Listen again on the same port, with every stored message kept."""
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(self._start_site(), self._loop).result(10)
+
+    async def _stop_site(self) -> None:
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+
+    async def _start_site(self) -> None:
+        if self._site is None and self._runner is not None:
+            self._site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+            await self._site.start()
 
     def __enter__(self) -> SlackFake:
         return self.start()
@@ -156,8 +190,7 @@ class SlackFake:
         app.router.add_post("/hooks/{path:.*}", self._hook)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        loop.run_until_complete(site.start())
+        loop.run_until_complete(self._start_site())
         self._ready.set()
         loop.run_forever()
         loop.close()
@@ -175,7 +208,7 @@ class SlackFake:
         return self._channels[name]
 
     def _next_ts(self) -> str:
-        self._ts = max(time.time(), self._ts + 0.000001)
+        self._ts = max(self.clock(), self._ts + 0.000001)
         return f"{self._ts:.6f}"
 
     async def _args(self, request: web.Request) -> dict[str, Any]:
@@ -198,7 +231,7 @@ class SlackFake:
         args = await self._args(request)
         headers = {k.lower(): v for k, v in request.headers.items()}
         with self._lock:
-            self.requests.append(Request(method, request.method, headers, args, time.time()))
+            self.requests.append(Request(method, request.method, headers, args, self.clock()))
             queue = self._faults.get(method)
             fault = queue.popleft() if queue else None
         if headers.get("authorization") != f"Bearer {self.token}":
@@ -321,8 +354,11 @@ class SlackFake:
                 thread_ts=str(thread_ts) if thread_ts else None,
                 metadata=args.get("metadata") if isinstance(args.get("metadata"), dict) else None,
                 args=args,
+                at=self.clock(),
             )
             self.messages.append(message)
+        if self.on_post is not None:
+            self.on_post(message)
         return {"ok": True, "channel": cid, "ts": ts, "message": {"text": message.text, "ts": ts}}
 
     def _history(self, args: dict[str, Any], *, replies: bool) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 `Controller(port=0)` cannot work (its start-up self-check connects to port 0), so a free port is
 picked first and kept across `down()`/`up()`, letting a test take the server away and back.
+`on_receive` runs after a mail is accepted, before the server answers 250.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import email
 import email.policy
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
@@ -44,9 +46,12 @@ class _Handler:
                 return "451 4.3.0 Temporary failure, try again later"
             if owner.mode == "5xx" and owner._use_failure():
                 return "550 5.7.1 Message refused by policy"
-            owner.received.append(
-                Received(str(envelope.mail_from), list(envelope.rcpt_tos), bytes(envelope.content))
+            mail = Received(
+                str(envelope.mail_from), list(envelope.rcpt_tos), bytes(envelope.content)
             )
+            owner.received.append(mail)
+        if owner.on_receive is not None:
+            owner.on_receive(mail)
         return "250 2.0.0 OK"
 
 
@@ -61,6 +66,7 @@ class SmtpServer:
         self.mode = "accept"
         self.attempts = 0
         self.lock = threading.Lock()
+        self.on_receive: Callable[[Received], None] | None = None
         self._times: int | None = None
         self._controller: Controller | None = None
 
