@@ -1,7 +1,8 @@
 """The article aggregate: insert once (ON CONFLICT DO NOTHING), link copies, record revisions.
 
 Functions take a `Session` and never commit (the caller owns the transaction: a poll writes its
-articles in its one fenced transaction); `read_articles` runs in a transaction of its own.
+articles in its short fenced transactions); `read_articles` and `entries_to_write` run in a
+transaction of their own.
 
 An edit is recorded only when it changes the entry in substance (`monitor.normalize.is_edit`:
 not for a view counter in the description), and each article keeps its last `KEEP_REVISIONS`
@@ -104,6 +105,16 @@ def edited_keys(
         for a in changed
         if is_edit(*texts.get(known[a.entry_key].article_id, ("", "")), a)
     }
+
+
+def entries_to_write(engine: Engine, source_id: str, articles: Sequence[Article]) -> list[Article]:
+    """The articles a poll has to write: keys this source never stored, and stored ones edited
+    in substance. A short read of its own, before any work is prepared (most entries of most
+    polls are known and need nothing); `store_entries` decides again inside the write."""
+    with Session(engine) as session:
+        known = known_entries(session, source_id, [a.entry_key for a in articles])
+        edited = edited_keys(session, known, articles)
+    return [a for a in articles if a.entry_key not in known or a.entry_key in edited]
 
 
 def articles_by_hash(session: Session, hashes: Sequence[str]) -> dict[str, int]:
@@ -303,6 +314,7 @@ __all__ = [
     "StoredArticle",
     "articles_by_hash",
     "edited_keys",
+    "entries_to_write",
     "insert_article",
     "insert_articles",
     "insert_copy",
