@@ -55,6 +55,7 @@ class Desk:
         feeds: dict[str, str],
         *,
         watchlist: str = MISSILES,
+        dry_run: bool = False,
         **settings: Any,
     ) -> None:
         folder = tmp / "watchlists"
@@ -75,7 +76,7 @@ class Desk:
             "smtp_host": None,
         }
         values.update(settings)
-        self.service = Service(App(Settings(**values)))
+        self.service = Service(App(Settings(**values)), dry_run=dry_run)
         self.service.prepare(exclusive=False)
         self.engine = self.service.engine
         self.runner = asyncio.Runner()
