@@ -10,8 +10,10 @@ Rules, in the order they apply:
   a story that already alerted for the watchlist is an "also reported by" follow-up; neither is
   ever a second top-level alert;
 * `mode: digest` watchlists hold their rows until `next_digest_at`, then one message per period;
-* more than `flood_threshold` top-level alerts from one source in one poll become one summary
-  per destination (a feed that rotated its GUIDs must not flood a channel).
+* more than `flood_threshold` messages from one source in one poll to one destination, new
+  top-level alerts and updates counted together, become one summary per destination (a feed
+  that rotated its GUIDs, or rewrites every description, must not flood a channel). A poll
+  written in several transactions keeps one `FloodGuard` across them.
 
 Routing: Slack channels need a bot token or a webhook, email needs MONITOR_SMTP_HOST; whatever a
 watchlist names that cannot be delivered goes to the console instead (with a warning once), so
@@ -131,11 +133,38 @@ def content_for(
 
 @dataclass
 class _TopLevel:
-    """A planned top-level alert and the same-poll copies of its story that go under it."""
+    """A planned message the flood guard counts: a top-level alert with the same-poll copies of
+    its story that go under it, or (with `parent`) an update in the thread of an earlier alert."""
 
     item: IngestedItem
     content: AlertContent
     alsos: list[tuple[IngestedItem, AlertContent]] = field(default_factory=list)
+    parent: int | None = None  # an update: the alert it follows up
+    key: str = ""  # an update: its dedup key
+
+
+@dataclass
+class FloodGuard:
+    """One poll's flood guard: more than `threshold` messages from the poll to one destination
+    are folded into a summary instead of being sent one by one.
+
+    The poll keeps one guard across its write transactions (a big document is written in
+    chunks): once a destination flooded, the later chunks fold theirs too, so no destination
+    ever gets more than `threshold` single messages from one poll.
+    """
+
+    threshold: int
+    singles: dict[Route, int] = field(default_factory=dict)  # sent one by one so far
+    flooded: set[Route] = field(default_factory=set)
+
+    def folds(self, route: Route, count: int) -> bool:
+        """Must these `count` messages to `route` become a summary? Counted when they need not."""
+        total = self.singles.get(route, 0) + count
+        if route in self.flooded or total > self.threshold:
+            self.flooded.add(route)
+            return True
+        self.singles[route] = total
+        return False
 
 
 def enqueue_for_poll(
@@ -147,8 +176,13 @@ def enqueue_for_poll(
     watchlists: Mapping[str, Any],
     settings: Settings,
     now: datetime,
+    flood: FloodGuard | None = None,
 ) -> int:
-    """Write the outbox rows for one poll's items; returns how many rows were written."""
+    """Write the outbox rows for one poll's items; returns how many rows were written.
+
+    A poll written in several transactions passes the same `flood` guard to each call; without
+    one, the call is the whole poll."""
+    guard = flood if flood is not None else FloodGuard(settings.flood_threshold)
     routing = Routing.from_settings(settings)
     cutoff = now - timedelta(hours=settings.max_article_age_hours)
     written = 0
@@ -178,7 +212,7 @@ def enqueue_for_poll(
                     session, item, match, route, source_id, source_name, now, planned, story_plan
                 )
     for route, tops in planned.items():
-        if len(tops) > settings.flood_threshold:
+        if guard.folds(route, len(tops)):
             written += _write_summary(session, route, tops, source_id, source_name, settings, now)
         else:
             for top in tops:
@@ -208,12 +242,13 @@ def _plan_immediate(
             destination=destination,
             article_id=item.article_id,
         )
-        if parent is not None:
+        if parent is not None:  # planned like an alert: updates count against the flood guard
             content = content_for(item, match, source_name, AlertKind.UPDATE)
             key = _key(
                 "u", wl, item.article_id, item.article.content_hash[:16], channel, destination
             )
-            return _write(session, _row(key, route, content, item, source_id, parent), now)
+            planned.setdefault(route, []).append(_TopLevel(item, content, parent=parent, key=key))
+            return 0
     elif story is not None and not story.is_new:
         same_poll = story_plan.get((wl, route, story.story_id))
         if same_poll is not None:
@@ -277,6 +312,10 @@ def _write(session: Session, row: NewAlert, now: datetime) -> int:
 def _write_top(
     session: Session, route: Route, top: _TopLevel, source_id: str, now: datetime
 ) -> int:
+    if top.parent is not None:  # an update, under its alert
+        return _write(
+            session, _row(top.key, route, top.content, top.item, source_id, top.parent), now
+        )
     wl = top.content.watchlist_id
     key = _key("a", wl, top.item.article_id, route[0], route[1])
     alert = _row(key, route, top.content, top.item, source_id, None)
@@ -301,6 +340,10 @@ def _write_summary(
         entries.append(top.content)
         entries.extend(content for _item, content in top.alsos)
     names = sorted({t.content.watchlist_name for t in tops})
+    updates = sum(t.parent is not None for t in tops)
+    extra = {"threshold": str(settings.flood_threshold)}
+    if updates:
+        extra["updates"] = str(updates)
     summary = AlertContent(
         kind=AlertKind.SUMMARY,
         watchlist_id=",".join(sorted({t.content.watchlist_id for t in tops}))[:200],
@@ -308,14 +351,20 @@ def _write_summary(
         source=source_name or source_id,
         items=tuple(entries[:SUMMARY_ITEMS]),
         total=len(tops),
-        extra={"threshold": str(settings.flood_threshold)},
+        extra=extra,
     )
-    ids = sorted(t.item.article_id for t in tops)
-    key = _key("f", source_id, short_hash(*ids), route[0], route[1])
+    # New articles by id; updates by id and content, so a later flood of edits of the same
+    # articles is a summary of its own, not a duplicate of this one.
+    ids = sorted(t.item.article_id for t in tops if t.parent is None)
+    edits = sorted(
+        f"{t.item.article_id}:{t.item.article.content_hash[:16]}" for t in tops if t.parent
+    )
+    key = _key("f", source_id, short_hash(*ids, *edits), route[0], route[1])
     log.warning(
         "flood guard: alerts folded into one summary",
         source=source_id,
         alerts=len(tops),
+        updates=updates,
         threshold=settings.flood_threshold,
         channel=route[0],
     )
@@ -384,4 +433,4 @@ def preview_for_poll(session: Session, *, source_id: str, now: datetime) -> list
     return out
 
 
-__all__ = ["Routing", "content_for", "enqueue_for_poll", "preview_for_poll"]
+__all__ = ["FloodGuard", "Routing", "content_for", "enqueue_for_poll", "preview_for_poll"]

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 from selectolax.lexbor import LexborHTMLParser
 
 from monitor.model import Article, ParsedEntry
+from monitor.textnorm import fold_without_numbers
 
 URL_CAP = 2048
 ENTRY_KEY_CAP = 600
@@ -167,6 +168,26 @@ def content_hash(title: str, text: str) -> str:
     """SHA-256 of the whitespace-folded, NFC title and text: equal for equal content only."""
     payload = _fold(title) + "\n" + _fold(text)
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def substance(title: str, text: str) -> str:
+    """What an edit must change to be news (the one definition; `is_edit` compares it).
+
+    The title counts as written (whitespace folded, as in `content_hash`): "3 missiles" → "5
+    missiles" in a headline is a correction the desk wants. The text counts folded and without
+    its numbers (`textnorm.fold_without_numbers`): feeds put view and comment counters, ages
+    ("5 min ago") and times into descriptions and change them on every poll. The price: a
+    numbers-only correction of the body alone ("fired 3 missiles" → "fired 5" with the same
+    headline) is not an update; the stored text keeps the earlier numbers until a real edit.
+    """
+    return _fold(title) + "\n" + fold_without_numbers(text)
+
+
+def is_edit(stored_title: str, stored_text: str, article: Article) -> bool:
+    """Does `article` change the stored version in substance (see `substance`)? An entry whose
+    new version differs only in numbers of its text, whitespace, case or punctuation is not
+    news: no revision is stored and nothing alerts."""
+    return substance(stored_title, stored_text) != substance(article.title, article.text)
 
 
 def _key(kind: str, value: str) -> str:

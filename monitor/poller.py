@@ -193,6 +193,8 @@ class Poller:
             "alerts": report.alerts,
             "seconds": round(report.seconds, 3),
         }
+        if report.skipped:  # entries beyond MONITOR_MAX_ENTRIES_PER_DOCUMENT
+            fields["skipped"] = report.skipped
         if report.status == PollStatus.ERROR:
             log.warning("poll failed", error=report.message, **fields)
         elif report.status == PollStatus.LOST_LEASE:

@@ -318,11 +318,22 @@ def _slack_also(content: AlertContent) -> SlackMessage:
     return SlackMessage(text=f"Also reported by {source}: {title}", blocks=[block])
 
 
+def summary_what(content: AlertContent) -> str:
+    """What a flood-guard summary lists: new articles, updated ones (edits count against the
+    guard too, `extra["updates"]`), or both."""
+    raw = content.extra.get("updates", "")
+    updates = int(raw) if raw.isdigit() else 0
+    if not updates:
+        return "new articles"
+    return "updated articles" if updates >= content.total else "new or updated articles"
+
+
 def _slack_list(content: AlertContent) -> SlackMessage:
     wl = slack_text(content.watchlist_name, 100)
     if content.kind == "summary":
         head = slack_plain(
-            f"{content.total} new articles from {content.source or 'one source'}", HEADER_LIMIT
+            f"{content.total} {summary_what(content)} from {content.source or 'one source'}",
+            HEADER_LIMIT,
         )
         note = (
             f"More than {content.extra.get('threshold', '?')} matches from one source in one "
@@ -406,7 +417,8 @@ def email_subject(content: AlertContent) -> str:
     if content.kind == "digest":
         text = f"[{content.watchlist_name}] Digest: {content.total} articles"
     elif content.kind == "summary":
-        text = f"[{content.watchlist_name}] {content.total} new articles from {content.source}"
+        what = summary_what(content)
+        text = f"[{content.watchlist_name}] {content.total} {what} from {content.source}"
     elif content.kind == "also":
         text = f"[{content.watchlist_name}] Also reported by {content.source}: {content.title}"
     elif content.kind == "update":
@@ -426,6 +438,7 @@ def render_email(content: AlertContent) -> EmailParts:
         "runs": runs,
         "groups": groups,
         "hidden": max(0, content.total - len(content.items)),
+        "what": summary_what(content),
     }
     name = "list" if content.kind in ("summary", "digest") else "alert"
     text = env.get_template(f"email_{name}.txt").render(**values)

@@ -59,6 +59,18 @@ class Settings(BaseSettings):
     max_article_age_hours: float = Field(
         72.0, description="Entries published longer ago than this never alert."
     )
+    max_entries_per_document: int = Field(
+        500,
+        ge=1,
+        description="Most entries taken from one fetched document: the newest (by date, else "
+        "document order); the rest are skipped and the poll says how many.",
+    )
+    write_chunk_entries: int = Field(
+        200,
+        ge=1,
+        description="Most entries one poll writes in one transaction: a big document is stored "
+        "in several short transactions, so other writers wait for the lock only that long.",
+    )
 
     # fetching
     user_agent: str = Field(

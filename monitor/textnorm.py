@@ -191,6 +191,19 @@ def split_folded(folded: str) -> list[str]:
     return folded.split()
 
 
+_DIGITS_RE = re.compile(r"\d+")
+
+
+def fold_without_numbers(text: str) -> str:
+    """Folded words with every digit removed, joined by single spaces.
+
+    For telling a real edit from a changed counter: "1,234 views" and "1,301 views" both give
+    ``views``, "updated 5 min ago" and "updated 12 min ago" both give ``updated min ago``; a
+    changed word ("3rd" → "4th" keeps ``rd``/``th``) still differs.
+    """
+    return " ".join(_DIGITS_RE.sub(" ", fold(text)).split())
+
+
 def haystack(text: str) -> str:
     """Folded words joined by single spaces with a space at each end, for the prefilter."""
     return " " + " ".join(fold_words(text)) + " "

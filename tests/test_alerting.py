@@ -135,6 +135,54 @@ def test_flood_guard_folds_into_one_summary_per_destination(sq_engine: Engine) -
     )
 
 
+def test_updates_count_against_the_flood_guard(sq_engine: Engine) -> None:
+    cfg = settings(flood_threshold=3)
+    wl = watchlist()
+    assert enqueue(sq_engine, [item(i) for i in range(1, 4)], [wl], cfg, NOW) == 3  # at it
+    edits = [item(i, change="update", content_hash=f"v2-{i}") for i in range(1, 4)]
+    assert enqueue(sq_engine, edits, [wl], cfg, NOW) == 3  # three updates: at the threshold
+    assert [r.kind for r in rows(sq_engine)][3:] == ["update"] * 3
+    # two updates and two new articles in one poll: four messages, more than three
+    mixed = [
+        item(1, change="update", content_hash="v3-1"),
+        item(2, change="update", content_hash="v3-2"),
+    ]
+    assert enqueue(sq_engine, [*mixed, item(4), item(5)], [wl], cfg, NOW) == 1
+    summary = rows(sq_engine)[-1]
+    payload = AlertContent.from_json(summary.payload_json)
+    assert summary.kind == "summary" and payload.total == 4 and payload.extra["updates"] == "2"
+    # the same articles edited again later flood again: a summary of its own, not a duplicate
+    again = [item(i, change="update", content_hash=f"v4-{i}") for i in range(1, 6)]
+    assert enqueue(sq_engine, again, [wl], cfg, NOW) == 1
+
+
+def test_one_poll_written_in_chunks_keeps_one_flood_guard(sq_engine: Engine) -> None:
+    from sqlalchemy.orm import Session
+
+    from monitor import alerting
+
+    cfg = settings(flood_threshold=3)
+    guard = alerting.FloodGuard(cfg.flood_threshold)
+
+    def chunk(ids: range) -> int:
+        with Session(sq_engine) as session, session.begin():
+            return alerting.enqueue_for_poll(
+                session,
+                source_id="src",
+                source_name="Src",
+                items=[item(i) for i in ids],
+                watchlists={"nk": watchlist()},
+                settings=cfg,
+                now=NOW,
+                flood=guard,
+            )
+
+    assert chunk(range(1, 3)) == 2  # two single alerts
+    assert chunk(range(3, 5)) == 1  # four in the poll now: these two are folded
+    assert chunk(range(5, 6)) == 1  # the destination flooded: the rest of the poll folds too
+    assert [r.kind for r in rows(sq_engine)] == ["alert", "alert", "summary", "summary"]
+
+
 def test_digest_rows_wait_and_become_one_message(engine: Engine) -> None:
     cfg = settings()
     wl = watchlist(slack=(), mode="digest", digest="hourly")

@@ -9,7 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from monitor.model import ParsedEntry
-from monitor.normalize import canonical_url, content_hash, html_to_text, normalize_entry
+from monitor.normalize import (
+    canonical_url,
+    content_hash,
+    html_to_text,
+    is_edit,
+    normalize_entry,
+)
 from monitor.parse import parse_feed
 
 
@@ -167,3 +173,37 @@ def test_html_to_text_output_is_folded(html: str) -> None:
     assert "\f" not in text and "  " not in text and "\t" not in text
     assert text == text.strip()
     assert all(line == line.strip() and line for line in text.split("\n")) or text == ""
+
+
+def _edited(title: str, text: str) -> ParsedEntry:
+    return ParsedEntry("g", "https://example.org/a", title, text, None)
+
+
+KIM = "Kim visits Russia"
+FIRES = "N. Korea fires missiles"
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "edit"),
+    [
+        # counters, ages and times in the text are not news
+        ((KIM, "1,234 views"), (KIM, "1,301 views"), False),
+        ((KIM, "Updated 5 min ago. Text."), (KIM, "Updated 12 min ago. Text."), False),
+        ((KIM, "Seen by 9 people"), (KIM, "Seen by 10\npeople "), False),
+        ((KIM, "He said."), ("Kim  visits\tRussia", "he said!"), False),
+        ((KIM, "views"), (KIM, "1,200 views"), False),  # a number appears in the text
+        # the documented price: a numbers-only correction of the text alone does not count
+        ((FIRES, "It fired 3 missiles."), (FIRES, "It fired 5 missiles."), False),
+        # the title counts as written, numbers included
+        (("N. Korea fires 3 missiles", "x"), ("N. Korea fires 5 missiles", "x"), True),
+        ((KIM, "x"), ("Kim visits Russia by train", "x"), True),
+        # words of the text count
+        ((KIM, "He met Putin."), (KIM, "He met Shoigu."), True),
+        ((KIM, "The 3rd visit"), (KIM, "The 4th visit"), True),
+    ],
+)
+def test_an_edit_must_change_more_than_numbers_of_the_text(
+    before: tuple[str, str], after: tuple[str, str], edit: bool
+) -> None:
+    article = normalize_entry(_edited(*after), "s")
+    assert is_edit(*before, article) is edit

@@ -229,3 +229,15 @@ def test_content_round_trips_json() -> None:
     c = content(items=(content(kind="also"),), extra={"digest": "hourly"})
     assert AlertContent.from_json(c.to_json()) == c
 
+
+
+def test_a_summary_says_whether_it_lists_new_or_updated_articles() -> None:
+    items = (content(kind="update"), content(kind="update"))
+    new = content(kind="summary", items=items, total=2, extra={"threshold": "1"})
+    edits = content(kind="summary", items=items, total=2, extra={"threshold": "1", "updates": "2"})
+    mixed = content(kind="summary", items=items, total=3, extra={"threshold": "1", "updates": "2"})
+    assert "2 new articles from" in render_slack(new).text
+    assert "2 updated articles from" in render_slack(edits).text
+    assert "3 new or updated articles from" in render_email(mixed).subject
+    parts = render_email(edits)
+    assert "2 updated articles from" in parts.text and "2 updated articles from" in parts.html

@@ -1,24 +1,34 @@
 """The article aggregate: insert once (ON CONFLICT DO NOTHING), link copies, record revisions.
 
 Functions take a `Session` and never commit (the caller owns the transaction: a poll writes its
-articles in its one fenced transaction); `read_articles` runs in a transaction of its own.
+articles in its short fenced transactions); `read_articles` and `entries_to_write` run in a
+transaction of their own.
+
+An edit is recorded only when it changes the entry in substance (`monitor.normalize.is_edit`:
+not for a view counter in the description), and each article keeps its last `KEEP_REVISIONS`
+revisions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from monitor.clock import as_utc_or_none
 from monitor.model import Article
+from monitor.normalize import is_edit
 from monitor.store.tables import ArticleCopyRow, ArticleRevisionRow, ArticleRow
+
+#: Revisions kept per article (the newest ones; older rows are deleted as new ones arrive).
+#: Follow-ups only need the newest text; the rest is a short audit trail, not an archive.
+KEEP_REVISIONS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +70,51 @@ def known_entries(session: Session, source_id: str, keys: Sequence[str]) -> dict
             # A copy never produces updates of its own: its hash is the original's by definition.
             found.setdefault(key, KnownEntry(article_id, "", 0))
     return found
+
+
+def _stored_texts(session: Session, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
+    """Title and text of stored articles, by id."""
+    found: dict[int, tuple[str, str]] = {}
+    for chunk in _chunks(ids, 500):
+        for row_id, title, summary in session.execute(
+            select(col(ArticleRow.id), col(ArticleRow.title), col(ArticleRow.summary)).where(
+                col(ArticleRow.id).in_(chunk)
+            )
+        ):
+            found[int(row_id or 0)] = (str(title or ""), str(summary or ""))
+    return found
+
+
+def edited_keys(
+    session: Session, known: Mapping[str, KnownEntry], articles: Iterable[Article]
+) -> set[str]:
+    """Keys of known articles whose new version is an edit worth a revision: another content
+    hash, and another substance (`is_edit`; the stored text is read only for changed hashes)."""
+    changed = [
+        a
+        for a in articles
+        if (k := known.get(a.entry_key)) is not None
+        and k.content_hash
+        and k.content_hash != a.content_hash
+    ]
+    if not changed:
+        return set()
+    texts = _stored_texts(session, [known[a.entry_key].article_id for a in changed])
+    return {
+        a.entry_key
+        for a in changed
+        if is_edit(*texts.get(known[a.entry_key].article_id, ("", "")), a)
+    }
+
+
+def entries_to_write(engine: Engine, source_id: str, articles: Sequence[Article]) -> list[Article]:
+    """The articles a poll has to write: keys this source never stored, and stored ones edited
+    in substance. A short read of its own, before any work is prepared (most entries of most
+    polls are known and need nothing); `store_entries` decides again inside the write."""
+    with Session(engine) as session:
+        known = known_entries(session, source_id, [a.entry_key for a in articles])
+        edited = edited_keys(session, known, articles)
+    return [a for a in articles if a.entry_key not in known or a.entry_key in edited]
 
 
 def articles_by_hash(session: Session, hashes: Sequence[str]) -> dict[str, int]:
@@ -159,7 +214,8 @@ def insert_copy(session: Session, article_id: int, article: Article, *, now: dat
 
 
 def record_revision(session: Session, known: KnownEntry, article: Article, *, now: datetime) -> int:
-    """Apply an edit (same key, new content) and keep the new text as a revision."""
+    """Apply an edit (same key, new content) and keep the new text as a revision; revisions
+    older than the last `KEEP_REVISIONS` of the article are deleted."""
     revision = known.revision + 1
     session.add(
         ArticleRevisionRow(
@@ -181,6 +237,14 @@ def record_revision(session: Session, known: KnownEntry, article: Article, *, no
             content_hash=article.content_hash,
             revision=revision,
             updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        delete(ArticleRevisionRow)
+        .where(
+            col(ArticleRevisionRow.article_id) == known.article_id,
+            col(ArticleRevisionRow.revision) <= revision - KEEP_REVISIONS,
         )
         .execution_options(synchronize_session=False)
     )
@@ -245,9 +309,12 @@ def _chunks(items: Sequence[str] | Sequence[int], size: int) -> Iterable[list]: 
 
 
 __all__ = [
+    "KEEP_REVISIONS",
     "KnownEntry",
     "StoredArticle",
     "articles_by_hash",
+    "edited_keys",
+    "entries_to_write",
     "insert_article",
     "insert_articles",
     "insert_copy",
@@ -278,12 +345,14 @@ def store_entries(
     session: Session, source_id: str, articles: Sequence[Article], *, now: datetime, catchup: bool
 ) -> list[StoredEntry]:
     """Store one poll's entries once: new ones inserted, same-text ones linked as copies of the
-    first, edited ones recorded as revisions; unchanged entries and rows another replica stored
-    meanwhile are left out. Entry order is kept (alerts follow the feed's order)."""
+    first, edited ones recorded as revisions; unchanged entries (numbers-only changes included,
+    see `edited_keys`) and rows another replica stored meanwhile are left out. Entry order is
+    kept (alerts follow the feed's order)."""
     unique: dict[str, Article] = {}
     for article in articles:
         unique.setdefault(article.entry_key, article)
     known = known_entries(session, source_id, list(unique))
+    edited = edited_keys(session, known, unique.values())
     fresh = [a for key, a in unique.items() if key not in known]
     by_hash = articles_by_hash(session, [a.content_hash for a in fresh])
     # Same text twice among the fresh ones (or already stored): the later ones are copies.
@@ -307,7 +376,7 @@ def store_entries(
             if original is not None and insert_copy(session, original, article, now=now):
                 out.append(StoredEntry(Sighting.COPY, original, article))
             # else: stored meanwhile by another replica
-        elif entry.content_hash and entry.content_hash != article.content_hash:
+        elif key in edited:
             record_revision(session, entry, article, now=now)
             out.append(StoredEntry(Sighting.REVISION, entry.article_id, article))
     return out

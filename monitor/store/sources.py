@@ -292,6 +292,24 @@ def claim(
         )
 
 
+def renew_lease(session: Session, claim: ClaimedSource, *, owner: str, until: datetime) -> bool:
+    """Extend our lease to `until` if it still holds (same owner and fencing epoch); False
+    means another replica took the source over. A poll written in several transactions calls
+    it at the start of each but the last, which fences the chunk and, on PostgreSQL, locks the
+    row until the chunk commits, so no replica can claim the source in the middle of one."""
+    stmt = (
+        update(SourceRow)
+        .where(
+            col(SourceRow.id) == claim.id,
+            col(SourceRow.lease_owner) == owner,
+            col(SourceRow.lease_epoch) == claim.lease_epoch,
+        )
+        .values(lease_until=until)
+        .execution_options(synchronize_session=False)
+    )
+    return session.execute(stmt).rowcount == 1  # type: ignore[attr-defined, no-any-return]
+
+
 def complete_source(
     session: Session, claim: ClaimedSource, *, owner: str, update: SourceUpdate
 ) -> bool:
@@ -411,6 +429,7 @@ __all__ = [
     "has_sources",
     "release",
     "release_sources",
+    "renew_lease",
     "sync_from_config",
     "sync_sources",
 ]

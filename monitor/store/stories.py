@@ -230,21 +230,45 @@ def _add_bands(
     conn.execute(_ADD_BANDS, rows)
 
 
+@dataclass(frozen=True, slots=True)
+class StoryKeys:
+    """What placing an article in a story needs from the article alone: its time, fingerprint
+    and LSH band keys. Pure CPU (most of `assign_story`'s cost), so the poll makes it before
+    its write transaction; only the candidate look-up and the decision run inside."""
+
+    when: datetime
+    fingerprint: dedup.Fingerprint
+    bands: tuple[int, ...]
+
+
+def story_keys(article: Article, now: datetime) -> StoryKeys:
+    """The `StoryKeys` of an article first seen at `now` (pure: no session)."""
+    when = article_time(article.published, now)
+    fp = dedup.fingerprint(article.title, article.text, when)
+    return StoryKeys(when, fp, tuple(dedup.band_keys(fp)))
+
+
 def assign_story(
-    session: Session, article_id: int, article: Article, now: datetime, window_hours: float
+    session: Session,
+    article_id: int,
+    article: Article,
+    now: datetime,
+    window_hours: float,
+    keys: StoryKeys | None = None,
 ) -> StoryAssignment:
     """Put a just-inserted article into a story (joining a near-duplicate's, or a new one).
 
     Runs inside the caller's transaction; sets `article.story_id` and writes the band rows.
+    `keys` are the article's `story_keys(article, now)`, made before the transaction; without
+    them they are made here.
     """
     now = as_utc(now)
-    when = article_time(article.published, now)
+    prepared = keys if keys is not None else story_keys(article, now)
+    when, fp, bands = prepared.when, prepared.fingerprint, prepared.bands
     window = timedelta(hours=window_hours)
-    fp = dedup.fingerprint(article.title, article.text, when)
-    keys = dedup.band_keys(fp)
     session.flush()  # ORM objects the caller added must be visible to the Core statements
     conn = session.connection()
-    choice = dedup.choose(fp, _candidates(session, keys, when, window, article_id), window)
+    choice = dedup.choose(fp, _candidates(session, bands, when, window, article_id), window)
     if choice.story_id is None:
         key = dedup.story_key(f"{article.source_id}\x1f{article.entry_key}")
         values = {
@@ -262,7 +286,7 @@ def assign_story(
         _merge(session, story_id, choice.merge, now)
         row = conn.execute(_JOIN_STORY, {"sid": story_id, "seen": now}).one()
         key, first = str(row[0]), int(row[1])
-    _add_bands(conn, keys, article_id, story_id, when)
+    _add_bands(conn, bands, article_id, story_id, when)
     _cache.put(article_id, article.title, article.text, fp)
     conn.execute(_SET_STORY, {"aid": article_id, "sid": story_id})
     return StoryAssignment(story_id, key, is_new, first)
