@@ -14,7 +14,10 @@ query-only path, in one run on one core.
    are attached to the 3 shipped ones only): the query-only path (`matcher.match`) against the
    gate stage (`match` + `wants_vector`), gate + judge with the vector given (as when it is in
    the vector cache), and gate + embed (batch 1, only for articles that pass a modelled gate)
-   + judge, which is what a cache miss costs in `pipeline._matches`.
+   + judge, which is what a cache miss costs in `pipeline.judge_articles` (the vector table's
+   look-up and write are not included). The model's parts are timed on their own, on the
+   matches the query found, and added to the query's time: two passes of the same matcher
+   differ by more than `wants_vector` costs on a busy machine.
 3. Memory: this process's RSS before and after loading USE and after embedding a batch of 128,
    and the pickled size of the trained models; the RSS of a process after start-up, with and
    without models (section 4).
@@ -25,10 +28,13 @@ query-only path, in one run on one core.
    empty cache, so every gate-passing example is embedded). The cold run writes the .npz the
    cached runs read.
 
-Times are CPU seconds of the measuring process (`time.process_time`), best of `--repeat` runs,
-so other work on a shared machine disturbs them less; start-up also shows wall time. BLAS
-threads are pinned to 1 (OMP/OPENBLAS/MKL_NUM_THREADS, set before numpy is imported) and
-USE runs with threads=1.
+Times are CPU seconds of the measuring process (`time.process_time`), best of `--repeat` runs
+(the runs compared side by side take turns, so they see the same load; the embed + judge runs
+and the cached start-up get half / at most 2 of them, the cold start-up one), so other work on
+a shared machine disturbs them less; start-up also shows wall time. BLAS threads are pinned to
+1 (OMP/OPENBLAS/MKL_NUM_THREADS, set before numpy is imported) and USE runs with threads=1.
+`--quick` (150 articles, 32 embedded, 100 watchlists, one run) is a smoke run, not a figure.
+Takes about 2.5 minutes; the summary table comes last, ready for the README.
 """
 
 from __future__ import annotations
@@ -104,13 +110,16 @@ def mb(kb: float) -> str:
     return f"{kb / 1024:,.0f} MB"
 
 
-def best_cpu(run: Callable[[], object], repeat: int) -> float:
-    """Least CPU seconds of `repeat` runs (other processes only ever slow a run down)."""
-    best = float("inf")
+def best_cpu(runs: Sequence[Callable[[], object]], repeat: int) -> list[float]:
+    """Least CPU seconds of each run over `repeat` rounds (other processes only ever slow a
+    run down). The runs take turns within a round, so the ones compared side by side see the
+    same load on a shared machine."""
+    best = [float("inf")] * len(runs)
     for _ in range(repeat):
-        started = time.process_time()
-        run()
-        best = min(best, time.process_time() - started)
+        for i, run in enumerate(runs):
+            started = time.process_time()
+            run()
+            best[i] = min(best[i], time.process_time() - started)
     return best
 
 
@@ -137,15 +146,16 @@ class EmbedResult:
 
 
 def embed_rates(embedder: Embedder, texts: Sequence[str], repeat: int) -> EmbedResult:
-    rates: dict[int, float] = {}
-    for size in BATCHES:
-
-        def run(size: int = size) -> None:
+    def batches(size: int) -> Callable[[], None]:
+        def run() -> None:
             for i in range(0, len(texts), size):
                 embedder.embed(texts[i : i + size])
 
-        rates[size] = len(texts) / best_cpu(run, repeat)
-        note(f"  {embedder.name} batch {size}: {rates[size]:,.0f} articles/s")
+        return run
+
+    seconds = best_cpu([batches(size) for size in BATCHES], repeat)
+    rates = {size: len(texts) / s for size, s in zip(BATCHES, seconds, strict=True)}
+    note(f"  {embedder.name}: " + ", ".join(f"batch {b}: {r:,.0f}/s" for b, r in rates.items()))
     return EmbedResult(embedder.name, rates)
 
 
@@ -175,13 +185,21 @@ def load_use(embedder: UseEmbedder, texts: Sequence[str]) -> Memory:
 
 @dataclass(frozen=True, slots=True)
 class Stage:
+    """Seconds per pass over the articles; the model's parts are timed apart from the query
+    (on the same matches) and added to it, so a difference of a few per cent between two
+    passes of the same matcher on a busy machine does not swamp them."""
+
     watchlists: int
-    query_s: float  # matcher.match only, every article
-    gate_s: float  # match + wants_vector, every article
+    query_s: float  # matcher.match, every article: the query-only path
+    wants_s: float  # wants_vector on those matches, every article: the gate's extra work
     judge_s: float  # judge + accepted, gated articles only, the vector given
     embed_s: float  # embed (batch 1) + judge + accepted, gated articles only
     articles: int
     gated: int  # articles that passed a modelled gate (need a vector)
+
+    @property
+    def gate_s(self) -> float:
+        return self.query_s + self.wants_s
 
     def us(self, seconds: float) -> float:
         return seconds / self.articles * 1e6
@@ -192,24 +210,22 @@ class Stage:
 
 def stage(
     matcher: Matcher,
+    query_s: float,
     models: RelevanceModels,
     articles: Sequence[Article],
     vectors: dict[int, Vector],
     embedder: Embedder,
     repeat: int,
 ) -> Stage:
-    """The query-only path and the gate stage over every article, best of `repeat`; judging
-    and embedding over the articles that need a vector (the same matches), added on top."""
+    """On the query's matches (its pass timed by `query_passes`), the gate's check over every
+    article and judging / embedding over the articles that need a vector."""
+    every = [matcher.match(a) for a in articles]
+    found = {i: every[i] for i in vectors}
+    assert set(found) == {i for i, m in enumerate(every) if models.wants_vector(m)}
 
-    def query() -> None:
-        for article in articles:
-            matcher.match(article)
-
-    def gate() -> None:
-        for article in articles:
-            models.wants_vector(matcher.match(article))
-
-    found = {i: matcher.match(articles[i]) for i in vectors}
+    def wants() -> None:
+        for matches in every:
+            models.wants_vector(matches)
 
     def judge() -> None:
         for i, matches in found.items():
@@ -221,29 +237,30 @@ def stage(
             accepted(models.judge(articles[i], vector, matches))
 
     slow = max(1, repeat // 2)  # embedding dominates and varies little: fewer runs
-    result = Stage(
-        len(matcher),
-        best_cpu(query, repeat),
-        best_cpu(gate, repeat),
-        best_cpu(judge, slow),
-        best_cpu(embed, slow),
-        len(articles),
-        len(vectors),
-    )
+    wants_s, judge_s = best_cpu([wants, judge], repeat)
+    (embed_s,) = best_cpu([embed], slow)
+    result = Stage(len(matcher), query_s, wants_s, judge_s, embed_s, len(articles), len(vectors))
     note(
-        f"  {len(matcher):,} watchlists: query {result.us(result.query_s):.1f} µs/article, "
-        f"gate {result.us(result.gate_s):.1f}, judge {result.judge_s / result.gated * 1e6:.0f}"
-        f" µs and embed + judge {result.embed_s / result.gated * 1e3:.1f} ms per gated article"
+        f"  {len(matcher):,} watchlists: query {result.us(query_s):.1f} µs/article, gate check "
+        f"{result.us(wants_s):.2f}, judge {judge_s / result.gated * 1e6:.0f} µs and embed + "
+        f"judge {embed_s / result.gated * 1e3:.1f} ms per gated article"
     )
     return result
 
 
-def query_rate(matcher: Matcher, articles: Sequence[Article], repeat: int) -> float:
-    def run() -> None:
-        for article in articles:
-            matcher.match(article)
+def query_passes(
+    matchers: Sequence[Matcher], articles: Sequence[Article], repeat: int
+) -> list[float]:
+    """Seconds of one `match` pass over the articles per matcher, the matchers taking turns."""
 
-    return len(articles) / best_cpu(run, repeat)
+    def passes(matcher: Matcher) -> Callable[[], None]:
+        def run() -> None:
+            for article in articles:
+                matcher.match(article)
+
+        return run
+
+    return best_cpu([passes(m) for m in matchers], repeat)
 
 
 def gated_vectors(
@@ -418,7 +435,7 @@ def gate_costs(
     for wl in shipped:
         matcher = compile_matcher([wl])
         share = sum(1 for a in articles if matcher.candidates(a)) / len(articles)
-        found.append((wl.id, 1e6 / query_rate(matcher, articles, 1), share))
+        found.append((wl.id, query_passes([matcher], articles, 1)[0] / len(articles) * 1e6, share))
     return found
 
 
@@ -494,7 +511,7 @@ def table(r: Run) -> list[str]:
             f"≥ {EMBED_TARGET:.0f}/s {mark(one, EMBED_TARGET)}",
         ),
         *stage_rows(r.small, target=False),
-        *stage_rows(r.large, target=True),
+        *stage_rows(r.large, target=r.large.watchlists >= 1000),
         (
             f"gate articles/s, the {r.large.watchlists - 3:,} synthetic watchlists alone",
             f"{r.synthetic_rate:,.0f}",
@@ -599,12 +616,13 @@ def measure(articles: list[Article], sample: int, size: int, repeat: int, seed: 
         models, training = cached_models(shipped, use, cache_path)
 
     note("2. gate, judge, embed")
-    matcher = compile_matcher(shipped)
-    vectors = gated_vectors(matcher, models, articles, use)
-    small = stage(matcher, models, articles, vectors, use, repeat)
     extra = synthetic(size - len(shipped), vocabulary(articles), random.Random(seed))
-    large = stage(compile_matcher([*shipped, *extra]), models, articles, vectors, use, repeat)
-    synthetic_rate = query_rate(compile_matcher(extra), articles, repeat)
+    few, many, alone = (compile_matcher(w) for w in (shipped, [*shipped, *extra], extra))
+    vectors = gated_vectors(few, models, articles, use)
+    few_s, many_s, alone_s = query_passes([few, many, alone], articles, repeat)
+    small = stage(few, few_s, models, articles, vectors, use, repeat)
+    large = stage(many, many_s, models, articles, vectors, use, repeat)
+    synthetic_rate = len(articles) / alone_s
     gates = gate_costs(shipped, articles)
     whole, clf = models_size(models)
     return Run(

@@ -64,11 +64,16 @@ _PUNCT = {
     "\u00a0": " ",
 }
 
-HANGUL_RE = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]")
-# A word is a run of Hangul, or a run of other letters/digits; the two never join.
-WORD_RE = re.compile(
-    r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]+|[^\W_\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]+"
+# Scripts whose words are not always set apart by spaces: Hangul (particles join the noun:
+# 북한이), and the Chinese characters and kana of Chinese and Japanese (北朝鮮がミサイル発射).
+_UNSPACED = (
+    "\u1100-\u11ff\u3130-\u318f\uac00-\ud7af"  # Hangul
+    "\u3040-\u30ff\u31f0-\u31ff"  # Hiragana, Katakana
+    "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # CJK ideographs
 )
+UNSPACED_RE = re.compile(f"[{_UNSPACED}]")
+# A word is a run of those scripts, or a run of other letters/digits; the two never join.
+WORD_RE = re.compile(f"[{_UNSPACED}]+|[^\\W_{_UNSPACED}]+")
 
 
 def _fold_char(ch: str) -> str:
@@ -186,7 +191,7 @@ def fold_words(text: str) -> list[str]:
 
 def split_folded(folded: str) -> list[str]:
     """The words of already folded text."""
-    if not folded.isascii() and HANGUL_RE.search(folded):
+    if not folded.isascii() and UNSPACED_RE.search(folded):
         return WORD_RE.findall(folded)
     return folded.split()
 
@@ -209,8 +214,8 @@ def haystack(text: str) -> str:
     return " " + " ".join(fold_words(text)) + " "
 
 
-def is_hangul_word(word: str) -> bool:
-    return bool(HANGUL_RE.match(word))
+def is_unspaced_word(word: str) -> bool:
+    return bool(UNSPACED_RE.match(word))
 
 
 @lru_cache(maxsize=4096)

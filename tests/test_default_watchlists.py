@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 # watchlist: (precision, recall, gate recall) reached by cross-validation on the examples
 FLOORS = {
-    "un-mission": (0.85, 0.75, 0.93),
-    "leader-correspondence": (0.78, 0.81, 1.0),
+    "un-mission": (0.85, 0.75, 0.96),
+    "leader-correspondence": (0.76, 0.81, 1.0),
     "missile-tests": (0.82, 0.82, 0.95),
 }
 
@@ -61,7 +61,7 @@ def test_the_model_beats_the_broad_gate_alone(reports: dict[str, CvReport], watc
     """The gate is broad on purpose; without the model it would flood the desk."""
     report = reports[watchlist]
     assert report.query_only.precision < 0.5
-    assert report.at_threshold.f1 > report.query_only.f1 + 0.2
+    assert report.at_threshold.f1 > report.query_only.f1 + 0.15
 
 
 def test_hard_cases_from_the_label_notes_stay_out(reports: dict[str, CvReport]) -> None:

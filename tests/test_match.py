@@ -328,3 +328,22 @@ def test_explain_misses(query: str, title: str, text: str, reason: str) -> None:
     matcher = compile_matcher([wl(query)])
     why = matcher.explain(art(title, text), "w")
     assert not why.matched and why.reason == reason
+
+
+def test_chinese_and_japanese_words_match_inside_longer_runs_and_feed_the_prefilter() -> None:
+    """Japanese has no spaces: 北朝鮮 must match 北朝鮮が…, and be a literal the prefilter
+    indexes (a regex would send every article to the full evaluation)."""
+    assert words("北朝鮮、短距離弾道ミサイル10発超発射 ICBM을") == [
+        "北朝鮮",
+        "短距離弾道ミサイル",
+        "10",
+        "発超発射",
+        "icbm",
+        "을",
+    ]
+    matcher = compile_matcher([wl("北朝鮮 AND (ミサイル OR 発射)")])
+    hit = matcher.match(art("北朝鮮が弾道ミサイルを発射、日本海に落下"))
+    assert [m.watchlist_id for m in hit] == ["w"]
+    assert "北朝鮮" in hit[0].terms
+    assert matcher.match(art("韓国が弾道ミサイルを発射")) == []
+    assert matcher.candidates(art("Weather in Seoul")) == []  # not evaluated at all

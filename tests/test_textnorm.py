@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.textnorm import fold, fold_mapped, fold_term, haystack, is_hangul_word, words
+from monitor.textnorm import fold, fold_mapped, fold_term, haystack, is_unspaced_word, words
 
 
 @pytest.mark.parametrize(
@@ -64,8 +64,8 @@ def test_haystack_is_single_spaced_and_padded() -> None:
 
 def test_fold_term_and_hangul() -> None:
     assert fold_term("Kim Jong-Un's") == ("kim", "jong", "un", "s")
-    assert is_hangul_word("북한")
-    assert not is_hangul_word("dprk")
+    assert is_unspaced_word("북한")
+    assert not is_unspaced_word("dprk")
 
 
 @given(st.text(max_size=200))

@@ -18,8 +18,8 @@ import re2
 
 from monitor.model import Article
 from monitor.query import syntax as q
-from monitor.textnorm import HANGUL_RE, WORD_RE, Folded, fold_mapped, fold_term, fold_words
-from monitor.textnorm import is_hangul_word as _hangul
+from monitor.textnorm import UNSPACED_RE, WORD_RE, Folded, fold_mapped, fold_term, fold_words
+from monitor.textnorm import is_unspaced_word as _hangul
 
 TITLE, SUMMARY, SOURCE, URL = 0, 1, 2, 3
 FIELD_IDS = {"title": TITLE, "summary": SUMMARY, "source": SOURCE, "url": URL}
@@ -66,6 +66,7 @@ class Doc:
         "_folded",
         "_positions",
         "_present",
+        "_sorted",
         "_tokens",
         "_vocab",
         "cache",
@@ -88,6 +89,7 @@ class Doc:
         self._tokens: list[list[str] | None] = [None, None, None, None]
         self._vocab: list[set[str] | None] = [None, None, None, None]
         self._positions: dict[tuple[str, int], list[int]] = {}
+        self._sorted: dict[tuple[str, int], list[str]] = {}
         for field, tokens in enumerate(fields or ()):
             self._tokens[field] = tokens
         for field, text in enumerate(folded or ()):
@@ -109,6 +111,22 @@ class Doc:
         found = self._vocab[field]
         if found is None:
             found = self._vocab[field] = set(self.tokens(field))
+        return found
+
+    def sorted_vocab(self, field: int) -> list[str]:
+        """The distinct words in order, so a prefix finds its words by bisection."""
+        key = ("\0sorted", field)
+        found = self._sorted.get(key)
+        if found is None:
+            found = self._sorted[key] = sorted(self.vocab(field))
+        return found
+
+    def unspaced_vocab(self, field: int) -> list[str]:
+        """The distinct words written in Hangul or CJK (searched for substrings)."""
+        key = ("\0unspaced", field)
+        found = self._sorted.get(key)
+        if found is None:
+            found = self._sorted[key] = [w for w in self.vocab(field) if _hangul(w)]
         return found
 
     def positions(self, word: str, field: int) -> list[int]:
@@ -140,7 +158,7 @@ class Doc:
             folded = self._folded[field] = fold_mapped(self.texts[field])
         origin = folded.origin
         text = folded.text
-        if text.isascii() or not HANGUL_RE.search(text):
+        if text.isascii() or not UNSPACED_RE.search(text):
             # Folded text is words separated by spaces: word `first` starts where the rest of
             # a split with maxsplit=first begins.
             parts = text.split(None, first)
@@ -220,10 +238,16 @@ class CWords:
             if not self.scan[i]:
                 found.extend(doc.positions(word, field))
                 continue
-            hangul = _hangul(word)
-            for token in doc.vocab(field):
-                if (word in token) if hangul else token.startswith(word):
-                    found.extend(doc.positions(token, field))
+            if _hangul(word):  # inside longer words of its script only
+                for token in doc.unspaced_vocab(field):
+                    if word in token:
+                        found.extend(doc.positions(token, field))
+                continue
+            ordered = doc.sorted_vocab(field)  # a prefix: the words from bisect on
+            at = bisect_left(ordered, word)
+            while at < len(ordered) and ordered[at].startswith(word):
+                found.extend(doc.positions(ordered[at], field))
+                at += 1
         if len(fields) > 1 or self.scan[i]:
             found.sort()
         return found
