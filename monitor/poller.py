@@ -69,13 +69,19 @@ class Poller:
         self._quiet_lock = threading.Lock()
 
     async def poll_due(
-        self, *, force: bool = False, only: Iterable[str] | None = None
+        self,
+        *,
+        force: bool = False,
+        only: Iterable[str] | None = None,
+        exclude: Iterable[str] | None = None,
     ) -> list[PollReport]:
-        """Claim due sources (all with `force`) and poll them concurrently."""
+        """Claim one batch of due sources (all with `force`) and poll them concurrently."""
         if self.draining:
             return []
         only_ids = list(only or [])
-        claims = await asyncio.to_thread(self._claim, utcnow(), force, only_ids)
+        claims = await asyncio.to_thread(
+            self._claim, utcnow(), force, only_ids, list(exclude or [])
+        )
         if not claims:
             return []
         if self.draining:  # shutdown began while we were claiming: give them straight back
@@ -91,7 +97,24 @@ class Poller:
             self._fetching.difference_update(tasks)
             await asyncio.to_thread(self.flush_quiet)
 
-    def _claim(self, now: datetime, force: bool, only: list[str]) -> list[ClaimedSource]:
+    async def poll_all_due(
+        self, *, force: bool = False, only: Iterable[str] | None = None
+    ) -> list[PollReport]:
+        """A one-shot poll: batch after batch (`MONITOR_POLL_BATCH` each) until every due
+        source (with `force`: every source) was polled once, so `--all` means all."""
+        reports: list[PollReport] = []
+        done: set[str] = set()
+        while not self.draining:
+            batch = await self.poll_due(force=force, only=only, exclude=done)
+            if not batch:
+                break
+            reports.extend(batch)
+            done.update(r.source_id for r in batch)
+        return reports
+
+    def _claim(
+        self, now: datetime, force: bool, only: list[str], exclude: list[str]
+    ) -> list[ClaimedSource]:
         return sources.claim(
             self.engine,
             owner=self.owner,
@@ -100,6 +123,7 @@ class Poller:
             limit=max(self.settings.poll_batch, len(only)),
             force=force,
             only=only,
+            exclude=exclude,
         )
 
     def context(self) -> PollContext:

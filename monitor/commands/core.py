@@ -115,7 +115,7 @@ def cmd_poll(args: argparse.Namespace, app: App) -> int:
 
     async def go() -> list[Any]:
         try:
-            reports = await service.poller.poll_due(
+            reports = await service.poller.poll_all_due(
                 force=args.all or bool(args.source), only=args.source
             )
             return reports
@@ -142,6 +142,14 @@ def cmd_poll(args: argparse.Namespace, app: App) -> int:
             print("      " + console_safe(preview).replace("\n", "\n      "))
     if not reports and not args.source:
         print("no source is due (use --all to poll every source now)")
+    elif reports:
+        failed = sum(r.status == PollStatus.ERROR for r in reports)
+        new = sum(r.new for r in reports)
+        alerts = sum(r.alerts for r in reports)
+        print(
+            f"polled {len(reports)} source(s): {len(reports) - failed} ok, {failed} failed; "
+            f"{new} new article(s), {alerts} alert(s)"
+        )
     return 0 if all(r.status != PollStatus.ERROR for r in reports) else 1
 
 

@@ -221,8 +221,10 @@ def claim_sources(
     limit: int,
     force: bool = False,
     only: Iterable[str] | None = None,
+    exclude: Iterable[str] | None = None,
 ) -> list[ClaimedSource]:
-    """Lease up to `limit` due sources (all enabled ones with `force`) to `owner`."""
+    """Lease up to `limit` due sources (all enabled ones with `force`) to `owner`, leaving out
+    `exclude` (those a one-shot poll already did)."""
     lease_free = or_(col(SourceRow.lease_until).is_(None), col(SourceRow.lease_until) < now)
     conditions = [col(SourceRow.enabled), col(SourceRow.disabled_reason).is_(None), lease_free]
     if not force:
@@ -230,6 +232,9 @@ def claim_sources(
     ids = list(only or [])
     if ids:
         conditions.append(col(SourceRow.id).in_(ids))
+    skip = list(exclude or [])
+    if skip:
+        conditions.append(col(SourceRow.id).not_in(skip))
     inner = (
         select(col(SourceRow.id))
         .where(and_(*conditions))
@@ -278,6 +283,7 @@ def claim(
     limit: int,
     force: bool = False,
     only: Iterable[str] | None = None,
+    exclude: Iterable[str] | None = None,
 ) -> list[ClaimedSource]:
     """`claim_sources` in its own transaction."""
     with Session(engine) as session, session.begin():
@@ -289,6 +295,7 @@ def claim(
             limit=limit,
             force=force,
             only=only,
+            exclude=exclude,
         )
 
 
