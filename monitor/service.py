@@ -88,8 +88,12 @@ class Service:
 
     # --- start -----------------------------------------------------------------------------
 
-    def prepare(self, *, exclusive: bool) -> None:
-        """Check the database, schema, watchlists and sources before any work."""
+    def prepare(self, *, exclusive: bool, watchlists: bool = True) -> None:
+        """Check the database, schema, watchlists and sources before any work.
+
+        `monitor run` passes `watchlists=False` and loads them in `run()` once the health
+        listener is up: training the watchlists' models takes seconds, and /livez should answer
+        meanwhile (/readyz says "not ready" until the watchlists are loaded)."""
         if "MONITOR_DELIVER_MAX_ATTEMPTS" in os.environ:
             log.warning(
                 "MONITOR_DELIVER_MAX_ATTEMPTS is no longer read: alerts are retried for "
@@ -114,11 +118,15 @@ class Service:
                 "the database schema is not at the current version: run `monitor db upgrade` "
                 "(or set MONITOR_MIGRATE_ON_START=true)"
             )
+        if watchlists:
+            self.load_watchlists()
+        self.sync_sources(force=True)
+
+    def load_watchlists(self) -> None:
         errors = self.registry.reload()
         for error in errors:
             log.error("watchlist invalid", error=str(error))
         log.info("watchlists loaded", watchlists=sorted(self.registry.watchlists))
-        self.sync_sources(force=True)
 
     def sync_sources(self, *, force: bool = False) -> None:
         """Follow sources.yaml when it changed; a broken file keeps the last good sources."""
@@ -216,6 +224,8 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         web = await self._start_web()
+        if self.registry.reloads_ok + self.registry.reloads_error == 0:  # not loaded yet
+            await asyncio.to_thread(self.load_watchlists)  # models train while /livez answers
         scheduler = build_scheduler(self)
         scheduler.start()
         watcher = (

@@ -318,7 +318,7 @@ def test_runs_as_non_root_answers_health_and_stops_on_sigterm(image_env: Path) -
             timeout=20,
             check=False,
         )
-        for _ in range(20):  # ready once the first ticks ran
+        for _ in range(90):  # ready once the watchlists' models trained and the first ticks ran
             if healthy.returncode == 0:
                 break
             time.sleep(0.5)

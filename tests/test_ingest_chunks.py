@@ -362,4 +362,6 @@ def test_a_5000_item_feed_leaves_the_write_lock_to_the_others(
     # the writes of the big poll take seconds; the others got the lock in between
     assert len([w for w, _ in during if w == "deliver"]) >= 3, log
     assert len([w for w, _ in during if w == "poll"]) >= 3, log
-    assert max(took for _, took in during) < busy / 2, during
+    # each got the lock well inside its busy timeout (none failed, see above): the big poll's
+    # chunks are short. Not a tight bound: a loaded CI machine stretches every wait.
+    assert max(took for _, took in during) < busy * 0.8, during

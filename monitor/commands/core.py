@@ -91,7 +91,7 @@ def cmd_run(args: argparse.Namespace, app: App) -> int:
     _settings(app)
     service = Service(app, dry_run=args.dry_run)
     try:
-        service.prepare(exclusive=True)
+        service.prepare(exclusive=True, watchlists=False)
     except StartupError as exc:
         return _fail(str(exc))
     try:

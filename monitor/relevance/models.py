@@ -97,9 +97,16 @@ def prepare(
     blank = np.zeros(embedder.dim, dtype=np.float32)
     samples: list[Sample] = []
     for example, matches in zip(examples, found, strict=True):
-        vector = next(vectors) if matches else blank
-        score = matches[0].score if matches else 0.0
-        samples.append(Sample(vector, signals.hits(example.article), score, example.article.title))
+        if matches:  # only what passes the gate is trained on or judged
+            sample = Sample(
+                next(vectors),
+                signals.hits(example.article),
+                matches[0].score,
+                example.article.title,
+            )
+        else:
+            sample = Sample(blank, (False,) * len(signals), 0.0, example.article.title)
+        samples.append(sample)
     return Prepared(
         tuple(examples),
         tuple(samples),
