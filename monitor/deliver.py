@@ -67,7 +67,10 @@ def build_notifiers(settings: Settings, console: TextIO | None = None) -> dict[s
         from monitor.notify.slack import SlackNotifier
 
         notifiers["slack"] = SlackNotifier(
-            token, base_url=settings.slack_api_url, timeout=settings.slack_timeout
+            token,
+            base_url=settings.slack_api_url,
+            timeout=settings.slack_timeout,
+            feedback_buttons=settings.slack_interactive,
         )
     elif webhook:
         from monitor.notify.slack import WebhookNotifier

@@ -19,6 +19,7 @@ from monitor import __version__
 from monitor.app import App
 from monitor.clock import utcnow
 from monitor.deliver import Dispatcher
+from monitor.feedback import FeedbackDesk
 from monitor.fetch import Fetcher
 from monitor.logs import get_logger
 from monitor.metrics import ServiceMetrics
@@ -83,6 +84,7 @@ class Service:
             on_result=self.metrics.observe_delivery,
         )
         self.metrics.watch_channels(self.dispatcher.notifiers)
+        self.feedback = FeedbackDesk(self.engine, self.dispatcher.notifiers.get("slack"))
         self._sources_mtime: float | None = None
         self._lock: SqliteInstanceLock | None = None
 
