@@ -15,6 +15,7 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,10 +23,11 @@ from typing import Any
 from monitor.clock import utcnow
 from monitor.logs import get_logger
 from monitor.model import Channel, FeedbackAction
+from monitor.relevance.examples import Example
 from monitor.render import ACTION_PREFIX, AlertContent, FeedbackLink, FeedbackMark, SlackFeedback
 from monitor.store import feedback as store
 from monitor.store.db import Engine
-from monitor.store.feedback import AlertTarget, FeedbackItem
+from monitor.store.feedback import AlertTarget, FeedbackItem, LabelledArticle
 
 log = get_logger(__name__)
 
@@ -289,3 +291,52 @@ class LinkSigner:
         if now >= when:
             raise LinkError("This link has expired; use the buttons of a newer alert.")
         return LinkClaim(alert_id, action, feedback_id, when, token)
+
+
+# --------------------------------------------------------------------------- examples
+
+
+def feedback_examples(labelled: Sequence[LabelledArticle]) -> list[Example]:
+    return [
+        Example(
+            id=f"feedback-{item.feedback_id}",
+            article=item.article,
+            relevant=item.relevant,
+            note=f"desk feedback by {item.user_name or 'someone'}",
+            origin=f"feedback:{item.feedback_id}",
+        )
+        for item in labelled
+    ]
+
+
+def merge_examples(files: Sequence[Example], labelled: Sequence[LabelledArticle]) -> list[Example]:
+    """The examples file plus the desk's labels. The desk wins where both judge one article
+    (same URL or same text): its label is the newer, first-hand judgement; committing the
+    export beside the watchlist makes it permanent, and rejecting it restores the file's."""
+    desk = feedback_examples(labelled)
+    urls = {e.article.url for e in desk if e.article.url}
+    hashes = {e.article.content_hash for e in desk}
+    kept = [
+        e
+        for e in files
+        if not (e.article.url and e.article.url in urls) and e.article.content_hash not in hashes
+    ]
+    return [*kept, *desk]
+
+
+def export_line(item: LabelledArticle) -> dict[str, Any]:
+    """One examples-file line (the `monitor articles list --format jsonl` shape + label)."""
+    a = item.article
+    return {
+        "id": f"feedback-{item.feedback_id}",
+        "source": a.source_id,
+        "url": a.url,
+        "title": a.title,
+        "summary": a.text,
+        "published": a.published.isoformat() if a.published else None,
+        "first_seen": item.first_seen.isoformat(),
+        "content_hash": a.content_hash,
+        "relevant": item.relevant,
+        "note": f"desk feedback by {item.user_name or 'someone'} on "
+        f"{item.created_at.strftime('%Y-%m-%d')}",
+    }

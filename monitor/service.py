@@ -28,6 +28,7 @@ from monitor.poller import Poller
 from monitor.settings import Settings
 from monitor.sources import SourcesError, load_sources
 from monitor.store import db, replicas, sources, stories
+from monitor.store import feedback as feedback_store
 from monitor.store.db import Engine
 from monitor.store.replicas import DatabaseInUse, SqliteInstanceLock
 from monitor.watchlists import WatchlistRegistry
@@ -87,6 +88,7 @@ class Service:
         self.feedback = FeedbackDesk(self.engine, self.dispatcher.notifiers.get("slack"))
         self._sources_mtime: float | None = None
         self._lock: SqliteInstanceLock | None = None
+        self._feedback_seen: tuple[int, int] | None = None
 
     # --- start -----------------------------------------------------------------------------
 
@@ -116,6 +118,7 @@ class Service:
                 "the database schema is not at the current version: run `monitor db upgrade` "
                 "(or set MONITOR_MIGRATE_ON_START=true)"
             )
+        self._feedback_seen = feedback_store.version(self.engine)
         errors = self.registry.reload()
         for error in errors:
             log.error("watchlist invalid", error=str(error))
@@ -191,6 +194,24 @@ class Service:
         if merged or pruned:
             log.info("stories upkeep", merged=merged, pruned=pruned)
 
+    async def feedback_tick(self) -> None:
+        """Desk feedback changed since the models were fitted: fit them again."""
+        await self._timed("feedback", self.retrain_if_feedback_changed)
+
+    async def retrain_if_feedback_changed(self) -> bool:
+        if self.dry_run:
+            return False
+        seen = await asyncio.to_thread(feedback_store.version, self.engine)
+        if seen == self._feedback_seen:
+            return False
+        first = self._feedback_seen is None
+        self._feedback_seen = seen
+        if first:  # the models of start-up already include it
+            return False
+        await asyncio.to_thread(self.registry.retrain)
+        log.info("watchlist models refitted after desk feedback")
+        return True
+
     async def _heartbeat(self) -> None:
         def beat() -> None:
             replicas.heartbeat(self.engine, self.owner, version=__version__, now=utcnow())
@@ -218,6 +239,7 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         web = await self._start_web()
+        socket = await self._start_socket_mode()
         scheduler = build_scheduler(self)
         scheduler.start()
         watcher = (
@@ -251,6 +273,10 @@ class Service:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await watcher
+        if socket is not None:
+            await socket.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.feedback.drain(), timeout=2)
         if web is not None:
             with contextlib.suppress(Exception):
                 await web.stop()
@@ -266,6 +292,19 @@ class Service:
         server = WebServer(self)
         await server.start()
         return server
+
+    async def _start_socket_mode(self) -> Any:
+        """Clicks over Slack Socket Mode when an app token is set (no public URL needed)."""
+        if self.settings.slack_app_token is None or self.dry_run:
+            return None
+        from monitor.feedback_socket import SocketListener
+
+        listener = SocketListener(self.settings, self.feedback)
+        try:
+            await listener.start()
+        except Exception as exc:  # the SDK reconnects later; alerts go on meanwhile
+            log.error("slack socket mode did not connect", error=str(exc)[:300])
+        return listener
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):

@@ -133,6 +133,12 @@ class Settings(BaseSettings):
     feedback_link_hours: float = Field(
         168.0, gt=0, description="Hours an email feedback link stays valid."
     )
+    feedback_retrain_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="How often the service looks for new desk feedback and, when there is, "
+        "fits the watchlist models again.",
+    )
     smtp_host: str | None = Field(None, description="SMTP server host; email is off without it.")
     smtp_port: int | None = Field(None, description="SMTP port (587 starttls, 465 tls, 25 none).")
     smtp_username: str | None = Field(None, description="SMTP login.")

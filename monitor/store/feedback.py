@@ -226,6 +226,31 @@ def labelled_articles(engine: Engine, watchlist_id: str) -> list[LabelledArticle
     return sorted(by_article.values(), key=lambda item: item.feedback_id)
 
 
+def labelled_watchlists(engine: Engine) -> dict[str, int]:
+    """Watchlist id → how many active labels it has."""
+    stmt = (
+        select(col(FeedbackRow.watchlist_id), func.count())
+        .where(
+            col(FeedbackRow.active_key).is_not(None),
+            col(FeedbackRow.article_id).is_not(None),
+            col(FeedbackRow.action).in_([FeedbackAction.RELEVANT, FeedbackAction.NOT_RELEVANT]),
+        )
+        .group_by(col(FeedbackRow.watchlist_id))
+    )
+    with Session(engine) as session:
+        return {str(wl): int(n) for wl, n in session.execute(stmt)}
+
+
+def version(engine: Engine) -> tuple[int, int]:
+    """Changes whenever an item is added, undone or rejected: (newest id, items in effect)."""
+    with Session(engine) as session:
+        newest = session.scalar(select(func.max(col(FeedbackRow.id))))
+        active = session.scalar(
+            select(func.count()).where(col(FeedbackRow.active_key).is_not(None))
+        )
+    return int(newest or 0), int(active or 0)
+
+
 def label_counts(
     engine: Engine, *, since: datetime, watchlist_id: str | None = None
 ) -> dict[str, tuple[int, int]]:
