@@ -512,8 +512,9 @@ def email_subject(content: AlertContent) -> str:
     return header_safe(text, SUBJECT_LIMIT)
 
 
-def render_email(content: AlertContent) -> EmailParts:
-    """Subject plus text and HTML bodies from the templates (HTML autoescaped)."""
+def render_email(content: AlertContent, links: tuple[FeedbackLink, ...] = ()) -> EmailParts:
+    """Subject plus text and HTML bodies from the templates (HTML autoescaped); `links` are
+    the desk's signed feedback links (Relevant / Not relevant / Mute story)."""
     env = _jinja()
     runs = _clean_snippet(content, 2000)
     groups = group_stories(content.items)[:MAX_LIST]
@@ -523,6 +524,7 @@ def render_email(content: AlertContent) -> EmailParts:
         "groups": groups,
         "hidden": max(0, content.total - len(content.items)),
         "what": summary_what(content),
+        "links": [(link.label, safe_link(link.url) or "") for link in links],
     }
     name = "list" if content.kind in ("summary", "digest") else "alert"
     text = env.get_template(f"email_{name}.txt").render(**values)

@@ -7,7 +7,9 @@ the stand-in sends the clicks Slack would send, signed or not, and answers chat.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from datetime import timedelta
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,8 @@ from typing import Any
 import pytest
 
 from monitor.app import App
+from monitor.clock import utcnow
+from monitor.feedback import LinkSigner
 from monitor.service import Service
 from monitor.settings import Settings
 from monitor.store import db
@@ -25,6 +29,7 @@ from tests.support.feedserver import FeedServer, rss
 from tests.support.slackfake import Message, SlackFake
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+LINK_SECRET = "link-secret-for-tests"
 WATCHLIST = """name: Launches
 description: Missile launches.
 query: missile
@@ -61,7 +66,17 @@ class Newsroom:
 def make_service(tmp: Path, url: str, slack: SlackFake, feed_url: str, **extra: Any) -> Service:
     folder = tmp / "watchlists"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "launches.yaml").write_text(WATCHLIST)
+    (folder / "launches.yaml").write_text(WATCHLIST + "examples: launches.examples.jsonl\n")
+    lines = [
+        json.dumps({"id": f"r{i}", "title": f"North Korea fires missile number {i} into sea",
+                    "summary": "launch detected", "relevant": True})
+        for i in range(8)
+    ] + [
+        json.dumps({"id": f"n{i}", "title": f"Missile museum exhibit {i} opens to visitors",
+                    "summary": "culture", "relevant": False})
+        for i in range(8)
+    ]
+    (folder / "launches.examples.jsonl").write_text("\n".join(lines) + "\n")
     (folder / "sources.yaml").write_text(
         f"sources:\n  - id: wire\n    name: Wire\n    url: {feed_url}\n"
     )
@@ -78,6 +93,9 @@ def make_service(tmp: Path, url: str, slack: SlackFake, feed_url: str, **extra: 
         "slack_webhook_url": None,
         "smtp_host": None,
         "instance_name": f"replica-{time.monotonic_ns()}",
+        "embedder": "hashing",
+        "public_url": "http://desk.example.org",
+        "feedback_secret": LINK_SECRET,
     }
     values.update(extra)
     service = Service(App(Settings(**values)))
@@ -315,3 +333,108 @@ async def test_socket_mode_delivers_acks_and_records_once(tmp_path: Path, sqlite
             await listener.stop()
             await service.feedback.drain()
             await service.aclose()
+
+
+async def test_feedback_counts_in_eval_export_and_the_next_model(
+    newsroom: Newsroom, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from monitor.commands.feedback import cmd_export, cmd_list
+    from monitor.commands.watchlists import _cross_validated
+    from monitor.watchlists import load_watchlists
+
+    service = newsroom.service
+    before = service.registry.relevance.models["launches"].stats.examples
+    assert before == 16
+    message = await newsroom.alert()
+    payload = newsroom.slack.action_payload(message, "not_relevant", user_name="jdoe")
+    await newsroom.slack.click(newsroom.actions_url, payload, SECRET)
+    await _settled(newsroom, 1)
+    # The service refits when feedback changed: the model now learns from 17 examples.
+    assert await service.retrain_if_feedback_changed()
+    assert service.registry.relevance.models["launches"].stats.examples == before + 1
+    assert not await service.retrain_if_feedback_changed()  # nothing new: no refit
+    # `monitor watchlists eval` counts it.
+    app = App(service.settings)
+    watchlists, _ = load_watchlists(service.settings.watchlists_dir)
+    args = type("A", (), {"watchlist": ["launches"], "folds": 4, "quiet": True})()
+    assert _cross_validated(args, app, watchlists) == 0  # type: ignore[arg-type]
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("launches"))
+    assert row.split()[1:3] == ["17", "8"]
+    # The admin sees it, with the desk's precision, and exports it as an examples line.
+    cmd_list(type("A", (), {"watchlist": "launches", "since": timedelta(days=7),
+                            "format": "text"})(), app)  # type: ignore[arg-type]
+    out = capsys.readouterr().out
+    assert "desk precision 7d 0.00 (0 relevant of 1 judged)" in out and "jdoe" in out
+    cmd_export(type("A", (), {"watchlist": "launches"})(), app)  # type: ignore[arg-type]
+    (line,) = capsys.readouterr().out.splitlines()
+    example = json.loads(line)
+    assert example["relevant"] is False and example["title"] == "Missile launch reported"
+    # Rejected by an admin: it stops counting.
+    from monitor.commands.feedback import cmd_reject
+
+    (item,) = newsroom.items()
+    assert cmd_reject(type("A", (), {"id": item.id})(), app) == 0  # type: ignore[arg-type]
+    assert store.labelled_articles(service.engine, "launches") == []
+    assert await service.retrain_if_feedback_changed()
+    assert service.registry.relevance.models["launches"].stats.examples == before
+    app.close()
+
+
+async def _http(method: str, url: str) -> tuple[int, str]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.request(method, url) as response:
+        return response.status, await response.text()
+
+
+async def test_email_links_confirm_record_once_and_refuse_bad_tokens(newsroom: Newsroom) -> None:
+    message = await newsroom.alert()
+    alert_id = int(message.alert_id or 0)
+    signer = LinkSigner(LINK_SECRET, newsroom.web.url, 168)
+    now = utcnow()
+    links = {link.label: link.url for link in signer.links(alert_id, now)}
+    assert set(links) == {"Relevant", "Not relevant", "Mute story"}
+    url = links["Not relevant"]
+    status, page = await _http("GET", url)  # a link scanner, or the reader's first look
+    assert status == 200 and "Confirm" in page and "not relevant" in page
+    assert newsroom.items() == []
+    status, page = await _http("POST", url)
+    assert status == 200 and "Marked not relevant" in page and "Undo" in page
+    (item,) = newsroom.items()
+    assert (item.action, item.via, item.user_name) == ("not_relevant", "email", "#launches")
+    status, page = await _http("POST", url)  # reused
+    assert status == 409 and "already used" in page
+    token = url.rsplit("/", 1)[1]
+    body, sig = token.split(".")
+    forged = LinkSigner("another-secret", newsroom.web.url, 168).token(alert_id, "relevant", now)
+    for bad in (f"{body}.{sig[:-2]}xx", f"{body}x.{sig}", forged):
+        status, page = await _http("POST", f"{newsroom.web.url}/feedback/{bad}")
+        assert status == 400 and "not valid" in page
+    expired = signer.token(alert_id, "relevant", now - timedelta(hours=169))
+    for method in ("GET", "POST"):
+        status, page = await _http(method, f"{newsroom.web.url}/feedback/{expired}")
+        assert status == 410 and "expired" in page
+    assert len(newsroom.items()) == 1
+    assert len(newsroom.slack.updates) <= 1  # the Slack copy shows it too (once)
+
+
+def test_alert_email_carries_the_signed_links() -> None:
+    from monitor.model import AlertKind
+    from monitor.notify import Outgoing
+    from monitor.notify.email import build_message
+    from monitor.render import AlertContent
+
+    signer = LinkSigner(LINK_SECRET, "https://desk.example.org/", 168)
+    content = AlertContent(kind=AlertKind.ALERT, watchlist_id="w", watchlist_name="W", title="T")
+    out = Outgoing(alert_id=7, dedup_key="k", destination="desk@example.org", content=content)
+    msg = build_message(
+        out, sender="m@example.org", domain="example.org",
+        links=lambda a: signer.links(a, utcnow()),
+    )
+    text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    for label in ("Relevant", "Not relevant", "Mute story"):
+        assert label in text and label in html
+    token = text.split("Not relevant: ")[1].split()[0].rsplit("/", 1)[1]
+    claim = signer.verify(token, utcnow())
+    assert (claim.alert_id, claim.action) == (7, "not_relevant")
