@@ -33,6 +33,7 @@ from monitor.model import AlertKind, AlertStatus, Channel, IngestedItem, Match
 from monitor.render import AlertContent
 from monitor.settings import Settings
 from monitor.store import alerts as outbox
+from monitor.store import feedback as feedback_store
 from monitor.store.alerts import NewAlert, short_hash
 from monitor.store.db import Session
 
@@ -242,6 +243,8 @@ def _plan_immediate(
             destination=destination,
             article_id=item.article_id,
         )
+        if parent is not None and feedback_store.alert_muted(session, parent):
+            return 0  # the desk muted this story in this channel
         if parent is not None:  # planned like an alert: updates count against the flood guard
             content = content_for(item, match, source_name, AlertKind.UPDATE)
             key = _key(
@@ -250,6 +253,10 @@ def _plan_immediate(
             planned.setdefault(route, []).append(_TopLevel(item, content, parent=parent, key=key))
             return 0
     elif story is not None and not story.is_new:
+        if feedback_store.is_muted(
+            session, channel=channel, destination=destination, story_id=story.story_id
+        ):
+            return 0  # the desk muted this story in this channel: no more copies
         same_poll = story_plan.get((wl, route, story.story_id))
         if same_poll is not None:
             same_poll.alsos.append((item, content_for(item, match, source_name, AlertKind.ALSO)))

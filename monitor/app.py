@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from monitor.model import Watchlist
     from monitor.notify import Notifier
     from monitor.relevance.embed import Embedder
+    from monitor.relevance.examples import Example
     from monitor.relevance.models import RelevanceModels, VectorCache
     from monitor.store.db import Engine
     from monitor.watchlists import WatchlistRegistry
@@ -64,13 +65,48 @@ class App:
         return DatabaseVectors(self.engine)
 
     def train_models(self, watchlists: Iterable[Watchlist]) -> RelevanceModels:
-        """The models of the watchlists that have examples (run at start-up and on reload)."""
+        """The models of the watchlists that have examples, from their files and the desk's
+        feedback (run at start-up, on reload, and when feedback changed)."""
         from monitor.relevance.models import RelevanceModels, train_models
 
-        selected = [w for w in watchlists if w.examples is not None]
+        self.forget_desk_labels()
+        selected = [w for w in watchlists if self.has_examples(w)]
         if not selected:
             return RelevanceModels()
-        return train_models(selected, self.embedder, self.vectors)
+        return train_models(selected, self.embedder, self.vectors, source=self.examples)
+
+    def _desk_labels(self) -> dict[str, int]:
+        """Watchlist id → active desk labels; empty where there is no current database."""
+        if "desk_labels" not in self.__dict__:
+            try:
+                from monitor.store import db, feedback
+
+                current = db.schema_is_current(self.engine)
+                self.__dict__["desk_labels"] = (
+                    feedback.labelled_watchlists(self.engine) if current else {}
+                )
+            except Exception:  # no database here (a command on files alone)
+                self.__dict__["desk_labels"] = {}
+        labels: dict[str, int] = self.__dict__["desk_labels"]
+        return labels
+
+    def forget_desk_labels(self) -> None:
+        self.__dict__.pop("desk_labels", None)
+
+    def has_examples(self, watchlist: Watchlist) -> bool:
+        return watchlist.examples is not None or watchlist.id in self._desk_labels()
+
+    def examples(self, watchlist: Watchlist) -> list[Example]:
+        """The examples file plus desk feedback (the desk wins on an article in both)."""
+        from monitor.feedback import merge_examples
+        from monitor.relevance.models import file_examples
+
+        files = file_examples(watchlist)
+        if watchlist.id not in self._desk_labels():
+            return files
+        from monitor.store import feedback
+
+        return merge_examples(files, feedback.labelled_articles(self.engine, watchlist.id))
 
     @cached_property
     def notifiers(self) -> dict[str, Notifier]:

@@ -38,7 +38,7 @@ from monitor.logs import get_logger, scrub
 from monitor.model import AlertKind, Channel
 from monitor.notify import DeliveryError, Notifier, Outgoing
 from monitor.notify.console import ConsoleNotifier
-from monitor.render import MAX_LIST, AlertContent, render_console
+from monitor.render import MAX_LIST, AlertContent, FeedbackLink, render_console
 from monitor.settings import Settings
 from monitor.store import alerts as outbox
 from monitor.store.alerts import ClaimedAlert, HeldItem, NewAlert
@@ -67,7 +67,10 @@ def build_notifiers(settings: Settings, console: TextIO | None = None) -> dict[s
         from monitor.notify.slack import SlackNotifier
 
         notifiers["slack"] = SlackNotifier(
-            token, base_url=settings.slack_api_url, timeout=settings.slack_timeout
+            token,
+            base_url=settings.slack_api_url,
+            timeout=settings.slack_timeout,
+            feedback_buttons=settings.slack_interactive,
         )
     elif webhook:
         from monitor.notify.slack import WebhookNotifier
@@ -85,8 +88,23 @@ def build_notifiers(settings: Settings, console: TextIO | None = None) -> dict[s
             password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
             timeout=settings.smtp_timeout,
             ca_file=settings.smtp_ca_file,
+            links=_feedback_links(settings),
         )
     return notifiers
+
+
+def _feedback_links(settings: Settings) -> Callable[[int], tuple[FeedbackLink, ...]] | None:
+    """Signed Relevant / Not relevant / Mute story links for alert emails, when configured."""
+    if not settings.email_feedback or settings.feedback_secret is None:
+        return None
+    from monitor.feedback import LinkSigner
+
+    signer = LinkSigner(
+        settings.feedback_secret.get_secret_value(),
+        settings.public_url or "",
+        settings.feedback_link_hours,
+    )
+    return lambda alert_id: signer.links(alert_id, utcnow())
 
 
 def backoff(attempts: int, base: float, rng: random.Random | None = None) -> float:

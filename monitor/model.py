@@ -70,6 +70,18 @@ class AlertKind(StrEnum):
     DIGEST = "digest"  # a digest watchlist's message for one period
 
 
+class FeedbackAction(StrEnum):
+    """What a desk editor said about an alert (desk feedback, monitor.feedback)."""
+
+    RELEVANT = "relevant"
+    NOT_RELEVANT = "not_relevant"
+    MUTE = "mute"  # no more thread updates or copies of this story in this channel
+
+    @property
+    def is_label(self) -> bool:
+        return self is not FeedbackAction.MUTE
+
+
 class Channel(StrEnum):
     SLACK = "slack"
     EMAIL = "email"

@@ -91,6 +91,31 @@ class SlackMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedbackMark:
+    """A desk action in effect on an alert, as its message shows it."""
+
+    feedback_id: int
+    action: str  # a FeedbackAction: relevant, not_relevant, mute
+    user: str  # who (display name)
+
+
+@dataclass(frozen=True, slots=True)
+class SlackFeedback:
+    """Feedback buttons for one alert: what is in effect decides which buttons show."""
+
+    alert_id: int
+    marks: tuple[FeedbackMark, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackLink:
+    """One signed email action link (made by monitor.feedback, shown as is)."""
+
+    label: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
 class EmailParts:
     subject: str  # header-safe already
     text: str
@@ -268,8 +293,9 @@ def _terms(content: AlertContent) -> str:
 # --------------------------------------------------------------------------- Slack
 
 
-def render_slack(content: AlertContent) -> SlackMessage:
-    """Block Kit for one outbox row: header, summary with highlights, context, link."""
+def render_slack(content: AlertContent, feedback: SlackFeedback | None = None) -> SlackMessage:
+    """Block Kit for one outbox row: header, summary with highlights, context, link, and the
+    desk's feedback buttons (alerts and updates, when interactivity is set up)."""
     if content.kind in ("summary", "digest"):
         return _slack_list(content)
     if content.kind == "also":
@@ -286,10 +312,68 @@ def render_slack(content: AlertContent) -> SlackMessage:
         {"type": "section", "text": {"type": "mrkdwn", "text": section, "verbatim": True}},
         {"type": "context", "elements": [{"type": "mrkdwn", "text": context, "verbatim": True}]},
     ]
+    if feedback is not None:
+        blocks.extend(feedback_blocks(feedback))
     source = slack_text(content.source, 100)
     watchlist = slack_text(content.watchlist_name, 100)
     fallback = f"{prefix}[{watchlist}] {title} ({source})"
     return SlackMessage(text=truncate(fallback, FALLBACK_LIMIT), blocks=blocks)
+
+
+ACTION_PREFIX = "monitor_fb_"
+_MARKED = {
+    "relevant": "Marked relevant",
+    "not_relevant": "Marked not relevant",
+    "mute": "Story muted in this channel",
+}
+_BUTTONS = (("relevant", "Relevant", "primary"), ("not_relevant", "Not relevant", None))
+
+
+def _button(action: str, label: str, value: str, style: str | None = None) -> dict[str, Any]:
+    button: dict[str, Any] = {
+        "type": "button",
+        "action_id": f"{ACTION_PREFIX}{action}",
+        "text": {"type": "plain_text", "text": label, "emoji": False},
+        "value": value,
+    }
+    if style:
+        button["style"] = style
+    return button
+
+
+def feedback_blocks(feedback: SlackFeedback) -> list[dict[str, Any]]:
+    """ "Marked … by @name" lines for what is in effect, then the buttons: Relevant / Not
+    relevant (or Undo of the label) and Mute story (or Undo of the mute).
+
+    Button values carry the alert id (and the feedback id for Undo); the click is checked
+    against the database, never trusted for more."""
+    alert = str(feedback.alert_id)
+    label = next((m for m in feedback.marks if m.action != "mute"), None)
+    mute = next((m for m in feedback.marks if m.action == "mute"), None)
+    blocks: list[dict[str, Any]] = []
+    lines = [
+        f"{_MARKED.get(m.action, m.action)} by @{slack_text(m.user or 'someone', 80)}"
+        for m in (label, mute)
+        if m is not None
+    ]
+    if lines:
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": " · ".join(lines), "verbatim": True}],
+            }
+        )
+    elements: list[dict[str, Any]] = []
+    if label is None:
+        elements.extend(_button(a, text, alert, style) for a, text, style in _BUTTONS)
+    else:
+        elements.append(_button("undo", "Undo", f"{alert}:{label.feedback_id}"))
+    if mute is None:
+        elements.append(_button("mute", "Mute story", alert))
+    else:
+        elements.append(_button("unmute", "Unmute story", f"{alert}:{mute.feedback_id}"))
+    blocks.append({"type": "actions", "block_id": f"monitor_fb:{alert}", "elements": elements})
+    return blocks
 
 
 def _slack_context(content: AlertContent) -> str:
@@ -428,8 +512,9 @@ def email_subject(content: AlertContent) -> str:
     return header_safe(text, SUBJECT_LIMIT)
 
 
-def render_email(content: AlertContent) -> EmailParts:
-    """Subject plus text and HTML bodies from the templates (HTML autoescaped)."""
+def render_email(content: AlertContent, links: tuple[FeedbackLink, ...] = ()) -> EmailParts:
+    """Subject plus text and HTML bodies from the templates (HTML autoescaped); `links` are
+    the desk's signed feedback links (Relevant / Not relevant / Mute story)."""
     env = _jinja()
     runs = _clean_snippet(content, 2000)
     groups = group_stories(content.items)[:MAX_LIST]
@@ -439,6 +524,7 @@ def render_email(content: AlertContent) -> EmailParts:
         "groups": groups,
         "hidden": max(0, content.total - len(content.items)),
         "what": summary_what(content),
+        "links": [(link.label, safe_link(link.url) or "") for link in links],
     }
     name = "list" if content.kind in ("summary", "digest") else "alert"
     text = env.get_template(f"email_{name}.txt").render(**values)

@@ -20,6 +20,7 @@ class Ticks(Protocol):
     def deliver_tick(self) -> Awaitable[None]: ...
     def heartbeat_tick(self) -> Awaitable[None]: ...
     def stories_tick(self) -> Awaitable[None]: ...
+    def feedback_tick(self) -> Awaitable[None]: ...
 
 
 def build_scheduler(service: Ticks) -> AsyncIOScheduler:
@@ -57,6 +58,14 @@ def build_scheduler(service: Ticks) -> AsyncIOScheduler:
         seconds=60,
         id="stories",
         jitter=10,
+        **common,
+    )
+    scheduler.add_job(
+        service.feedback_tick,
+        "interval",
+        seconds=settings.feedback_retrain_seconds,
+        id="feedback",
+        jitter=min(10.0, settings.feedback_retrain_seconds / 10),
         **common,
     )
     return scheduler

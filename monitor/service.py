@@ -19,6 +19,7 @@ from monitor import __version__
 from monitor.app import App
 from monitor.clock import utcnow
 from monitor.deliver import Dispatcher
+from monitor.feedback import FeedbackDesk
 from monitor.fetch import Fetcher
 from monitor.logs import get_logger
 from monitor.metrics import ServiceMetrics
@@ -27,6 +28,7 @@ from monitor.poller import Poller
 from monitor.settings import Settings
 from monitor.sources import SourcesError, load_sources
 from monitor.store import db, replicas, sources, stories
+from monitor.store import feedback as feedback_store
 from monitor.store.db import Engine
 from monitor.store.replicas import DatabaseInUse, SqliteInstanceLock
 from monitor.watchlists import WatchlistRegistry
@@ -83,8 +85,10 @@ class Service:
             on_result=self.metrics.observe_delivery,
         )
         self.metrics.watch_channels(self.dispatcher.notifiers)
+        self.feedback = FeedbackDesk(self.engine, self.dispatcher.notifiers.get("slack"))
         self._sources_mtime: float | None = None
         self._lock: SqliteInstanceLock | None = None
+        self._feedback_seen: tuple[int, int] | None = None
 
     # --- start -----------------------------------------------------------------------------
 
@@ -118,6 +122,7 @@ class Service:
                 "the database schema is not at the current version: run `monitor db upgrade` "
                 "(or set MONITOR_MIGRATE_ON_START=true)"
             )
+        self._feedback_seen = feedback_store.version(self.engine)
         if watchlists:
             self.load_watchlists()
         self.sync_sources(force=True)
@@ -197,6 +202,24 @@ class Service:
         if merged or pruned:
             log.info("stories upkeep", merged=merged, pruned=pruned)
 
+    async def feedback_tick(self) -> None:
+        """Desk feedback changed since the models were fitted: fit them again."""
+        await self._timed("feedback", self.retrain_if_feedback_changed)
+
+    async def retrain_if_feedback_changed(self) -> bool:
+        if self.dry_run:
+            return False
+        seen = await asyncio.to_thread(feedback_store.version, self.engine)
+        if seen == self._feedback_seen:
+            return False
+        first = self._feedback_seen is None
+        self._feedback_seen = seen
+        if first:  # the models of start-up already include it
+            return False
+        await asyncio.to_thread(self.registry.retrain)
+        log.info("watchlist models refitted after desk feedback")
+        return True
+
     async def _heartbeat(self) -> None:
         def beat() -> None:
             replicas.heartbeat(self.engine, self.owner, version=__version__, now=utcnow())
@@ -226,6 +249,7 @@ class Service:
         web = await self._start_web()
         if self.registry.reloads_ok + self.registry.reloads_error == 0:  # not loaded yet
             await asyncio.to_thread(self.load_watchlists)  # models train while /livez answers
+        socket = await self._start_socket_mode()
         scheduler = build_scheduler(self)
         scheduler.start()
         watcher = (
@@ -259,6 +283,10 @@ class Service:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await watcher
+        if socket is not None:
+            await socket.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.feedback.drain(), timeout=2)
         if web is not None:
             with contextlib.suppress(Exception):
                 await web.stop()
@@ -274,6 +302,19 @@ class Service:
         server = WebServer(self)
         await server.start()
         return server
+
+    async def _start_socket_mode(self) -> Any:
+        """Clicks over Slack Socket Mode when an app token is set (no public URL needed)."""
+        if self.settings.slack_app_token is None or self.dry_run:
+            return None
+        from monitor.feedback_socket import SocketListener
+
+        listener = SocketListener(self.settings, self.feedback)
+        try:
+            await listener.start()
+        except Exception as exc:  # the SDK reconnects later; alerts go on meanwhile
+            log.error("slack socket mode did not connect", error=str(exc)[:300])
+        return listener
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):

@@ -110,6 +110,35 @@ class Settings(BaseSettings):
     slack_default_channel: str | None = Field(
         None, description="Channel for watchlists whose alert: names no Slack channel."
     )
+    slack_signing_secret: SecretStr | None = Field(
+        None,
+        description="Signing secret of the Slack app: verifies clicks on POST /slack/actions; "
+        "with it (or an app token) Slack alerts carry the desk's feedback buttons.",
+    )
+    slack_app_token: SecretStr | None = Field(
+        None,
+        description="Slack app-level token (xapp-…, connections:write): receive clicks through "
+        "Socket Mode, so no public URL is needed.",
+    )
+    public_url: str | None = Field(
+        None,
+        description="Where desk staff reach this service's listener (https://monitor.example.org)"
+        ": the base of the feedback links in alert emails.",
+    )
+    feedback_secret: SecretStr | None = Field(
+        None,
+        description="Key that signs the feedback links in alert emails (with MONITOR_PUBLIC_URL; "
+        "without both, emails carry no feedback links).",
+    )
+    feedback_link_hours: float = Field(
+        168.0, gt=0, description="Hours an email feedback link stays valid."
+    )
+    feedback_retrain_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="How often the service looks for new desk feedback and, when there is, "
+        "fits the watchlist models again.",
+    )
     smtp_host: str | None = Field(None, description="SMTP server host; email is off without it.")
     smtp_port: int | None = Field(None, description="SMTP port (587 starttls, 465 tls, 25 none).")
     smtp_username: str | None = Field(None, description="SMTP login.")
@@ -187,6 +216,15 @@ class Settings(BaseSettings):
     @property
     def sources_path(self) -> Path:
         return self.sources_file or self.watchlists_dir / "sources.yaml"
+
+    @property
+    def slack_interactive(self) -> bool:
+        """Can clicks on Slack buttons reach us (signed request URL or Socket Mode)?"""
+        return self.slack_signing_secret is not None or self.slack_app_token is not None
+
+    @property
+    def email_feedback(self) -> bool:
+        return bool(self.public_url) and self.feedback_secret is not None
 
     @property
     def db_url(self) -> str:

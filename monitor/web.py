@@ -121,6 +121,10 @@ class WebServer:
                 web.get("/status", self.status),
             ]
         )
+        # Desk feedback (Slack interactivity, email links): monitor/feedback_web.py.
+        from monitor.feedback_web import register
+
+        register(self.app, self.settings, getattr(service, "feedback", None))
 
     @property
     def url(self) -> str:

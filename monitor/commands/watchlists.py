@@ -14,7 +14,6 @@ from monitor.corpus import CorpusItem, InputError, read_articles, read_labels
 from monitor.evaluation import evaluate, label_key
 from monitor.model import Match, Watchlist
 from monitor.query.matcher import compile_matcher
-from monitor.relevance.models import file_examples
 from monitor.render import console_safe
 from monitor.timeparse import duration_arg
 from monitor.watchlists import (
@@ -222,10 +221,10 @@ def _cache(app: App) -> VectorCache:
 def _models(app: App, selected: list[Watchlist], cache: VectorCache) -> RelevanceModels:
     from monitor.relevance.models import RelevanceModels, train_models
 
-    with_examples = [w for w in selected if w.examples is not None]
+    with_examples = [w for w in selected if app.has_examples(w)]
     if not with_examples:
         return RelevanceModels()
-    return train_models(with_examples, app.embedder, cache)
+    return train_models(with_examples, app.embedder, cache, source=app.examples)
 
 
 def _judged(
@@ -321,7 +320,7 @@ def cmd_train(args: argparse.Namespace, app: App) -> int:
     selected, errors = _select(args, app)
     if errors:
         _print_errors(errors)
-    chosen = [w for w in selected if w.examples is not None]
+    chosen = [w for w in selected if app.has_examples(w)]
     if not chosen:
         print("no watchlist with examples: add examples: <id>.examples.jsonl", file=sys.stderr)
         return 1 if errors or args.target else 0
@@ -330,7 +329,7 @@ def cmd_train(args: argparse.Namespace, app: App) -> int:
     for wl in chosen:
         started = time.perf_counter()
         try:
-            prepared = prepare(wl, file_examples(wl), app.embedder, cache)
+            prepared = prepare(wl, app.examples(wl), app.embedder, cache)
             model = fit(wl, prepared)
             seconds = time.perf_counter() - started
             report = cross_validate(wl, prepared)
@@ -374,7 +373,7 @@ def cmd_eval(args: argparse.Namespace, app: App) -> int:
         print("no watchlist has labels in this file (keys such as un_mission)", file=sys.stderr)
         return 2
     selected = [watchlists[w] for w in wanted]
-    seen = _example_keys(selected)
+    seen = _example_keys(app, selected)
     kept = [i for i in items if i.id not in seen and i.article.content_hash not in seen]
     if len(kept) < len(items):
         print(
@@ -408,10 +407,10 @@ def cmd_eval(args: argparse.Namespace, app: App) -> int:
     return 0
 
 
-def _example_keys(selected: list[Watchlist]) -> set[str]:
+def _example_keys(app: App, selected: list[Watchlist]) -> set[str]:
     keys: set[str] = set()
     for wl in selected:
-        for example in file_examples(wl):
+        for example in app.examples(wl):
             keys.update((example.id, example.article.content_hash))
     return keys
 
@@ -421,12 +420,12 @@ def _cross_validated(args: argparse.Namespace, app: App, watchlists: dict[str, W
     from monitor.relevance.crossval import cross_validate
     from monitor.relevance.models import prepare
 
-    wanted = args.watchlist or sorted(w for w, wl in watchlists.items() if wl.examples)
+    wanted = args.watchlist or sorted(w for w, wl in watchlists.items() if app.has_examples(wl))
     unknown = [w for w in wanted if w not in watchlists]
     if unknown:
         print(f"unknown watchlist(s): {', '.join(unknown)}", file=sys.stderr)
         return 2
-    bare = [w for w in wanted if watchlists[w].examples is None]
+    bare = [w for w in wanted if w in watchlists and not app.has_examples(watchlists[w])]
     if bare or not wanted:
         print(
             f"no examples for {', '.join(bare) or 'any watchlist'}: add examples: "
@@ -449,7 +448,7 @@ def _cross_validated(args: argparse.Namespace, app: App, watchlists: dict[str, W
         wl = watchlists[wid]
         try:
             report = cross_validate(
-                wl, prepare(wl, file_examples(wl), app.embedder, cache), folds=args.folds
+                wl, prepare(wl, app.examples(wl), app.embedder, cache), folds=args.folds
             )
         except TrainingError as exc:
             print(f"{wid}: cannot cross-validate: {exc}", file=sys.stderr)

@@ -12,13 +12,15 @@ import email.policy
 import email.utils
 import hashlib
 import ssl
+from collections.abc import Callable
 from email.headerregistry import Address
 from email.message import EmailMessage
 
 import aiosmtplib
 
+from monitor.model import AlertKind
 from monitor.notify import DeliveryError, Outgoing
-from monitor.render import header_safe, render_email
+from monitor.render import FeedbackLink, header_safe, render_email
 
 
 def message_id(dedup_key: str, domain: str) -> str:
@@ -32,8 +34,15 @@ def mail_domain(sender: str) -> str:
     return header_safe(domain, 200).replace(" ", "") or "localhost"
 
 
-def build_message(message: Outgoing, *, sender: str, domain: str) -> EmailMessage:
-    parts = render_email(message.content)
+def build_message(
+    message: Outgoing,
+    *,
+    sender: str,
+    domain: str,
+    links: Callable[[int], tuple[FeedbackLink, ...]] | None = None,
+) -> EmailMessage:
+    takes = message.content.kind in (AlertKind.ALERT, AlertKind.UPDATE)
+    parts = render_email(message.content, links(message.alert_id) if links and takes else ())
     msg = EmailMessage(policy=email.policy.SMTP)
     msg["From"] = Address(display_name="monitor", addr_spec=header_safe(sender, 300))
     msg["To"] = header_safe(message.destination, 300)
@@ -112,7 +121,9 @@ class EmailNotifier:
         password: str | None = None,
         timeout: float = 20.0,
         ca_file: str | None = None,
+        links: Callable[[int], tuple[FeedbackLink, ...]] | None = None,
     ) -> None:
+        self.links = links  # signed feedback links of an alert (monitor.feedback.LinkSigner)
         self.host = host
         self.security = security
         self.port = port or {"tls": 465, "starttls": 587}.get(security, 25)
@@ -125,7 +136,7 @@ class EmailNotifier:
         self.ca_file = ca_file
 
     async def send(self, message: Outgoing) -> str:
-        msg = build_message(message, sender=self.sender, domain=self.domain)
+        msg = build_message(message, sender=self.sender, domain=self.domain, links=self.links)
         try:
             async with asyncio.timeout(self.timeout + 2):
                 await aiosmtplib.send(

@@ -23,8 +23,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from monitor.logs import get_logger
+from monitor.model import AlertKind
 from monitor.notify import DeliveryError, Outgoing
-from monitor.render import render_slack
+from monitor.render import AlertContent, SlackFeedback, render_slack
 
 log = get_logger(__name__)
 
@@ -141,7 +142,10 @@ class SlackNotifier:
 
     channel = "slack"
 
-    def __init__(self, token: str, *, base_url: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self, token: str, *, base_url: str, timeout: float = 10.0, feedback_buttons: bool = False
+    ) -> None:
+        self.feedback_buttons = feedback_buttons
         base = base_url if base_url.endswith("/") else base_url + "/"
         # An outage takes the whole API host down, whatever the channel: one breaker for all.
         self.target: str | None = f"slack:{_host(base)}"
@@ -161,7 +165,10 @@ class SlackNotifier:
         self._ids: dict[str, str] = {}
 
     async def send(self, message: Outgoing) -> str:
-        rendered = render_slack(message.content)
+        feedback = None
+        if self.feedback_buttons and message.content.kind in (AlertKind.ALERT, AlertKind.UPDATE):
+            feedback = SlackFeedback(message.alert_id)
+        rendered = render_slack(message.content, feedback)
         thread_ts = None
         if message.thread_ref:
             _channel, thread_ts = split_ref(message.thread_ref)
@@ -192,6 +199,27 @@ class SlackNotifier:
             raise classify_transport_error(exc) from None
         channel = str(response.get("channel") or message.destination)
         return f"{channel} {response.get('ts')}"
+
+    async def update_message(
+        self, ref: str, content: AlertContent, feedback: SlackFeedback
+    ) -> None:
+        """chat.update of a sent alert (the desk's feedback changed what it shows)."""
+        channel, ts = split_ref(ref)
+        rendered = render_slack(content, feedback)
+        try:
+            async with asyncio.timeout(self.timeout * 2 + 2):
+                await self._read.chat_update(
+                    channel=channel,
+                    ts=ts,
+                    text=rendered.text,
+                    blocks=rendered.blocks,
+                    link_names=False,
+                    parse="none",
+                )
+        except SlackApiError as exc:
+            raise classify_api_error(exc) from None
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise classify_transport_error(exc) from None
 
     async def check(self) -> str | None:
         """auth.test: None when the token works, else what to fix (for start-up checks)."""

@@ -233,3 +233,35 @@ class TextVectorRow(SQLModel, table=True):
     dim: int
     vector: bytes  # float32, little-endian
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class FeedbackRow(SQLModel, table=True):
+    """What the desk said about one alert: a label (relevant / not relevant) or a story mute.
+
+    `request_key` is unique per click or link use (Slack's retries, and two replicas handed the
+    same click, write one row); `active_key` is set while the item is in effect and unique, so
+    one alert holds at most one label and one mute whoever clicks and wherever; undo and reject
+    clear it (NULLs never collide), and the row stays for the record.
+    """
+
+    __tablename__ = "feedback"
+    __table_args__ = (Index("ix_feedback_watchlist_created", "watchlist_id", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: int = Field(index=True)
+    watchlist_id: str = Field(max_length=200)
+    article_id: int | None = None
+    story_id: int | None = Field(default=None, index=True)
+    action: str = Field(max_length=20)  # a FeedbackAction (monitor.model)
+    user_id: str = Field(default="", max_length=100)
+    user_name: str = Field(default="", max_length=200)
+    via: str = Field(max_length=20)  # slack, socket, email, cli
+    channel: str = Field(max_length=20)  # the alert's Channel
+    destination: str = Field(max_length=400)  # the alert's Slack channel or email address
+    request_key: str = Field(max_length=200, unique=True)
+    active_key: str | None = Field(default=None, max_length=600, unique=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    undone_at: datetime | None = None
+    undone_by: str | None = Field(default=None, max_length=200)
+    rejected_at: datetime | None = None
+    rejected_by: str | None = Field(default=None, max_length=200)

@@ -127,6 +127,16 @@ class WatchlistRegistry:
             ),
         )
 
+    def retrain(self) -> None:
+        """Fit the models again on the same watchlists (their examples changed outside the
+        files: desk feedback), then swap them in."""
+        if self.trainer is None:
+            return
+        watchlists, matcher, _ = self._state
+        models = self.trainer(watchlists.values())
+        if self._state[0] is watchlists:  # a reload swapped in meanwhile: its models stand
+            self._state = (watchlists, matcher, models)
+
     def reload(self) -> list[WatchlistError]:
         """Re-read every file; keep the previous version of a watchlist whose file broke.
 

@@ -1,4 +1,7 @@
-"""A local Slack Web API stand-in: chat.postMessage, conversations.history/replies, auth.test.
+"""A local Slack Web API stand-in: chat.postMessage, chat.update, conversations.history/replies,
+auth.test, and interactivity: signed `block_actions` payloads sent to a service's
+`/slack/actions` (`click`), and Socket Mode (`apps.connections.open` → a local websocket that
+delivers envelopes and records acks: `socket_click`).
 
 It stores messages with their metadata and thread, records every request, and can be told to
 misbehave on the next calls of a method: answer 429 with Retry-After, 500 (before or after
@@ -14,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import random
 import socket
@@ -23,8 +28,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
+import aiohttp
 from aiohttp import web
 
 
@@ -102,6 +108,11 @@ class SlackFake:
         self._site: web.TCPSite | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self.updates: list[dict[str, Any]] = []  # chat.update args, in order
+        self.app_token = "xapp-test-app-token"
+        self.acks: list[dict[str, Any]] = []  # Socket Mode acks received
+        self._sockets: list[web.WebSocketResponse] = []
+        self._socket_seen = threading.Event()
 
     # --- control ------------------------------------------------------------------------------
 
@@ -188,6 +199,7 @@ class SlackFake:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle)
         app.router.add_post("/hooks/{path:.*}", self._hook)
+        app.router.add_get("/socket", self._socket)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         loop.run_until_complete(self._runner.setup())
         loop.run_until_complete(self._start_site())
@@ -234,6 +246,11 @@ class SlackFake:
             self.requests.append(Request(method, request.method, headers, args, self.clock()))
             queue = self._faults.get(method)
             fault = queue.popleft() if queue else None
+        if method == "apps.connections.open":
+            if headers.get("authorization") != f"Bearer {self.app_token}":
+                return web.json_response({"ok": False, "error": "invalid_auth"})
+            url = f"ws://127.0.0.1:{self.port}/socket"
+            return web.json_response({"ok": True, "url": url})
         if headers.get("authorization") != f"Bearer {self.token}":
             return web.json_response({"ok": False, "error": "invalid_auth"})
         if fault is not None:
@@ -257,6 +274,8 @@ class SlackFake:
             low, high = self.post_delay
             if high > 0:  # stored, answer still on its way: the window a crash can hit
                 await asyncio.sleep(random.uniform(low, high))
+        elif method == "chat.update":
+            answer = self._update(args)
         elif method == "conversations.history":
             answer = self._history(args, replies=False)
         elif method == "conversations.replies":
@@ -360,6 +379,141 @@ class SlackFake:
         if self.on_post is not None:
             self.on_post(message)
         return {"ok": True, "channel": cid, "ts": ts, "message": {"text": message.text, "ts": ts}}
+
+    def _update(self, args: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            cid = self._resolve(str(args.get("channel") or ""))
+            ts = str(args.get("ts") or "")
+            for message in self.messages:
+                if message.channel == cid and message.ts == ts:
+                    message.text = str(args.get("text") or message.text)
+                    message.blocks = list(args.get("blocks") or [])
+                    self.updates.append(args)
+                    return {"ok": True, "channel": cid, "ts": ts}
+        return {"ok": False, "error": "message_not_found"}
+
+    # --- interactivity ------------------------------------------------------------------------
+
+    def action_payload(
+        self,
+        message: Message,
+        action: str,
+        *,
+        user_id: str = "U0EDITOR1",
+        user_name: str = "editor",
+        action_ts: str | None = None,
+    ) -> dict[str, Any]:
+        """The `block_actions` payload Slack sends when `user` presses the button of `message`
+        whose action_id ends with `action` (relevant, not_relevant, mute, undo, unmute)."""
+        button = None
+        for block in message.blocks:
+            for element in block.get("elements") or []:
+                if str(element.get("action_id", "")) == f"monitor_fb_{action}":
+                    button = element
+        if button is None:
+            raise AssertionError(f"no {action!r} button on the message: {message.blocks}")
+        return {
+            "type": "block_actions",
+            "team": {"id": "T00000001", "domain": "fake"},
+            "user": {"id": user_id, "username": user_name, "name": user_name},
+            "api_app_id": "A00000001",
+            "container": {
+                "type": "message",
+                "channel_id": message.channel,
+                "message_ts": message.ts,
+            },
+            "channel": {"id": message.channel},
+            "message": {"ts": message.ts, "text": message.text, "blocks": message.blocks},
+            "trigger_id": f"trig.{random.randint(1, 10**9)}",
+            "response_url": f"http://127.0.0.1:{self.port}/response",
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": button["action_id"],
+                    "block_id": "b",
+                    "value": button.get("value", ""),
+                    "action_ts": action_ts or f"{time.time():.6f}",
+                }
+            ],
+        }
+
+    @staticmethod
+    def signed(body: bytes, secret: str, timestamp: int | None = None) -> dict[str, str]:
+        """Slack's request headers: v0 HMAC-SHA256 of `v0:timestamp:body`."""
+        ts = str(int(time.time()) if timestamp is None else timestamp)
+        base = b"v0:" + ts.encode() + b":" + body
+        digest = hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+        return {
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": f"v0={digest}",
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+
+    @staticmethod
+    def form(payload: dict[str, Any]) -> bytes:
+        return urlencode({"payload": json.dumps(payload)}).encode()
+
+    async def click(
+        self,
+        url: str,
+        payload: dict[str, Any],
+        secret: str,
+        *,
+        timestamp: int | None = None,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, str, float]:
+        """POST a signed payload to a service's interactivity URL, as Slack does (from the
+        caller's event loop, where the service under test runs). → (status, body, seconds)."""
+        raw = body if body is not None else self.form(payload)
+        sent = headers if headers is not None else self.signed(raw, secret, timestamp)
+        started = time.monotonic()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url, data=raw, headers=sent) as response,
+        ):
+            text = await response.text()
+            return response.status, text, time.monotonic() - started
+
+    def wait_socket(self, timeout: float = 10.0) -> bool:
+        """Until a Socket Mode client is connected."""
+        return self._socket_seen.wait(timeout)
+
+    def socket_click(self, payload: dict[str, Any], envelope_id: str | None = None) -> str:
+        """Deliver an interactive envelope to every connected Socket Mode client."""
+        assert self._loop is not None
+        envelope_id = envelope_id or f"env-{random.randint(1, 10**9)}"
+        envelope = {
+            "envelope_id": envelope_id,
+            "type": "interactive",
+            "accepts_response_payload": False,
+            "payload": payload,
+        }
+
+        async def send() -> None:
+            for ws in list(self._sockets):
+                await ws.send_str(json.dumps(envelope))
+
+        asyncio.run_coroutine_threadsafe(send(), self._loop).result(10)
+        return envelope_id
+
+    async def _socket(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(heartbeat=None)
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        await ws.send_str(json.dumps({"type": "hello", "num_connections": 1}))
+        self._socket_seen.set()
+        try:
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    with contextlib.suppress(ValueError):
+                        data = json.loads(msg.data)
+                        if isinstance(data, dict) and "envelope_id" in data:
+                            with self._lock:
+                                self.acks.append(data)
+        finally:
+            self._sockets.remove(ws)
+        return ws
 
     def _history(self, args: dict[str, Any], *, replies: bool) -> dict[str, Any]:
         channel = str(args.get("channel") or "")

@@ -1,0 +1,440 @@
+"""Desk feedback from Slack: buttons on the alert, signed clicks to /slack/actions, Socket Mode.
+
+A real service (poller, dispatcher, listener) over a local feed server and the Slack stand-in;
+the stand-in sends the clicks Slack would send, signed or not, and answers chat.update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.app import App
+from monitor.clock import utcnow
+from monitor.feedback import LinkSigner
+from monitor.service import Service
+from monitor.settings import Settings
+from monitor.store import db
+from monitor.store import feedback as store
+from monitor.web import WebServer
+from tests.support.feedserver import FeedServer, rss
+from tests.support.slackfake import Message, SlackFake
+
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+LINK_SECRET = "link-secret-for-tests"
+WATCHLIST = """name: Launches
+description: Missile launches.
+query: missile
+alert:
+  slack: ["#launches"]
+"""
+
+
+@dataclass
+class Newsroom:
+    service: Service
+    web: WebServer
+    slack: SlackFake
+    feeds: FeedServer
+
+    @property
+    def actions_url(self) -> str:
+        return f"{self.web.url}/slack/actions"
+
+    async def alert(self, guid: str = "m1", title: str = "Missile launch reported") -> Message:
+        """Publish one new matching item, poll, deliver: the alert message in Slack."""
+        items = [("old", "Old news about rice"), (guid, title)]
+        self.feeds.update("/wire", rss(items))
+        await self.service.poller.poll_due(force=True, only=["wire"])
+        await self.service.dispatcher.tick()
+        found = [m for m in self.slack.messages if title in m.text]
+        assert len(found) == 1, self.slack.messages
+        return found[0]
+
+    def items(self) -> list[store.FeedbackItem]:
+        return store.list_feedback(self.service.engine)
+
+
+def make_service(tmp: Path, url: str, slack: SlackFake, feed_url: str, **extra: Any) -> Service:
+    folder = tmp / "watchlists"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "launches.yaml").write_text(WATCHLIST + "examples: launches.examples.jsonl\n")
+    lines = [
+        json.dumps({"id": f"r{i}", "title": f"North Korea fires missile number {i} into sea",
+                    "summary": "launch detected", "relevant": True})
+        for i in range(8)
+    ] + [
+        json.dumps({"id": f"n{i}", "title": f"Missile museum exhibit {i} opens to visitors",
+                    "summary": "culture", "relevant": False})
+        for i in range(8)
+    ]
+    (folder / "launches.examples.jsonl").write_text("\n".join(lines) + "\n")
+    (folder / "sources.yaml").write_text(
+        f"sources:\n  - id: wire\n    name: Wire\n    url: {feed_url}\n"
+    )
+    values: dict[str, Any] = {
+        "database_url": url,
+        "watchlists_dir": folder,
+        "allow_private_hosts": ["127.0.0.1"],
+        "http_host": "127.0.0.1",
+        "http_port": 0,
+        "slack_bot_token": slack.token,
+        "slack_api_url": slack.url,
+        "slack_signing_secret": SECRET,
+        "slack_channel_interval": 0.0,
+        "slack_webhook_url": None,
+        "smtp_host": None,
+        "instance_name": f"replica-{time.monotonic_ns()}",
+        "embedder": "hashing",
+        "public_url": "http://desk.example.org",
+        "feedback_secret": LINK_SECRET,
+    }
+    values.update(extra)
+    service = Service(App(Settings(**values)))
+    service.prepare(exclusive=False)
+    return service
+
+
+@pytest.fixture
+async def newsroom(tmp_path: Path, sqlite_url: str) -> AsyncIterator[Newsroom]:
+    with FeedServer() as feeds, SlackFake() as slack:
+        feed_url = feeds.add("/wire", rss([("old", "Old news about rice")]))
+        db.upgrade(sqlite_url)
+        service = make_service(tmp_path, sqlite_url, slack, feed_url)
+        await service.poller.poll_due(force=True, only=["wire"])  # catch-up: never alerts
+        web = WebServer(service)
+        await web.start()
+        try:
+            yield Newsroom(service, web, slack, feeds)
+        finally:
+            await service.feedback.drain()
+            await web.stop()
+            await service.aclose()
+
+
+def _buttons(message: Message) -> list[str]:
+    return [
+        str(e.get("action_id"))
+        for b in message.blocks
+        if b.get("type") == "actions"
+        for e in b.get("elements", [])
+    ]
+
+
+async def _settled(room: Newsroom, updates: int, timeout: float = 5.0) -> None:
+    """Until the message updates scheduled after the answers have run."""
+    deadline = time.monotonic() + timeout
+    while len(room.slack.updates) < updates and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await room.service.feedback.drain()
+
+
+async def test_alert_carries_the_three_buttons(newsroom: Newsroom) -> None:
+    message = await newsroom.alert()
+    assert _buttons(message) == [
+        "monitor_fb_relevant",
+        "monitor_fb_not_relevant",
+        "monitor_fb_mute",
+    ]
+
+
+async def test_not_relevant_click_records_once_and_updates_the_message(
+    newsroom: Newsroom,
+) -> None:
+    message = await newsroom.alert()
+    payload = newsroom.slack.action_payload(message, "not_relevant", user_name="jdoe")
+    status, _body, seconds = await newsroom.slack.click(newsroom.actions_url, payload, SECRET)
+    assert status == 200 and seconds < 3.0
+    await _settled(newsroom, 1)
+    (item,) = newsroom.items()
+    assert (item.action, item.user_name, item.via, item.active) == (
+        "not_relevant",
+        "jdoe",
+        "slack",
+        True,
+    )
+    assert item.watchlist_id == "launches" and item.article_id is not None
+    assert item.destination == "#launches"
+    assert len(newsroom.slack.updates) == 1
+    text = str(message.blocks)
+    assert "Marked not relevant by @jdoe" in text
+    assert _buttons(message) == ["monitor_fb_undo", "monitor_fb_mute"]
+
+
+async def test_retries_double_clicks_and_two_replicas_record_once(
+    newsroom: Newsroom, tmp_path: Path
+) -> None:
+    message = await newsroom.alert()
+    payload = newsroom.slack.action_payload(message, "relevant", action_ts="1700000000.000001")
+    # A second press before the message changed (a double click: its own action_ts).
+    again = newsroom.slack.action_payload(message, "relevant", action_ts="1700000001.000001")
+    # Slack's retry of the same press: the identical body, signed again.
+    for _ in range(2):
+        status, _, _ = await newsroom.slack.click(newsroom.actions_url, payload, SECRET)
+        assert status == 200
+    # A second replica (same database) handed the same press.
+    other = make_service(
+        tmp_path / "b",
+        newsroom.service.settings.db_url,
+        newsroom.slack,
+        newsroom.feeds.url("/wire"),
+    )
+    web2 = WebServer(other)
+    await web2.start()
+    try:
+        status, _, _ = await newsroom.slack.click(f"{web2.url}/slack/actions", payload, SECRET)
+        assert status == 200
+        await newsroom.slack.click(newsroom.actions_url, again, SECRET)
+        await _settled(newsroom, 1)
+        await other.feedback.drain()
+    finally:
+        await web2.stop()
+        await other.aclose()
+    assert len(newsroom.items()) == 1
+    assert len(newsroom.slack.updates) == 1
+
+
+@pytest.mark.parametrize("case", ["wrong_secret", "stale", "unsigned", "tampered"])
+async def test_bad_requests_are_refused_with_401(newsroom: Newsroom, case: str) -> None:
+    message = await newsroom.alert()
+    payload = newsroom.slack.action_payload(message, "not_relevant")
+    body = newsroom.slack.form(payload)
+    headers = newsroom.slack.signed(body, SECRET)
+    if case == "wrong_secret":
+        headers = newsroom.slack.signed(body, "not-the-secret")
+    elif case == "stale":
+        headers = newsroom.slack.signed(body, SECRET, timestamp=int(time.time()) - 301)
+    elif case == "unsigned":
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    else:
+        body = body.replace(b"not_relevant", b"relevant")
+    status, text, _ = await newsroom.slack.click(
+        newsroom.actions_url, payload, SECRET, body=body, headers=headers
+    )
+    assert status == 401
+    assert "MONITOR_SLACK_SIGNING_SECRET" in text
+    assert newsroom.items() == []
+    assert newsroom.slack.updates == []
+
+
+async def test_replayed_body_records_nothing_new(newsroom: Newsroom) -> None:
+    message = await newsroom.alert()
+    payload = newsroom.slack.action_payload(message, "mute")
+    body = newsroom.slack.form(payload)
+    headers = newsroom.slack.signed(body, SECRET)
+    for _ in range(3):  # captured and sent again within the 5-minute window
+        status, _, _ = await newsroom.slack.click(
+            newsroom.actions_url, payload, SECRET, body=body, headers=headers
+        )
+        assert status == 200
+    await _settled(newsroom, 1)
+    (item,) = newsroom.items()
+    assert item.action == "mute"
+    assert len(newsroom.slack.updates) == 1
+
+
+async def test_unknown_alert_records_nothing(newsroom: Newsroom) -> None:
+    message = await newsroom.alert()
+    payload = newsroom.slack.action_payload(message, "relevant")
+    payload["actions"][0]["value"] = "99999"
+    status, _, _ = await newsroom.slack.click(newsroom.actions_url, payload, SECRET)
+    assert status == 200  # acknowledged (Slack would retry otherwise), nothing recorded
+    await asyncio.sleep(0.2)
+    assert newsroom.items() == []
+    assert newsroom.slack.updates == []
+
+
+async def test_undo_takes_the_label_back_and_restores_the_buttons(newsroom: Newsroom) -> None:
+    message = await newsroom.alert()
+    payload = newsroom.slack.action_payload(message, "not_relevant")
+    await newsroom.slack.click(newsroom.actions_url, payload, SECRET)
+    await _settled(newsroom, 1)
+    undo = newsroom.slack.action_payload(message, "undo")
+    await newsroom.slack.click(newsroom.actions_url, undo, SECRET)
+    await _settled(newsroom, 2)
+    (item,) = newsroom.items()
+    assert item.state == "undone" and not item.active
+    assert _buttons(message) == [
+        "monitor_fb_relevant",
+        "monitor_fb_not_relevant",
+        "monitor_fb_mute",
+    ]
+    assert store.labelled_articles(newsroom.service.engine, "launches") == []
+
+
+@pytest.mark.parametrize("mute", [True, False])
+async def test_muted_story_gets_no_more_copies_in_that_channel(
+    newsroom: Newsroom, mute: bool
+) -> None:
+    message = await newsroom.alert("m1", "Missile launch reported by Yonhap")
+    if mute:
+        payload = newsroom.slack.action_payload(message, "mute")
+        await newsroom.slack.click(newsroom.actions_url, payload, SECRET)
+        await _settled(newsroom, 1)
+        assert "Story muted in this channel" in str(message.blocks)
+    # The same story from another outlet's wording: normally an "also reported" in the thread.
+    items = [
+        ("old", "Old news about rice"),
+        ("m1", "Missile launch reported by Yonhap"),
+        ("m2", "Missile launch reported by Yonhap agency"),
+    ]
+    newsroom.feeds.update("/wire", rss(items))
+    before = len(newsroom.slack.messages)
+    await newsroom.service.poller.poll_due(force=True, only=["wire"])
+    await newsroom.service.dispatcher.tick()
+    copies = [m for m in newsroom.slack.messages[before:] if m.thread_ts == message.ts]
+    assert len(copies) == (0 if mute else 1)  # unmuted: "also reported" in the thread
+    assert len(newsroom.slack.messages) == before + len(copies)
+
+
+async def test_socket_mode_delivers_acks_and_records_once(tmp_path: Path, sqlite_url: str) -> None:
+    with FeedServer() as feeds, SlackFake() as slack:
+        feed_url = feeds.add("/wire", rss([("old", "Old news about rice")]))
+        db.upgrade(sqlite_url)
+        service = make_service(
+            tmp_path,
+            sqlite_url,
+            slack,
+            feed_url,
+            slack_signing_secret=None,
+            slack_app_token=slack.app_token,
+            http_port=-1,
+        )
+        await service.poller.poll_due(force=True, only=["wire"])
+        from monitor.feedback_socket import SocketListener
+
+        listener = SocketListener(service.settings, service.feedback)
+        await listener.start()
+        try:
+            room = Newsroom(service, None, slack, feeds)  # type: ignore[arg-type]
+            message = await room.alert()
+            assert "monitor_fb_not_relevant" in _buttons(message)
+            assert await asyncio.to_thread(slack.wait_socket)
+            payload = slack.action_payload(message, "not_relevant")
+            first = slack.socket_click(payload)
+            slack.socket_click(payload)  # redelivered (no ack seen in time, says Slack)
+            deadline = time.monotonic() + 5
+            while (len(slack.acks) < 2 or not slack.updates) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            await service.feedback.drain()
+            assert first in [a["envelope_id"] for a in slack.acks]
+            assert len(room.items()) == 1
+            assert len(slack.updates) == 1
+            assert "Marked not relevant" in str(message.blocks)
+        finally:
+            await listener.stop()
+            await service.feedback.drain()
+            await service.aclose()
+
+
+async def test_feedback_counts_in_eval_export_and_the_next_model(
+    newsroom: Newsroom, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from monitor.commands.feedback import cmd_export, cmd_list
+    from monitor.commands.watchlists import _cross_validated
+    from monitor.watchlists import load_watchlists
+
+    service = newsroom.service
+    before = service.registry.relevance.models["launches"].stats.examples
+    assert before == 16
+    message = await newsroom.alert()
+    payload = newsroom.slack.action_payload(message, "not_relevant", user_name="jdoe")
+    await newsroom.slack.click(newsroom.actions_url, payload, SECRET)
+    await _settled(newsroom, 1)
+    # The service refits when feedback changed: the model now learns from 17 examples.
+    assert await service.retrain_if_feedback_changed()
+    assert service.registry.relevance.models["launches"].stats.examples == before + 1
+    assert not await service.retrain_if_feedback_changed()  # nothing new: no refit
+    # `monitor watchlists eval` counts it.
+    app = App(service.settings)
+    watchlists, _ = load_watchlists(service.settings.watchlists_dir)
+    args = type("A", (), {"watchlist": ["launches"], "folds": 4, "quiet": True})()
+    assert _cross_validated(args, app, watchlists) == 0  # type: ignore[arg-type]
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("launches"))
+    assert row.split()[1:3] == ["17", "8"]
+    # The admin sees it, with the desk's precision, and exports it as an examples line.
+    cmd_list(type("A", (), {"watchlist": "launches", "since": timedelta(days=7),
+                            "format": "text"})(), app)  # type: ignore[arg-type]
+    out = capsys.readouterr().out
+    assert "desk precision 7d 0.00 (0 relevant of 1 judged)" in out and "jdoe" in out
+    cmd_export(type("A", (), {"watchlist": "launches"})(), app)  # type: ignore[arg-type]
+    (line,) = capsys.readouterr().out.splitlines()
+    example = json.loads(line)
+    assert example["relevant"] is False and example["title"] == "Missile launch reported"
+    # Rejected by an admin: it stops counting.
+    from monitor.commands.feedback import cmd_reject
+
+    (item,) = newsroom.items()
+    assert cmd_reject(type("A", (), {"id": item.id})(), app) == 0  # type: ignore[arg-type]
+    assert store.labelled_articles(service.engine, "launches") == []
+    assert await service.retrain_if_feedback_changed()
+    assert service.registry.relevance.models["launches"].stats.examples == before
+    app.close()
+
+
+async def _http(method: str, url: str) -> tuple[int, str]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.request(method, url) as response:
+        return response.status, await response.text()
+
+
+async def test_email_links_confirm_record_once_and_refuse_bad_tokens(newsroom: Newsroom) -> None:
+    message = await newsroom.alert()
+    alert_id = int(message.alert_id or 0)
+    signer = LinkSigner(LINK_SECRET, newsroom.web.url, 168)
+    now = utcnow()
+    links = {link.label: link.url for link in signer.links(alert_id, now)}
+    assert set(links) == {"Relevant", "Not relevant", "Mute story"}
+    url = links["Not relevant"]
+    status, page = await _http("GET", url)  # a link scanner, or the reader's first look
+    assert status == 200 and "Confirm" in page and "not relevant" in page
+    assert newsroom.items() == []
+    status, page = await _http("POST", url)
+    assert status == 200 and "Marked not relevant" in page and "Undo" in page
+    (item,) = newsroom.items()
+    assert (item.action, item.via, item.user_name) == ("not_relevant", "email", "#launches")
+    status, page = await _http("POST", url)  # reused
+    assert status == 409 and "already used" in page
+    token = url.rsplit("/", 1)[1]
+    body, sig = token.split(".")
+    forged = LinkSigner("another-secret", newsroom.web.url, 168).token(alert_id, "relevant", now)
+    for bad in (f"{body}.{sig[:-2]}xx", f"{body}x.{sig}", forged):
+        status, page = await _http("POST", f"{newsroom.web.url}/feedback/{bad}")
+        assert status == 400 and "not valid" in page
+    expired = signer.token(alert_id, "relevant", now - timedelta(hours=169))
+    for method in ("GET", "POST"):
+        status, page = await _http(method, f"{newsroom.web.url}/feedback/{expired}")
+        assert status == 410 and "expired" in page
+    assert len(newsroom.items()) == 1
+    assert len(newsroom.slack.updates) <= 1  # the Slack copy shows it too (once)
+
+
+def test_alert_email_carries_the_signed_links() -> None:
+    from monitor.model import AlertKind
+    from monitor.notify import Outgoing
+    from monitor.notify.email import build_message
+    from monitor.render import AlertContent
+
+    signer = LinkSigner(LINK_SECRET, "https://desk.example.org/", 168)
+    content = AlertContent(kind=AlertKind.ALERT, watchlist_id="w", watchlist_name="W", title="T")
+    out = Outgoing(alert_id=7, dedup_key="k", destination="desk@example.org", content=content)
+    msg = build_message(
+        out, sender="m@example.org", domain="example.org",
+        links=lambda a: signer.links(a, utcnow()),
+    )
+    text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    for label in ("Relevant", "Not relevant", "Mute story"):
+        assert label in text and label in html
+    token = text.split("Not relevant: ")[1].split()[0].rsplit("/", 1)[1]
+    claim = signer.verify(token, utcnow())
+    assert (claim.alert_id, claim.action) == (7, "not_relevant")
