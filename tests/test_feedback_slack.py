@@ -104,11 +104,13 @@ def make_service(tmp: Path, url: str, slack: SlackFake, feed_url: str, **extra: 
 
 
 @pytest.fixture
-async def newsroom(tmp_path: Path, sqlite_url: str) -> AsyncIterator[Newsroom]:
+async def newsroom(tmp_path: Path, db_url: str) -> AsyncIterator[Newsroom]:
+    """A service with one source and Slack, on SQLite and on PostgreSQL (the idempotent
+    feedback inserts must hold on both)."""
     with FeedServer() as feeds, SlackFake() as slack:
         feed_url = feeds.add("/wire", rss([("old", "Old news about rice")]))
-        db.upgrade(sqlite_url)
-        service = make_service(tmp_path, sqlite_url, slack, feed_url)
+        db.upgrade(db_url)
+        service = make_service(tmp_path, db_url, slack, feed_url)
         await service.poller.poll_due(force=True, only=["wire"])  # catch-up: never alerts
         web = WebServer(service)
         await web.start()
