@@ -61,11 +61,18 @@ class ConsoleService:
     metrics: object = None
 
 
-def watchlist_folder(target: Path, *, examples: bool = True) -> Path:
-    """A writable copy of the shipped watchlists (without examples: the query decides)."""
+def watchlist_folder(target: Path, *, examples: bool = True, negatives: int = 150) -> Path:
+    """A writable copy of the shipped watchlists (without examples: the query decides). The
+    examples files keep every relevant line and the first `negatives` others, so models
+    train in a fraction of a second."""
     target.mkdir(parents=True, exist_ok=True)
     for path in (REPO / "watchlists").iterdir():
-        if path.suffix == ".jsonl" and not examples:
+        if path.suffix == ".jsonl":
+            if examples:
+                lines = path.read_text(encoding="utf-8").splitlines()
+                kept = [ln for ln in lines if '"relevant": true' in ln]
+                kept += [ln for ln in lines if '"relevant": true' not in ln][:negatives]
+                (target / path.name).write_text("\n".join(kept) + "\n", encoding="utf-8")
             continue
         shutil.copy(path, target / path.name)
     if not examples:
