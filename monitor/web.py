@@ -448,7 +448,7 @@ def _watchlist_health(health: RegistryHealth) -> dict[str, Any]:
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no referrer leaves the site; our own POSTs keep their Origin
     # Only our own script and stylesheet: no inline script, no CDN, no framing, no form or
     # fetch to another origin. (/status keeps its inline style.)
     "Content-Security-Policy": (
