@@ -448,7 +448,8 @@ def _watchlist_health(health: RegistryHealth) -> dict[str, Any]:
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",  # no referrer leaves the site; our own POSTs keep their Origin
+    # No referrer leaves the site, and our own form posts keep their Origin (CSRF check).
+    "Referrer-Policy": "same-origin",
     # Only our own script and stylesheet: no inline script, no CDN, no framing, no form or
     # fetch to another origin. (/status keeps its inline style.)
     "Content-Security-Policy": (

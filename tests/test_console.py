@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -30,7 +31,7 @@ from monitor.store.articles import read_articles
 from monitor.store.sources import POLL_EVENTS_KEPT, SourceUpdate
 from monitor.web import WebServer
 from tests.support import console as support
-from tests.support.console import ADMIN, DESK, HOSTILE_TITLE
+from tests.support.console import ADMIN, DESK
 
 
 @dataclass
@@ -261,21 +262,19 @@ async def test_a_failing_source_says_why_and_what_to_do(served: Served) -> None:
 
 
 async def test_an_article_page_says_which_watchlists_match_and_why_not(served: Served) -> None:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(
-            f"{served.url}/articles/{served.ids['hostile']}", headers=bearer()
-        ) as resp:
-            html = await resp.text()
+    async with aiohttp.ClientSession() as session, session.get(
+        f"{served.url}/articles/{served.ids['hostile']}", headers=bearer()
+    ) as resp:
+        html = await resp.text()
     assert re.search(r"missile-tests</a></td>\s*<td class=\"ok\">matches: score", html)
     assert re.search(r"un-mission</a></td>\s*<td class=\"muted\">no match: no ", html)
 
 
 async def test_a_story_lists_outlets_and_languages(served: Served) -> None:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(
-            f"{served.url}/stories/{served.ids['story']}", headers=bearer()
-        ) as resp:
-            html = await resp.text()
+    async with aiohttp.ClientSession() as session, session.get(
+        f"{served.url}/stories/{served.ids['story']}", headers=bearer()
+    ) as resp:
+        html = await resp.text()
     assert "KCNA Watch" in html and "Yonhap" in html and "English" in html
 
 
@@ -307,7 +306,9 @@ def test_saving_is_atomic_and_keeps_the_mode(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["w.yaml"]  # no temp file left
 
 
-async def draft_stream(session: aiohttp.ClientSession, base: str, token: str, **body: str) -> list[dict]:  # type: ignore[type-arg]
+async def draft_stream(
+    session: aiohttp.ClientSession, base: str, token: str, **body: str
+) -> list[dict[str, Any]]:
     import json
 
     async with session.post(
@@ -334,6 +335,9 @@ async def test_a_draft_backtest_counts_what_it_would_gain_and_lose(served: Serve
         assert bad[0]["errors"][0]["line"] == text.splitlines().index("query: |") + 2
         messages = await draft_stream(session, served.url, token, id="missile-tests",
                                       yaml=narrower, days="7")
+        # The next keystroke reuses the saved version's verdicts: the same counts.
+        again = await draft_stream(session, served.url, token, id="missile-tests",
+                                   yaml=narrower + "# typing\n", days="7")
     kinds = [m["type"] for m in messages]
     assert kinds[0] == "check" and messages[0]["ok"] and "progress" in kinds
     result = next(m for m in messages if m["type"] == "result")
@@ -351,6 +355,10 @@ async def test_a_draft_backtest_counts_what_it_would_gain_and_lose(served: Serve
         len(after), len(after - before), len(before - after)
     )
     assert result["lost"] > 0
+    repeat = next(m for m in again if m["type"] == "result")
+    assert {k: repeat[k] for k in ("alerts", "gained", "lost", "scanned")} == {
+        k: result[k] for k in ("alerts", "gained", "lost", "scanned")
+    }
     assert f"lose {len(before - after)}" in result["html"]
 
 
@@ -401,7 +409,9 @@ async def test_a_failed_save_keeps_the_draft(served: Served) -> None:
     assert "# edited in git meanwhile" in path.read_text()
 
 
-async def test_a_read_only_folder_offers_the_download(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_read_only_folder_offers_the_download(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import monitor.console.draft as draft_module
 
     def refuse(*_a: object, **_k: object) -> tuple[int, str]:
@@ -430,7 +440,8 @@ async def test_a_new_watchlist_is_created_and_loaded(served: Served) -> None:
         form = {"csrf": token, "id": "nuclear-tests", "action": "save", "days": "1",
                 "yaml": 'query: "nuclear test"\nalert:\n  slack: ["#nk-desk"]\n'}
         async with session.post(served.url + "/watchlists/new", data=form) as resp:
-            assert resp.status == 200 and str(resp.url).endswith("/watchlists/nuclear-tests?saved=1")
+            assert resp.status == 200
+            assert str(resp.url).endswith("/watchlists/nuclear-tests?saved=1")
         async with session.post(served.url + "/watchlists/new", data=form) as resp:
             assert resp.status == 409  # never overwrites an existing file
     assert "nuclear-tests" in served.service.registry.watchlists

@@ -64,7 +64,7 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
-    assert CHROMIUM.exists(), "install Debian's chromium (scripts/test does: apt-get install chromium)"
+    assert CHROMIUM.exists(), "install Debian's chromium (scripts/test does it)"
     from playwright.async_api import async_playwright
 
     profile = tempfile.mkdtemp(prefix="monitor-chromium-")

@@ -1,5 +1,5 @@
 """Console: a short history of each source's polls (poll_event), and indexes for the console's
-pages (a watchlist's newest alerts, a source's newest articles).
+pages (a watchlist's newest alerts, a source's newest articles, the outbox counts).
 
 Revision ID: 0005
 Revises: 0004
@@ -32,11 +32,15 @@ def upgrade() -> None:
     )
     op.create_index('ix_poll_event_source_recent', 'poll_event', ['source_id', 'id'], unique=False)
     op.create_index('ix_alert_watchlist_recent', 'alert', ['watchlist_id', 'id'], unique=False)
+    op.create_index('ix_alert_channel_status', 'alert', ['channel', 'status'], unique=False)
+    op.create_index('ix_alert_created_watchlist', 'alert', ['created_at', 'watchlist_id', 'kind'], unique=False)
     op.create_index('ix_article_source_recent', 'article', ['source_id', 'first_seen'], unique=False)
 
 
 def downgrade() -> None:
     op.drop_index('ix_article_source_recent', table_name='article')
+    op.drop_index('ix_alert_created_watchlist', table_name='alert')
+    op.drop_index('ix_alert_channel_status', table_name='alert')
     op.drop_index('ix_alert_watchlist_recent', table_name='alert')
     op.drop_index('ix_poll_event_source_recent', table_name='poll_event')
     op.drop_table('poll_event')

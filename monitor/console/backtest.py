@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from monitor.model import Match, Watchlist
 from monitor.query.matcher import Matcher, compile_matcher
@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from monitor.relevance.embed import Embedder
     from monitor.store.db import Engine
 
-LIST_LIMIT = 200  # articles shown per list (all are counted)
+LIST_LIMIT = 100  # articles shown per list (all are counted)
+KEPT_LIMIT = 30  # unchanged alerts shown (the diff is what matters)
 REVERSE_LIMIT = 300  # query misses the model is asked about, per backtest
 
 
@@ -86,6 +87,12 @@ class Models:
         self._live = live  # the registry's watchlists and models: never trained twice
         self._models: OrderedDict[str, RelevanceModels] = OrderedDict()
         self._quality: OrderedDict[str, Quality] = OrderedDict()
+        # The saved version's verdict per article, for the backtest being typed against:
+        # (model key, since) -> {article id: (its match, alerted)}. Only the draft changes
+        # from keystroke to keystroke, so only the draft is matched and judged again.
+        self.saved_runs: OrderedDict[tuple[str, str], dict[int, tuple[Match, bool]]] = (
+            OrderedDict()
+        )
         self._lock = threading.Lock()
 
     @property
@@ -200,6 +207,8 @@ def run_backtest(
     started = time.perf_counter()
     result = Backtest(days=days, has_saved=saved is not None)
     result.total = store.count_articles_since(engine, since)
+    if progress is not None:
+        progress(0, result.total)  # before the draft's model trains (a second or more)
     draft_models = models.models(draft)
     result.model_problem = draft_models.problems.get(draft.id)
     old_models = (
@@ -207,16 +216,25 @@ def run_backtest(
     )
     draft_matcher = compile_matcher([draft])
     saved_matcher = compile_matcher([saved]) if saved is not None else None
+    known: dict[int, tuple[Match, bool]] | None = None
+    fresh: dict[int, tuple[Match, bool]] = {}
+    if saved is not None:
+        run_key = (models.key(saved) + saved.query, since.isoformat(timespec="minutes"))
+        known = models.saved_runs.get(run_key)
     embedder = draft_models.embedder or (old_models.embedder if old_models else None)
     for chunk in store.iter_articles_since(engine, since):
         if cancelled is not None and cancelled():
             result.cancelled = True
             break
         _chunk(result, chunk, draft, draft_matcher, draft_models, saved_matcher, old_models,
-               models.vectors, embedder)
+               models.vectors, embedder, known, fresh)
         result.scanned += len(chunk)
         if progress is not None:
             progress(result.scanned, result.total)
+    if saved is not None and known is None and not result.cancelled:
+        models.saved_runs[run_key] = fresh
+        while len(models.saved_runs) > 4:
+            models.saved_runs.popitem(last=False)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -231,9 +249,14 @@ def _chunk(
     saved_models: RelevanceModels | None,
     vectors: VectorCache,
     embedder: Embedder | None,
+    known: dict[int, tuple[Match, bool]] | None,
+    fresh: dict[int, tuple[Match, bool]],
 ) -> None:
     found = [draft_matcher.match(s.article) for s in chunk]
-    old = [saved_matcher.match(s.article) if saved_matcher else [] for s in chunk]
+    if known is not None or saved_matcher is None:
+        old: list[list[Match]] = [[] for _ in chunk]  # known already, or nothing saved
+    else:
+        old = [saved_matcher.match(s.article) for s in chunk]
     reverse_ix: list[int] = []
     if draft_models.models and result.reverse_checked < REVERSE_LIMIT:
         for i, stored in enumerate(chunk):
@@ -254,17 +277,14 @@ def _chunk(
     for i, stored in enumerate(chunk):
         vec = by_index.get(i)
         mine = draft_models.judge(stored.article, vec, found[i]) if found[i] else []
-        theirs = (
-            saved_models.judge(stored.article, vec, old[i])
-            if old[i] and saved_models is not None
-            else old[i]
-        )
-        now_alerts, old_alerts = accepted(mine), accepted(theirs)
+        old_alerts = _saved_verdict(stored, vec, old[i], saved_models, known, fresh)
+        now_alerts = accepted(mine)
         result.alerts += bool(now_alerts)
         result.saved_alerts += bool(old_alerts)
         if now_alerts and old_alerts:
             result.kept_count += 1
-            _add(result.kept, Hit(stored, now_alerts[0]))
+            if len(result.kept) < KEPT_LIMIT:
+                result.kept.append(Hit(stored, now_alerts[0]))
         elif now_alerts:
             result.gained_count += 1
             _add(result.gained, Hit(stored, now_alerts[0]))
@@ -274,13 +294,45 @@ def _chunk(
         if mine and not now_alerts:
             result.rejected_count += 1
             _add(result.rejected, Hit(stored, mine[0]))
-    for i in reverse_ix:
-        vec = by_index.get(i)
+    _reverse(result, [(chunk[i], by_index.get(i)) for i in reverse_ix], draft, draft_matcher,
+             draft_models)
+
+
+def _saved_verdict(
+    stored: StoredArticle,
+    vec: Any,
+    matches: list[Match],
+    models: RelevanceModels | None,
+    known: dict[int, tuple[Match, bool]] | None,
+    fresh: dict[int, tuple[Match, bool]],
+) -> tuple[Match, ...]:
+    """The saved version's alerting match of one article: remembered, or judged now (and
+    remembered for the next keystroke)."""
+    if known is not None:
+        seen = known.get(stored.id)
+        return (seen[0],) if seen is not None and seen[1] else ()
+    judged = models.judge(stored.article, vec, matches) if matches and models else matches
+    alerts = accepted(judged)
+    if judged:
+        fresh[stored.id] = (alerts[0] if alerts else judged[0], bool(alerts))
+    return alerts
+
+
+def _reverse(
+    result: Backtest,
+    items: list[tuple[StoredArticle, Any]],
+    draft: Watchlist,
+    matcher: Matcher,
+    models: RelevanceModels,
+) -> None:
+    """Articles the query stopped although all its required words are there: would the
+    model have alerted? Those are near misses the other way round."""
+    for stored, vec in items:
         if vec is None:
             continue
         result.reverse_checked += 1
         probe = Match(draft.id, draft.name, 0.0, ())
-        judged = draft_models.judge(chunk[i].article, vec, [probe])[0]
+        judged = models.judge(stored.article, vec, [probe])[0]
         if judged.judgement is not None and judged.judgement.relevant:
-            why = draft_matcher.explain(chunk[i].article, draft.id).reason
-            _add(result.reverse, Hit(chunk[i], replace(judged, snippet=""), why))
+            why = matcher.explain(stored.article, draft.id).reason
+            _add(result.reverse, Hit(stored, replace(judged, snippet=""), why))

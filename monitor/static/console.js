@@ -107,7 +107,8 @@
       if (msg.ok) { progress.hidden = false; bar.value = 0; ptext.textContent = ""; }
     } else if (msg.type === "progress") {
       bar.max = Math.max(msg.total, 1); bar.value = msg.done;
-      ptext.textContent = msg.done + " of " + msg.total + " articles";
+      ptext.textContent = msg.done ? msg.done + " of " + msg.total + " articles"
+        : "preparing the draft's model, then " + msg.total + " articles…";
     } else if (msg.type === "result") {
       results.innerHTML = msg.html;
       progress.hidden = true;

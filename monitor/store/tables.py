@@ -152,7 +152,13 @@ class AlertRow(SQLModel, table=True):
     __tablename__ = "alert"
     # The console lists a watchlist's newest alerts: without it, a rare watchlist's page scans
     # the outbox backwards.
-    __table_args__ = (Index("ix_alert_watchlist_recent", "watchlist_id", "id"),)
+    __table_args__ = (
+        Index("ix_alert_watchlist_recent", "watchlist_id", "id"),
+        # Covering indexes for the counts of /metrics, /status and the console: a table scan
+        # would read every payload.
+        Index("ix_alert_channel_status", "channel", "status"),
+        Index("ix_alert_created_watchlist", "created_at", "watchlist_id", "kind"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     dedup_key: str = Field(max_length=400, unique=True)

@@ -121,8 +121,10 @@ def corpus(limit: int | None = None) -> list[dict[str, str]]:
     return rows[:limit] if limit else rows
 
 
-def seed(engine: Engine, *, articles: int = 400, now: datetime | None = None) -> dict[str, int]:
-    """Sources in every health, `articles` corpus articles over the last 6 days (reused
+def seed(
+    engine: Engine, *, articles: int = 400, span_days: float = 6, now: datetime | None = None
+) -> dict[str, int]:
+    """Sources in every health, `articles` corpus articles over the last `span_days` (reused
     round-robin beyond the corpus), the hostile title, a story of two outlets, alerts in
     several states (one dead), poll history and two replicas. Returns ids worth visiting."""
     now = now or datetime.now(UTC)
@@ -167,7 +169,7 @@ def seed(engine: Engine, *, articles: int = 400, now: datetime | None = None) ->
         sources = ["kcna", "yonhap", "dailynk", "38north"]
         for i in range(articles):
             t = texts[i % len(texts)]
-            seen = now - timedelta(minutes=(i * 6 * 24 * 60) // max(articles, 1))
+            seen = now - timedelta(minutes=(i * span_days * 24 * 60) / max(articles, 1))
             rows.append(
                 {"source_id": sources[i % len(sources)], "entry_key": f"e{i}",
                  "url": t.get("url", ""), "link": t.get("url", ""),
@@ -175,7 +177,8 @@ def seed(engine: Engine, *, articles: int = 400, now: datetime | None = None) ->
                  "first_seen": seen, "content_hash": f"h{i}", "revision": 1,
                  "catchup": False}
             )
-        session.execute(insert(ArticleRow), rows)
+        for start in range(0, len(rows), 5000):
+            session.execute(insert(ArticleRow), rows[start : start + 5000])
         hostile = ArticleRow(
             source_id="kcna", entry_key="hostile", url="javascript:alert(1)",
             link="javascript:alert(1)", title=HOSTILE_TITLE,
