@@ -407,21 +407,18 @@ class Console:
         session = self.session(request)
         now = datetime.now(UTC)
 
-        def read() -> tuple[dict[str, int], dict[str, int]]:
-            return (
-                store.alert_counts_by_watchlist(self.engine, now - timedelta(days=7)),
-                store.alert_counts_by_watchlist(self.engine, now - timedelta(days=30)),
+        counts = await self._db(
+            lambda: store.alert_counts_by_watchlist(
+                self.engine, now - timedelta(days=30), now - timedelta(days=7)
             )
-
-        week, month = await self._db(read)
+        )
         items = sorted(self.registry.watchlists.values(), key=lambda w: w.id)
         return self.render(
             request,
             "watchlists.html",
             session,
             items=items,
-            week=week,
-            month=month,
+            counts=counts,
             examples={w.id: _examples_count(w) for w in items},
             quality={w.id: self.models.cached_quality(w) for w in items},
             health=self.registry.health(),

@@ -246,11 +246,12 @@ def leases_by_owner(engine: Engine, now: datetime) -> dict[str, tuple[int, int]]
     with Session(engine) as session:
         for index, table in enumerate((SourceRow, AlertRow)):
             owner = col(table.lease_owner)  # type: ignore[attr-defined]
-            for name, count in session.execute(
-                select(owner, func.count())
-                .where(col(table.lease_until) > now, owner.is_not(None))  # type: ignore[attr-defined]
-                .group_by(owner)
-            ):
+            stmt = select(owner, func.count()).where(
+                col(table.lease_until) > now, owner.is_not(None)  # type: ignore[attr-defined]
+            )
+            if table is AlertRow:  # only a row being sent is leased: the status index finds it
+                stmt = stmt.where(col(AlertRow.status) == "sending")
+            for name, count in session.execute(stmt.group_by(owner)):
                 out.setdefault(str(name), [0, 0])[index] = int(count)
     return {name: (v[0], v[1]) for name, v in out.items()}
 
@@ -343,13 +344,17 @@ def get_alert(engine: Engine, alert_id: int) -> AlertDetail | None:
     )
 
 
-def alert_counts_by_watchlist(engine: Engine, since: datetime) -> dict[str, int]:
-    """Top-level alerts per watchlist created since `since` (follow-ups and digests left out)."""
+def alert_counts_by_watchlist(
+    engine: Engine, since: datetime, recent: datetime
+) -> dict[str, tuple[int, int]]:
+    """Top-level alerts per watchlist created since `since` and since `recent` (follow-ups
+    and digests left out), in one pass over the created_at index."""
+    newer = func.sum(case((col(AlertRow.created_at) >= recent, 1), else_=0))
     with Session(engine) as session:
         return {
-            str(w): int(n)
-            for w, n in session.execute(
-                select(col(AlertRow.watchlist_id), func.count())
+            str(w): (int(n or 0), int(total))
+            for w, n, total in session.execute(
+                select(col(AlertRow.watchlist_id), newer, func.count())
                 .where(col(AlertRow.created_at) >= since, col(AlertRow.kind) == "alert")
                 .group_by(col(AlertRow.watchlist_id))
             )
