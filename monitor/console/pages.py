@@ -137,8 +137,7 @@ class Console:
         self.throttle = LoginThrottle()
         self.env = _env()
         self._pending: dict[str, asyncio.Future[Any]] = {}
-        if self.sessions.enabled:  # the story page's language model loads in about a second
-            self._work_pool.submit(languages.guess, "warm up the language model", "")
+        self._warm = False
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -231,10 +230,12 @@ class Console:
                 raise web.HTTPUnauthorized(
                     text="unknown token\n", headers={"WWW-Authenticate": 'Bearer realm="monitor"'}
                 )
+            self._warm_up()
             return Session(role, "bearer", time.time() + 60, via_cookie=False)
         cookie = request.cookies.get(COOKIE)
         found = self.sessions.check(cookie) if cookie else None
         if found is not None:
+            self._warm_up()
             return found
         if request.method == "GET" and not request.path.startswith("/api/"):
             target = request.path_qs if request.path != "/" else "/"
@@ -243,6 +244,13 @@ class Console:
             text="log in at /login, or send 'Authorization: Bearer <token>'\n",
             headers={"WWW-Authenticate": 'Bearer realm="monitor"'},
         )
+
+    def _warm_up(self) -> None:
+        """Someone uses the console: load the story page's language model (about a second)
+        in the background, once, instead of in a page's answer."""
+        if not self._warm:
+            self._warm = True
+            self._work_pool.submit(languages.guess, "warm up the language model", "")
 
     def _same_origin(self, request: web.Request) -> bool:
         """A cross-site form cannot post here: browsers send Origin on POST."""

@@ -73,6 +73,7 @@
     const mine = controller;
     if (!wid()) { note.textContent = "give the watchlist an id"; return; }
     note.textContent = "checking…";
+    quality.innerHTML = ""; // figures of an earlier draft would mislead
     let response;
     try {
       response = await fetch("/api/draft", {
