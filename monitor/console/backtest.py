@@ -219,7 +219,9 @@ def run_backtest(
     known: dict[int, tuple[Match, bool]] | None = None
     fresh: dict[int, tuple[Match, bool]] = {}
     if saved is not None:
-        run_key = (models.key(saved) + saved.query, since.isoformat(timespec="minutes"))
+        # Keyed by the version and the window's length: as the window slides, an article the
+        # run has not seen (a new one) is judged afresh; the others keep their verdict.
+        run_key = (models.key(saved) + saved.query, f"{days:g}")
         known = models.saved_runs.get(run_key)
     embedder = draft_models.embedder or (old_models.embedder if old_models else None)
     for chunk in store.iter_articles_since(engine, since):
@@ -231,8 +233,8 @@ def run_backtest(
         result.scanned += len(chunk)
         if progress is not None:
             progress(result.scanned, result.total)
-    if saved is not None and known is None and not result.cancelled:
-        models.saved_runs[run_key] = fresh
+    if saved is not None and not result.cancelled:
+        models.saved_runs[run_key] = {**(known or {}), **fresh}
         while len(models.saved_runs) > 4:
             models.saved_runs.popitem(last=False)
     result.seconds = time.perf_counter() - started
@@ -253,10 +255,12 @@ def _chunk(
     fresh: dict[int, tuple[Match, bool]],
 ) -> None:
     found = [draft_matcher.match(s.article) for s in chunk]
-    if known is not None or saved_matcher is None:
-        old: list[list[Match]] = [[] for _ in chunk]  # known already, or nothing saved
-    else:
-        old = [saved_matcher.match(s.article) for s in chunk]
+    old: list[list[Match]] = [
+        saved_matcher.match(s.article)
+        if saved_matcher is not None and (known is None or s.id not in known)
+        else []
+        for s in chunk
+    ]
     reverse_ix: list[int] = []
     if draft_models.models and result.reverse_checked < REVERSE_LIMIT:
         for i, stored in enumerate(chunk):
@@ -308,14 +312,18 @@ def _saved_verdict(
 ) -> tuple[Match, ...]:
     """The saved version's alerting match of one article: remembered, or judged now (and
     remembered for the next keystroke)."""
-    if known is not None:
-        seen = known.get(stored.id)
-        return (seen[0],) if seen is not None and seen[1] else ()
+    if known is not None and stored.id in known:
+        seen = known[stored.id]
+        return (seen[0],) if seen[1] else ()
     judged = models.judge(stored.article, vec, matches) if matches and models else matches
     alerts = accepted(judged)
-    if judged:
-        fresh[stored.id] = (alerts[0] if alerts else judged[0], bool(alerts))
+    fresh[stored.id] = (
+        (alerts[0] if alerts else judged[0], bool(alerts)) if judged else (_NONE, False)
+    )
     return alerts
+
+
+_NONE = Match("", "", 0.0, ())  # the saved version did not match this article
 
 
 def _reverse(
