@@ -189,6 +189,14 @@ class Settings(BaseSettings):
             " without one those pages are off. /livez, /readyz and /metrics stay open."
         ),
     )
+    desk_token: SecretStr | None = Field(
+        None,
+        description="Token of the console's read-only role (desk staff): they see every page "
+        "and can preview drafts, but cannot save watchlists or retry alerts.",
+    )
+    session_hours: float = Field(
+        12.0, gt=0, description="Hours a console login lasts (the signed session cookie)."
+    )
     http_port: int = Field(
         8080, description="Port of /livez /readyz /metrics /status (0: free port, logged; -1: off)"
     )

@@ -6,6 +6,7 @@
   failed check in JSON.
 * `/metrics` is the Prometheus exposition of this replica (monitor/metrics.py).
 * `/status` is a small HTML page, or JSON with `?format=json` / `Accept: application/json`.
+* `/` and the rest are the admin console (monitor/console), behind `/login`.
 
 Database reads run on one dedicated thread with a deadline, so a hung database never blocks the
 event loop, never starves the poller's threads, and a probe answers within a few seconds.
@@ -30,6 +31,8 @@ from jinja2 import Environment
 
 from monitor import __version__
 from monitor.clock import as_utc
+from monitor.console.auth import COOKIE
+from monitor.console.pages import Console
 from monitor.logs import get_logger, scrub
 from monitor.metrics import CONTENT_TYPE
 from monitor.model import WAITING, AlertStatus
@@ -110,10 +113,11 @@ class WebServer:
         self._ready: Readiness | None = None
         self._ready_task: asyncio.Task[Readiness] | None = None
         self._head: str | None = None
-        self.app = web.Application(middlewares=[_security_headers])
+        self.app = web.Application(middlewares=[_security_headers], client_max_size=1024**2)
+        self.console = Console(service, self._db_pool)
         self.app.add_routes(
             [
-                web.get("/", self.index),
+                *self.console.routes(),
                 web.get("/livez", self.livez),
                 web.get("/healthz", self.livez),
                 web.get("/readyz", self.readyz),
@@ -158,6 +162,7 @@ class WebServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self.console.close()
         self._db_pool.shutdown(wait=False, cancel_futures=True)
 
     # --- database reads with a deadline --------------------------------------------------
@@ -169,9 +174,6 @@ class WebServer:
         )
 
     # --- handlers ------------------------------------------------------------------------
-
-    async def index(self, _request: web.Request) -> web.Response:
-        raise web.HTTPFound("/status")
 
     async def livez(self, _request: web.Request) -> web.Response:
         health = self.service.health
@@ -277,13 +279,17 @@ class WebServer:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     def _authorize(self, request: web.Request) -> None:
-        """Pages with desk data need the admin token; without one configured they are off."""
+        """Pages with desk data need the admin token (or a console login); without one
+        configured they are off."""
         token = self.settings.admin_token
         if token is None or not token.get_secret_value():
             raise web.HTTPNotFound(
                 text="this page is off: set MONITOR_ADMIN_TOKEN and send "
                 "'Authorization: Bearer <token>'\n"
             )
+        cookie = request.cookies.get(COOKIE)
+        if cookie and self.console.sessions.check(cookie) is not None:
+            return
         sent = request.headers.get("Authorization", "")
         scheme, _, value = sent.partition(" ")
         expected = token.get_secret_value().encode()
@@ -446,9 +452,14 @@ def _watchlist_health(health: RegistryHealth) -> dict[str, Any]:
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # No referrer leaves the site, and our own form posts keep their Origin (CSRF check).
+    "Referrer-Policy": "same-origin",
+    # Only our own script and stylesheet: no inline script, no CDN, no framing, no form or
+    # fetch to another origin. (/status keeps its inline style.)
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
+        "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; "
+        "frame-ancestors 'none'"
     ),
     "Cache-Control": "no-store",
 }

@@ -16,14 +16,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from monitor.model import ErrorKind, HtmlSelectors, PollStatus, SourceConfig, SourceKind
 from monitor.redact import redact_text, redact_url
-from monitor.store.tables import SourceRow
+from monitor.store.tables import PollEventRow, SourceRow
+
+#: Poll events kept per source (older ones are deleted as new ones are written).
+POLL_EVENTS_KEPT = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,7 +325,47 @@ def complete_source(
 ) -> bool:
     """Write a poll's outcome, and count the poll, only if our lease still holds (fencing);
     False means we lost it."""
-    return _complete(session, claim, owner, _columns(update))
+    if not _complete(session, claim, owner, _columns(update)):
+        return False
+    _record_events(session, [(claim, update)])
+    return True
+
+
+_QUIET = (PollStatus.NOT_MODIFIED, PollStatus.UNCHANGED)
+
+
+def _record_events(session: Session, done: Sequence[tuple[ClaimedSource, SourceUpdate]]) -> None:
+    """The history the console shows: polls that fetched something or failed, and the first
+    quiet poll after failures; quiet polls of a healthy source are only counted."""
+    rows = [
+        {
+            "source_id": claim.id,
+            "polled_at": change.polled_at,
+            "status": change.last_status,
+            "http_status": change.http_status,
+            "error": redact_text(change.error) if change.error else None,
+            "new_entries": change.last_new_entries,
+            "failures": change.failures,
+        }
+        for claim, change in done
+        if change.status not in _QUIET or claim.failures > 0
+    ]
+    if not rows:
+        return
+    session.execute(insert(PollEventRow), rows)
+    table = PollEventRow.__table__  # type: ignore[attr-defined]
+    for source_id in {str(r["source_id"]) for r in rows}:
+        oldest_kept = (
+            select(table.c.id)
+            .where(table.c.source_id == source_id)
+            .order_by(table.c.id.desc())
+            .offset(POLL_EVENTS_KEPT - 1)
+            .limit(1)
+            .scalar_subquery()
+        )
+        session.execute(
+            delete(table).where(table.c.source_id == source_id, table.c.id < oldest_kept)
+        )
 
 
 def _complete(
@@ -394,6 +437,7 @@ def complete_sources(
         for claim, values in items:
             if not _complete(session, claim, owner, values):
                 lost.append(claim.id)
+    _record_events(session, [(c, u) for c, u in outcomes if c.id not in lost])
     return lost
 
 

@@ -65,6 +65,7 @@ class ArticleRow(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("source_id", "entry_key", name="uq_article_source_entry"),
         Index("ix_article_first_seen", "first_seen"),
+        Index("ix_article_source_recent", "source_id", "first_seen"),  # a source's newest
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -149,6 +150,15 @@ class AlertRow(SQLModel, table=True):
     """The transactional outbox: one row per (alert, destination), written with the article."""
 
     __tablename__ = "alert"
+    # The console lists a watchlist's newest alerts: without it, a rare watchlist's page scans
+    # the outbox backwards.
+    __table_args__ = (
+        Index("ix_alert_watchlist_recent", "watchlist_id", "id"),
+        # Covering indexes for the counts of /metrics, /status and the console: a table scan
+        # would read every payload.
+        Index("ix_alert_channel_status", "channel", "status"),
+        Index("ix_alert_created_watchlist", "created_at", "watchlist_id", "kind"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     dedup_key: str = Field(max_length=400, unique=True)
@@ -207,6 +217,25 @@ class BreakerRow(SQLModel, table=True):
     opened_at: datetime | None = None
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class PollEventRow(SQLModel, table=True):
+    """One poll worth remembering of one source: every poll that fetched a body or failed, and
+    the first quiet one after failures (the recovery). Quiet 304/unchanged polls are only
+    counted on the source row. The newest `POLL_EVENTS_KEPT` per source are kept, so the
+    console can show a source's recent history of polls and errors."""
+
+    __tablename__ = "poll_event"
+    __table_args__ = (Index("ix_poll_event_source_recent", "source_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: str = Field(max_length=100)
+    polled_at: datetime = Field(default_factory=utcnow)
+    status: str = Field(max_length=40)  # the source's last_status after this poll
+    http_status: int | None = None
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # redacted
+    new_entries: int | None = None
+    failures: int = Field(default=0)  # consecutive failures after this poll
 
 
 class ReplicaRow(SQLModel, table=True):

@@ -12,6 +12,7 @@ from monitor.watchlists.files import (
     config_hash,
     load_aliases,
     load_watchlist_file,
+    load_watchlist_text,
     load_watchlists,
 )
 from monitor.watchlists.registry import WATCH_RESTART_SECONDS, RegistryHealth, WatchlistRegistry
@@ -32,6 +33,7 @@ __all__ = [
     "config_hash",
     "load_aliases",
     "load_watchlist_file",
+    "load_watchlist_text",
     "load_watchlists",
     "next_digest_at",
     "parse_digest",

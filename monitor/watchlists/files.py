@@ -70,6 +70,10 @@ def _read_yaml(path: Path, label: str) -> tuple[Any, list[WatchlistError]]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return None, [WatchlistError(label, None, f"cannot read the file: {exc}")]
+    return _parse_yaml(text, label)
+
+
+def _parse_yaml(text: str, label: str) -> tuple[Any, list[WatchlistError]]:
     try:
         return _yaml().load(text), []
     except MarkedYAMLError as exc:
@@ -164,10 +168,28 @@ def load_watchlist_file(
 ) -> tuple[Watchlist | None, list[WatchlistError]]:
     """Load one watchlist file (also a draft outside the folder) against an alias table."""
     label = label or str(path)
-    wid = path.stem
     data, errors = _read_yaml(path, label)
     if errors:
         return None, errors
+    return _watchlist_from(data, path, aliases, label)
+
+
+def load_watchlist_text(
+    text: str, path: Path, aliases: Mapping[str, tuple[str, ...]], label: str | None = None
+) -> tuple[Watchlist | None, list[WatchlistError]]:
+    """Validate a draft as if it were saved at `path` (its id is the file name, `examples:`
+    resolves beside it), without writing anything: the console checks drafts as they are typed."""
+    label = label or str(path)
+    data, errors = _parse_yaml(text, label)
+    if errors:
+        return None, errors
+    return _watchlist_from(data, path, aliases, label)
+
+
+def _watchlist_from(
+    data: Any, path: Path, aliases: Mapping[str, tuple[str, ...]], label: str
+) -> tuple[Watchlist | None, list[WatchlistError]]:
+    wid = path.stem
     if not isinstance(data, CommentedMap):
         return None, [
             WatchlistError(label, 1, "a watchlist file is a mapping; start with query: …")

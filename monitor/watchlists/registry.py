@@ -10,6 +10,7 @@ status page and the readiness check show.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -93,6 +94,9 @@ class WatchlistRegistry:
         self.last_reload_failure: str | None = None  # cleared by the next reload that works
         self.last_watch_failure: str | None = None
         self.config_hash = ""
+        # The watcher and the console (after a save) may reload at once: one at a time, so a
+        # second reload sees the first one's result and does not train the models again.
+        self._reload_lock = threading.Lock()
 
     @property
     def watchlists(self) -> dict[str, Watchlist]:
@@ -144,7 +148,8 @@ class WatchlistRegistry:
         reported as one error on the folder (and counted in `reload_failures`).
         """
         try:
-            return self._reload()
+            with self._reload_lock:
+                return self._reload()
         except Exception as exc:
             self.reload_failures += 1
             self.reloads_error += 1
