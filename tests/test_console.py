@@ -492,3 +492,29 @@ async def test_a_slow_fragment_is_computed_once_for_concurrent_callers(served: S
         pages = await asyncio.gather(*[fetch(session) for _ in range(3)])
     assert len(set(pages)) == 1 and "Would alert" in pages[0]
     assert time.perf_counter() - started < 30
+
+
+async def test_the_watchlists_page_shows_the_desks_precision(served: Served) -> None:
+    """Desk labels from Slack or email show as precision over 7 and 30 days."""
+    from monitor.model import FeedbackAction
+    from monitor.store import feedback
+
+    target = feedback.alert_target(served.service.engine, served.ids["sent"])
+    assert target is not None
+    now = datetime.now(UTC)
+    for n, action in enumerate([FeedbackAction.RELEVANT, FeedbackAction.NOT_RELEVANT]):
+        other = target if n == 0 else feedback.alert_target(served.service.engine, served.ids["dead"])
+        assert other is not None
+        feedback.record(
+            served.service.engine, other, action, user_id=f"U{n}", user_name=f"desk{n}",
+            via="slack", request_key=f"r{n}", now=now,
+        )
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{served.url}/watchlists", headers=bearer()) as response:
+            page = await response.text()
+    wid = target.watchlist_id
+    row = page[page.index(f"<b>{wid}</b>"):].split("</tr>", 1)[0]
+    if target.watchlist_id == other.watchlist_id:
+        assert "0.50 (1/2) / 0.50 (1/2)" in row
+    else:
+        assert "1.00 (1/1) / 1.00 (1/1)" in row

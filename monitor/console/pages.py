@@ -420,6 +420,7 @@ class Console:
                 self.engine, now - timedelta(days=30), now - timedelta(days=7)
             )
         )
+        desk = await self._db(lambda: _desk_precision(self.engine, now))
         items = sorted(self.registry.watchlists.values(), key=lambda w: w.id)
         return self.render(
             request,
@@ -427,6 +428,7 @@ class Console:
             session,
             items=items,
             counts=counts,
+            desk=desk,
             examples={w.id: _examples_count(w) for w in items},
             quality={w.id: self.models.cached_quality(w) for w in items},
             health=self.registry.health(),
@@ -980,3 +982,15 @@ def _int(value: str | None, default: int) -> int:
     except ValueError:
         return default
 
+
+
+def _desk_precision(engine: Engine, now: datetime) -> dict[str, dict[int, tuple[int, int]]]:
+    """Desk labels by watchlist over the last 7 and 30 days: {id: {days: (relevant, not)}}."""
+    from monitor.store import feedback as feedback_store
+
+    out: dict[str, dict[int, tuple[int, int]]] = {}
+    for days in (7, 30):
+        counts = feedback_store.label_counts(engine, since=now - timedelta(days=days))
+        for wid, pair in counts.items():
+            out.setdefault(wid, {})[days] = pair
+    return out
