@@ -114,11 +114,21 @@ def test_session_cookies_are_signed_expire_and_die_with_their_token() -> None:
 async def test_nothing_without_a_login(served: Served) -> None:
     """Every console path redirects to /login or refuses, and no seeded desk data leaks."""
     paths = [
-        "/", "/watchlists", "/watchlists/missile-tests", "/watchlists/missile-tests/edit",
-        "/watchlists/new", "/watchlists/missile-tests/quality",
-        "/watchlists/missile-tests/recent", "/sources", "/sources/dailynk", "/alerts",
-        f"/alerts/{served.ids['dead']}", "/stories", f"/stories/{served.ids['story']}",
-        f"/articles/{served.ids['hostile']}", "/status",
+        "/",
+        "/watchlists",
+        "/watchlists/missile-tests",
+        "/watchlists/missile-tests/edit",
+        "/watchlists/new",
+        "/watchlists/missile-tests/quality",
+        "/watchlists/missile-tests/recent",
+        "/sources",
+        "/sources/dailynk",
+        "/alerts",
+        f"/alerts/{served.ids['dead']}",
+        "/stories",
+        f"/stories/{served.ids['story']}",
+        f"/articles/{served.ids['hostile']}",
+        "/status",
     ]
     async with aiohttp.ClientSession() as session:
         for path in paths:
@@ -141,7 +151,8 @@ async def test_nothing_without_a_login(served: Served) -> None:
 async def test_login_sets_a_strict_cookie_and_bad_tokens_are_throttled(served: Served) -> None:
     async with jar() as session:
         async with session.post(
-            served.url + "/login", data={"token": ADMIN, "next": "//evil.example/x"},
+            served.url + "/login",
+            data={"token": ADMIN, "next": "//evil.example/x"},
             allow_redirects=False,
         ) as resp:
             assert resp.status == 303 and resp.headers["Location"] == "/"  # no open redirect
@@ -197,9 +208,7 @@ async def test_the_desk_role_reads_but_cannot_change(served: Served) -> None:
             assert r.status == 403
     assert (served.folder / "missile-tests.yaml").read_text() == text
     async with aiohttp.ClientSession() as session:  # scripts: Bearer, no CSRF needed
-        async with session.post(
-            f"{served.url}/alerts/{dead}/retry", headers=bearer(DESK)
-        ) as resp:
+        async with session.post(f"{served.url}/alerts/{dead}/retry", headers=bearer(DESK)) as resp:
             assert resp.status == 403
         async with session.post(
             f"{served.url}/alerts/{dead}/retry", headers=bearer(ADMIN), allow_redirects=False
@@ -229,8 +238,15 @@ async def test_the_console_is_off_without_tokens(tmp_path: Path) -> None:
 
 async def test_hostile_article_text_is_escaped_on_every_page(served: Served) -> None:
     ids = served.ids
-    pages = ["/", f"/alerts/{ids['dead']}", f"/articles/{ids['hostile']}", "/alerts",
-             "/watchlists/missile-tests", "/sources/kcna", "/watchlists/missile-tests/recent"]
+    pages = [
+        "/",
+        f"/alerts/{ids['dead']}",
+        f"/articles/{ids['hostile']}",
+        "/alerts",
+        "/watchlists/missile-tests",
+        "/sources/kcna",
+        "/watchlists/missile-tests/recent",
+    ]
     async with aiohttp.ClientSession() as session:
         for path in pages:
             async with session.get(served.url + path, headers=bearer()) as resp:
@@ -250,30 +266,39 @@ async def test_a_failing_source_says_why_and_what_to_do(served: Served) -> None:
             html = await resp.text()
         assert "403 access forbidden" in html and "User-Agent" in html  # the advice
         assert "SECRET-KEY-1" not in html and "[redacted]" in html
-        assert html.count("<td class=\"bad\">http_4xx</td>") == 6  # the history
+        assert html.count('<td class="bad">http_4xx</td>') == 6  # the history
         async with session.get(served.url + "/sources?health=failing", headers=bearer()) as r:
             listing = await r.text()
         assert "dailynk" in listing and ">kcna<" not in listing
         async with session.get(served.url + "/", headers=bearer()) as resp:
             overview = await resp.text()
-        for wanted in ("dailynk", "38north", "old-un", "410 Gone", "channel_not_found",
-                       "replica-b", "1 dead alert"):
+        for wanted in (
+            "dailynk",
+            "38north",
+            "old-un",
+            "410 Gone",
+            "channel_not_found",
+            "replica-b",
+            "1 dead alert",
+        ):
             assert wanted in overview, wanted
 
 
 async def test_an_article_page_says_which_watchlists_match_and_why_not(served: Served) -> None:
-    async with aiohttp.ClientSession() as session, session.get(
-        f"{served.url}/articles/{served.ids['hostile']}", headers=bearer()
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{served.url}/articles/{served.ids['hostile']}", headers=bearer()) as resp,
+    ):
         html = await resp.text()
     assert re.search(r"missile-tests</a></td>\s*<td class=\"ok\">matches: score", html)
     assert re.search(r"un-mission</a></td>\s*<td class=\"muted\">no match: no ", html)
 
 
 async def test_a_story_lists_outlets_and_languages(served: Served) -> None:
-    async with aiohttp.ClientSession() as session, session.get(
-        f"{served.url}/stories/{served.ids['story']}", headers=bearer()
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{served.url}/stories/{served.ids['story']}", headers=bearer()) as resp,
+    ):
         html = await resp.text()
     assert "KCNA Watch" in html and "Yonhap" in html and "English" in html
 
@@ -322,22 +347,30 @@ async def draft_stream(
 async def test_a_draft_backtest_counts_what_it_would_gain_and_lose(served: Served) -> None:
     text = (served.folder / "missile-tests.yaml").read_text()
     narrower = text.replace(
-        text[text.index("query: |"):text.index("signals:")],
+        text[text.index("query: |") : text.index("signals:")],
         'query: |\n  title:"North Korea" AND title:missile*\n',
     )
     async with jar() as session:
         await login(session, served.url, ADMIN)
         token = await csrf_of(session, served.url + "/watchlists/missile-tests/edit")
-        bad = await draft_stream(session, served.url, token, id="missile-tests",
-                                 yaml=text.replace("query: |", "query: |\n  (oops"), days="7")
+        bad = await draft_stream(
+            session,
+            served.url,
+            token,
+            id="missile-tests",
+            yaml=text.replace("query: |", "query: |\n  (oops"),
+            days="7",
+        )
         assert [m["type"] for m in bad] == ["check"] and not bad[0]["ok"]
         # The line of the broken text inside the query, not just the key's.
         assert bad[0]["errors"][0]["line"] == text.splitlines().index("query: |") + 2
-        messages = await draft_stream(session, served.url, token, id="missile-tests",
-                                      yaml=narrower, days="7")
+        messages = await draft_stream(
+            session, served.url, token, id="missile-tests", yaml=narrower, days="7"
+        )
         # The next keystroke reuses the saved version's verdicts: the same counts.
-        again = await draft_stream(session, served.url, token, id="missile-tests",
-                                   yaml=narrower + "# typing\n", days="7")
+        again = await draft_stream(
+            session, served.url, token, id="missile-tests", yaml=narrower + "# typing\n", days="7"
+        )
     kinds = [m["type"] for m in messages]
     assert kinds[0] == "check" and messages[0]["ok"] and "progress" in kinds
     result = next(m for m in messages if m["type"] == "result")
@@ -352,7 +385,9 @@ async def test_a_draft_backtest_counts_what_it_would_gain_and_lose(served: Serve
     after = {a.id for a in articles if new.match(a.article)}
     assert result["scanned"] == len(articles)
     assert (result["alerts"], result["gained"], result["lost"]) == (
-        len(after), len(after - before), len(before - after)
+        len(after),
+        len(after - before),
+        len(before - after),
     )
     assert result["lost"] > 0
     repeat = next(m for m in again if m["type"] == "result")
@@ -369,11 +404,18 @@ async def test_saving_writes_the_file_and_reloads_it(served: Served) -> None:
     async with jar() as session:
         await login(session, served.url, ADMIN)
         token = await csrf_of(session, served.url + "/watchlists/missile-tests/edit")
-        base = re.search(r'name="base" value="([^"]+)"', await (
-            await session.get(served.url + "/watchlists/missile-tests/edit")).text())
+        base = re.search(
+            r'name="base" value="([^"]+)"',
+            await (await session.get(served.url + "/watchlists/missile-tests/edit")).text(),
+        )
         assert base is not None
-        form = {"csrf": token, "base": base.group(1), "action": "save", "yaml": changed,
-                "days": "1"}
+        form = {
+            "csrf": token,
+            "base": base.group(1),
+            "action": "save",
+            "yaml": changed,
+            "days": "1",
+        }
         async with session.post(served.url + "/watchlists/missile-tests/edit", data=form) as r:
             html = await r.text()
             assert r.status == 200 and str(r.url).endswith("/watchlists/missile-tests?saved=1")
@@ -393,8 +435,7 @@ async def test_a_failed_save_keeps_the_draft(served: Served) -> None:
         base = re.search(r'name="base" value="([^"]+)"', await (await session.get(edit)).text())
         assert base is not None
         path.write_text(text + "# edited in git meanwhile\n")  # someone else changed it
-        form = {"csrf": token, "base": base.group(1), "action": "save", "yaml": draft,
-                "days": "1"}
+        form = {"csrf": token, "base": base.group(1), "action": "save", "yaml": draft, "days": "1"}
         async with session.post(edit, data=form) as resp:
             html = await resp.text()
             assert resp.status == 409 and "changed on disk" in html
@@ -437,8 +478,13 @@ async def test_a_new_watchlist_is_created_and_loaded(served: Served) -> None:
     async with jar() as session:
         await login(session, served.url, ADMIN)
         token = await csrf_of(session, served.url + "/watchlists/new")
-        form = {"csrf": token, "id": "nuclear-tests", "action": "save", "days": "1",
-                "yaml": 'query: "nuclear test"\nalert:\n  slack: ["#nk-desk"]\n'}
+        form = {
+            "csrf": token,
+            "id": "nuclear-tests",
+            "action": "save",
+            "days": "1",
+            "yaml": 'query: "nuclear test"\nalert:\n  slack: ["#nk-desk"]\n',
+        }
         async with session.post(served.url + "/watchlists/new", data=form) as resp:
             assert resp.status == 200
             assert str(resp.url).endswith("/watchlists/nuclear-tests?saved=1")
@@ -465,8 +511,9 @@ def test_polls_worth_remembering_are_recorded_and_capped(tmp_path: Path) -> None
             engine, owner="me", now=now, lease_seconds=60, limit=1, force=True
         )
         claim = replace(claim, failures=failures_before)
-        update = SourceUpdate(status=status, polled_at=datetime.now(UTC),
-                              next_poll_at=now, failures=failures, **kw)  # type: ignore[arg-type]
+        update = SourceUpdate(
+            status=status, polled_at=datetime.now(UTC), next_poll_at=now, failures=failures, **kw
+        )  # type: ignore[arg-type]
         assert source_store.complete(engine, claim, owner="me", update=update)
 
     poll(PollStatus.NOT_MODIFIED, 0, 0)  # quiet and healthy: only counted
@@ -483,6 +530,7 @@ def test_polls_worth_remembering_are_recorded_and_capped(tmp_path: Path) -> None
 
 async def test_a_slow_fragment_is_computed_once_for_concurrent_callers(served: Served) -> None:
     started = time.perf_counter()
+
     async def fetch(session: aiohttp.ClientSession) -> str:
         url = served.url + "/watchlists/missile-tests/recent"
         async with session.get(url, headers=bearer()) as resp:
@@ -503,17 +551,26 @@ async def test_the_watchlists_page_shows_the_desks_precision(served: Served) -> 
     assert target is not None
     now = datetime.now(UTC)
     for n, action in enumerate([FeedbackAction.RELEVANT, FeedbackAction.NOT_RELEVANT]):
-        other = target if n == 0 else feedback.alert_target(served.service.engine, served.ids["dead"])
+        engine = served.service.engine
+        other = target if n == 0 else feedback.alert_target(engine, served.ids["dead"])
         assert other is not None
         feedback.record(
-            served.service.engine, other, action, user_id=f"U{n}", user_name=f"desk{n}",
-            via="slack", request_key=f"r{n}", now=now,
+            served.service.engine,
+            other,
+            action,
+            user_id=f"U{n}",
+            user_name=f"desk{n}",
+            via="slack",
+            request_key=f"r{n}",
+            now=now,
         )
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{served.url}/watchlists", headers=bearer()) as response:
-            page = await response.text()
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{served.url}/watchlists", headers=bearer()) as response,
+    ):
+        page = await response.text()
     wid = target.watchlist_id
-    row = page[page.index(f"<b>{wid}</b>"):].split("</tr>", 1)[0]
+    row = page[page.index(f"<b>{wid}</b>") :].split("</tr>", 1)[0]
     if target.watchlist_id == other.watchlist_id:
         assert "0.50 (1/2) / 0.50 (1/2)" in row
     else:
