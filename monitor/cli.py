@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "monitor.commands.stories",
     "monitor.commands.alerts",
     "monitor.commands.ops",
+    "monitor.commands.demo",
 )
 
 
