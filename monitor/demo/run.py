@@ -212,8 +212,14 @@ async def _round(
         _print_article(console, item, verdicts.get(item.id, []), catchup=round_ == 0)
     if len(fresh) > len(new):
         copies = len(fresh) - len(new)
-        line(console, (f"  + {copies} exact copy of an article already stored: linked to it, "
-                       "not stored again", "dim"))
+        line(
+            console,
+            (
+                f"  + {copies} exact copy of an article already stored: linked to it, "
+                "not stored again",
+                "dim",
+            ),
+        )
     if round_ == 0:
         result.catchup = len(new)
         result.catchup_matches = sum(1 for i in new if verdicts.get(i.id))
@@ -251,9 +257,7 @@ def _new_articles(app: App, since: datetime) -> list[StoredArticle]:
 Verdict = tuple[str, str, float, bool]  # title, watchlist, model confidence (-1: no model), alert
 
 
-def _verdicts(
-    app: App, new: Sequence[StoredArticle], *, judge: bool
-) -> dict[int, list[Verdict]]:
+def _verdicts(app: App, new: Sequence[StoredArticle], *, judge: bool) -> dict[int, list[Verdict]]:
     """Each new article's gate matches and the models' decisions, as the pipeline made them
     (the same matcher and models; the vectors the pipeline stored are read back, not redone).
     A catch-up is not judged, by the pipeline or here."""
@@ -356,8 +360,11 @@ def print_summary(console: Console, result: DemoResult, options: DemoOptions) ->
         ("monitor watchlists test missile-tests --articles FILE.jsonl", "try a watchlist"),
         ("monitor watchlists eval", "how well each watchlist's model does, cross-validated"),
         (f"monitor demo{where}", "keep the demo's database to look around in"),
-        ("monitor run", "the service for real, on watchlists/sources.yaml (alerts print here "
-         "until MONITOR_SLACK_BOT_TOKEN or MONITOR_SMTP_HOST is set)"),
+        (
+            "monitor run",
+            "the service for real, on watchlists/sources.yaml (alerts print here "
+            "until MONITOR_SLACK_BOT_TOKEN or MONITOR_SMTP_HOST is set)",
+        ),
     ]
     if options.database_url:
         env = f"MONITOR_DATABASE_URL={options.database_url}"

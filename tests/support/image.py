@@ -173,6 +173,12 @@ def build_image(base: str, uv: str, tag: str = IMAGE) -> float:
     seconds = time.monotonic() - started
     if before and before != _image_id(tag):
         subprocess.run(["podman", "rmi", before], capture_output=True, check=False)
+    # Each build leaves untagged stage images, the layer cache of the next build; keep a day's.
+    subprocess.run(
+        ["podman", "image", "prune", "-f", "--filter", "until=24h"],
+        capture_output=True,
+        check=False,
+    )
     return seconds
 
 
