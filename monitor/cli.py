@@ -11,6 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from monitor import __version__
 
 COMMAND_MODULES = (
@@ -47,6 +49,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = App()  # built once; each part is made on first use, so `--help` opens nothing
     try:
         return int(func(args, app) or 0)
+    except ValidationError as exc:  # MONITOR_* settings that do not parse: say which, exit 2
+        if exc.title != "Settings":
+            raise
+        for err in exc.errors():
+            name = "MONITOR_" + "_".join(str(p) for p in err["loc"]).upper()
+            print(f"monitor: {name}: {err['msg']}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
