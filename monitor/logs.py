@@ -159,7 +159,7 @@ def configure(
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=_is_terminal(out), pad_event=36)
+        else structlog.dev.ConsoleRenderer(colors=_is_terminal(out))
     )
     structlog.configure(
         processors=[
