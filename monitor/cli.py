@@ -60,5 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a file or folder that cannot be made or read: one line, no trace
+        from monitor.redact import redact_text
+
+        print(f"monitor: {redact_text(str(exc))}", file=sys.stderr)
+        return 1
     finally:
         app.close()

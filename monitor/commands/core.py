@@ -176,9 +176,8 @@ def cmd_sources_list(args: argparse.Namespace, app: App) -> int:
     from monitor.render import console_safe
     from monitor.store.status import list_sources  # last_error and moved_to come redacted
 
-    engine = app.engine
     try:
-        rows = list_sources(engine)
+        rows = list_sources(app.engine)
     except Exception as exc:
         return _fail(f"cannot read sources from the database ({exc}); run `monitor db upgrade`")
     if not rows:
@@ -207,10 +206,9 @@ def cmd_articles_list(args: argparse.Namespace, app: App) -> int:
     from monitor.render import console_safe
     from monitor.store import articles
 
-    engine = app.engine
     try:
         items = articles.read_articles(
-            engine, since=since_arg(args.since), source_id=args.source, limit=args.limit
+            app.engine, since=since_arg(args.since), source_id=args.source, limit=args.limit
         )
     except Exception as exc:
         return _fail(f"cannot read articles ({exc}); run `monitor db upgrade`")

@@ -68,6 +68,14 @@ def cmd_demo(args: argparse.Namespace, app: App) -> int:
             file=sys.stderr,
         )
         return 2
+    from monitor.watchlists import load_watchlists
+
+    _, errors = load_watchlists(folder)
+    if errors:
+        for error in errors:
+            print(f"monitor demo: {error}", file=sys.stderr)
+        print(f"monitor demo: invalid watchlists in {folder}", file=sys.stderr)
+        return 2
     logs.configure("INFO" if args.verbose else "WARNING", settings.log_format, stream=sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     console = Console(highlight=False, width=min(110, Console().width))
