@@ -91,6 +91,15 @@ def test_help_runs_and_the_text_model_is_inside(built: str) -> None:
         assert probe.stdout.strip() == "(1, 512)"
 
 
+def test_the_demo_runs_in_the_image(built: str) -> None:
+    """`docker run --rm monitor demo`: the bundled sample, the image's own watchlists."""
+    with image.container(built) as box:
+        demo = box.run(["monitor", "demo"], timeout=180)
+    assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
+    assert "Slack → #desk" in demo.stdout and "Summary" in demo.stdout
+    assert "/config/watchlists" in demo.stdout
+
+
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="monitor-data-", dir="/var/tmp"))

@@ -346,8 +346,8 @@ def print_summary(console: Console, result: DemoResult, options: DemoOptions) ->
     if result.catchup_matches:
         line(
             console,
-            f"  {result.catchup_matches} catch-up articles matched a watchlist and alerted "
-            "nobody (first poll of a new source)",
+            f"  {result.catchup_matches} catch-up article(s) matched a watchlist and alerted "
+            "nobody (the first poll of a new source)",
         )
     line(
         console,
@@ -362,8 +362,8 @@ def print_summary(console: Console, result: DemoResult, options: DemoOptions) ->
         (f"monitor demo{where}", "keep the demo's database to look around in"),
         (
             "monitor run",
-            "the service for real, on watchlists/sources.yaml (alerts print here "
-            "until MONITOR_SLACK_BOT_TOKEN or MONITOR_SMTP_HOST is set)",
+            f"the service for real, on {options.watchlists_dir / 'sources.yaml'} (alerts print "
+            "here until MONITOR_SLACK_BOT_TOKEN or MONITOR_SMTP_HOST is set)",
         ),
     ]
     if options.database_url:
