@@ -9,15 +9,36 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import select
 from collections.abc import Iterator
 from typing import TextIO
 
 import pytest
+import structlog
 
 from monitor import logs, progress
 from monitor.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Each test configures logging its own way; none may leave it (or cached loggers) behind
+    for a later test that captures logs."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, structlog.get_config())
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        structlog.configure(**saved[2])
+
+
+def _configure(fmt: str, stream: TextIO) -> None:
+    logs.configure("INFO", fmt, stream)
+    structlog.configure(cache_logger_on_first_use=False)
 
 
 @pytest.fixture
@@ -30,7 +51,6 @@ def tty() -> Iterator[tuple[TextIO, int]]:
     finally:
         stream.close()
         os.close(master)
-        logs.configure("INFO", "json")
 
 
 def _read(fd: int) -> str:
@@ -46,11 +66,8 @@ def _read(fd: int) -> str:
 def test_auto_is_the_default_and_json_in_a_pipe() -> None:
     assert Settings().log_format == "auto"
     buf = io.StringIO()
-    logs.configure("INFO", "auto", buf)
-    try:
-        logs.get_logger("monitor.test").info("source polled", source="a", new=3)
-    finally:
-        logs.configure("INFO", "json")
+    _configure("auto", buf)
+    logs.get_logger("monitor.test").info("source polled", source="a", new=3)
     record = json.loads(buf.getvalue())
     assert record["event"] == "source polled" and record["new"] == 3
 
@@ -59,7 +76,7 @@ def test_auto_on_a_terminal_is_aligned_colour_one_line_per_event(
     tty: tuple[TextIO, int],
 ) -> None:
     stream, master = tty
-    logs.configure("INFO", "auto", stream)
+    _configure("auto", stream)
     log = logs.get_logger("monitor.test")
     log.info("short", source="a")
     log.warning("a much longer event name", source="b", token="xoxb-SENTINEL-9")
@@ -76,7 +93,7 @@ def test_auto_on_a_terminal_is_aligned_colour_one_line_per_event(
 
 def test_json_stays_json_on_a_terminal(tty: tuple[TextIO, int]) -> None:
     stream, master = tty
-    logs.configure("INFO", "json", stream)
+    _configure("json", stream)
     logs.get_logger("monitor.test").info("hello", source="a")
     stream.flush()
     assert json.loads(_read(master).strip())["event"] == "hello"
