@@ -27,9 +27,19 @@ if TYPE_CHECKING:
 
 
 class App:
-    def __init__(self, settings: Settings | None = None, *, console: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        console: TextIO | None = None,
+        notifiers: dict[str, Notifier] | None = None,
+    ) -> None:
+        """`notifiers` replaces the configured senders (`monitor demo` draws its alerts in the
+        terminal and must never reach a real Slack or SMTP server)."""
         if settings is not None:
             self.__dict__["settings"] = settings
+        if notifiers is not None:
+            self.__dict__["notifiers"] = notifiers
         self._console = console
         self._fetcher: Fetcher | None = None
 

@@ -11,6 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from monitor import __version__
 
 COMMAND_MODULES = (
@@ -20,6 +22,7 @@ COMMAND_MODULES = (
     "monitor.commands.alerts",
     "monitor.commands.ops",
     "monitor.commands.feedback",
+    "monitor.commands.demo",
 )
 
 
@@ -47,9 +50,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = App()  # built once; each part is made on first use, so `--help` opens nothing
     try:
         return int(func(args, app) or 0)
+    except ValidationError as exc:  # MONITOR_* settings that do not parse: say which, exit 2
+        if exc.title != "Settings":
+            raise
+        for err in exc.errors():
+            name = "MONITOR_" + "_".join(str(p) for p in err["loc"]).upper()
+            print(f"monitor: {name}: {err['msg']}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a file or folder that cannot be made or read: one line, no trace
+        from monitor.redact import redact_text
+
+        print(f"monitor: {redact_text(str(exc))}", file=sys.stderr)
+        return 1
     finally:
         app.close()

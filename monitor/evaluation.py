@@ -4,7 +4,7 @@ benchmarks call the same code."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -112,14 +112,21 @@ def _why(
     return why
 
 
-def group(items: Iterable[CorpusItem], window_hours: float) -> dict[str, str]:
-    """Article id → story key, assigning in publication order as ingest would."""
+def group(
+    items: Iterable[CorpusItem],
+    window_hours: float,
+    on_item: Callable[[], None] | None = None,
+) -> dict[str, str]:
+    """Article id → story key, assigning in publication order as ingest would (`on_item` is
+    called after each one: a progress bar)."""
     latest = datetime.max.replace(tzinfo=UTC)
     ordered = sorted(items, key=lambda i: (i.article.published or latest, i.line))
     index = dedup.MemoryStoryIndex(timedelta(hours=window_hours))
     for item in ordered:
         art = item.article
         index.assign(item.id, dedup.fingerprint(art.title, art.text, art.published))
+        if on_item is not None:
+            on_item()
     return {item.id: index.story_of(i) for i, item in enumerate(ordered)}
 
 

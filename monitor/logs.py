@@ -1,8 +1,11 @@
-"""JSON logs on stdout with stable keys, secrets redacted, noisy library loggers quieted.
+"""Logs with stable keys, secrets redacted, noisy library loggers quieted: JSON for machines,
+aligned colour lines for people.
 
 structlog renders our events; the stdlib logging of libraries goes through the same renderer, so
-every line on stdout is one JSON object. httpx logs full URLs at INFO and slack_sdk's webhook
-client logs the secret webhook URL on retries, hence WARNING for both.
+every line is one event. The default format, `auto`, is JSON unless the log stream is a
+terminal: a person running a command sees readable lines, a container runtime or log shipper
+(never a terminal) gets one JSON object per line. httpx logs full URLs at INFO and slack_sdk's
+webhook client logs the secret webhook URL on retries, hence WARNING for both.
 """
 
 from __future__ import annotations
@@ -118,14 +121,29 @@ _exceptions = structlog.processors.ExceptionRenderer(
 )
 
 
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def resolve_format(fmt: str, stream: Any) -> str:
+    """`auto` → `console` on a terminal, else `json`; other values stay."""
+    if fmt == "auto":
+        return "console" if _is_terminal(stream) else "json"
+    return fmt
+
+
 def configure(
-    level: str = "INFO", fmt: str = "json", stream: Any = None, secrets: Iterable[str] = ()
+    level: str = "INFO", fmt: str = "auto", stream: Any = None, secrets: Iterable[str] = ()
 ) -> None:
     """Install the logging setup once per process.
 
     The secrets of the process settings are registered for redaction too (when they load).
     """
     out = stream or sys.stdout
+    fmt = resolve_format(fmt, out)
     add_secrets(secrets)
     try:
         from monitor.settings import get_settings
@@ -141,7 +159,7 @@ def configure(
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
+        else structlog.dev.ConsoleRenderer(colors=_is_terminal(out))
     )
     structlog.configure(
         processors=[

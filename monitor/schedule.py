@@ -6,6 +6,7 @@ Servers get to slow us down (Cache-Control max-age, RSS ttl, Retry-After), never
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from datetime import datetime, timedelta
@@ -53,7 +54,10 @@ def next_poll_at(
         backoff = min(base * 2.0 ** min(failures, _MAX_EXPONENT), float(max_seconds))
         delay = backoff * rand.uniform(0.5, 1.0)
     delay = max(delay, _nonneg(retry_after_seconds))
-    return now + timedelta(seconds=_clamp(delay, min_seconds, max_seconds))
+    # Whole microseconds, rounded up: timedelta(seconds=…) rounds half to even, which put a
+    # poll 0.5 µs before a Retry-After of 10.9453125 s (found by the property test).
+    micros = math.ceil(_clamp(delay, min_seconds, max_seconds) * 1_000_000)
+    return now + timedelta(microseconds=min(micros, max_seconds * 1_000_000))
 
 
 def parse_retry_after(value: str, now: datetime) -> float | None:

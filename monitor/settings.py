@@ -48,7 +48,10 @@ class Settings(BaseSettings):
         "", description="Replica name in logs and leases (default host:pid)."
     )
     log_level: str = Field("INFO", description="Log level of the JSON logs on stdout.")
-    log_format: Literal["json", "console"] = Field("json", description="json or console logs.")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto",
+        description="auto (aligned colour lines on a terminal, JSON otherwise), json or console.",
+    )
 
     # polling
     tick_seconds: float = Field(5.0, description="How often the poll tick looks for due sources.")

@@ -15,6 +15,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -26,6 +27,29 @@ PG_ADMIN_URL = os.environ.get(
     "MONITOR_TEST_PG_URL",
     "postgresql+psycopg://monitor_test:monitor_test@127.0.0.1:5432/monitor_test",
 )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_cached_loggers() -> Iterator[None]:
+    """In tests no structlog logger may cache the configuration it first met: a module-level
+    logger cached under one test's `logs.configure` (a CLI run, a JSON-log fixture) ignores a
+    later test's `structlog.testing.capture_logs`, which then sees nothing. The service caches
+    (speed); the tests configure exactly the same way, minus the cache."""
+    import structlog
+
+    from monitor import logs
+
+    real = logs.configure
+
+    def configure(*args: Any, **kwargs: Any) -> None:
+        real(*args, **kwargs)
+        structlog.configure(cache_logger_on_first_use=False)
+
+    logs.configure = configure  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        logs.configure = real  # type: ignore[assignment]
 
 
 PG_FIXTURES = {"pg_url", "pg_available"}

@@ -64,10 +64,24 @@ def values(stage: list[dict[str, Any]], name: str) -> list[str]:
     return [str(ins["value"]) for ins in stage if ins["instruction"] == name]
 
 
+def arg_defaults() -> dict[str, str]:
+    """The Dockerfile's ARG defaults, each expanded with the ones before it."""
+    found: dict[str, str] = {}
+    for ins in instructions():
+        if ins["instruction"] == "ARG" and "=" in ins["value"]:
+            name, value = ins["value"].split("=", 1)
+            found[name] = re.sub(r"\$\{(\w+)\}", lambda m: found.get(m.group(1), ""), value)
+    return found
+
+
+def default_base() -> str:
+    """The base image a plain `docker build` uses (BASE is a build argument)."""
+    return arg_defaults()["BASE"]
+
+
 def image_python() -> str:
-    parser = DockerfileParser(path=str(REPO / "Dockerfile"))
-    match = re.match(r"python:(\d+\.\d+)-slim", parser.baseimage or "")
-    assert match, parser.baseimage
+    match = re.match(r"python:(\d+\.\d+)-slim", default_base())
+    assert match, default_base()
     return match.group(1)
 
 
@@ -82,8 +96,12 @@ def test_hadolint_is_clean() -> None:
 
 
 def test_final_stage_properties() -> None:
-    parser = DockerfileParser(path=str(REPO / "Dockerfile"))
-    assert re.fullmatch(r"python:3\.\d+-slim-bookworm", parser.baseimage or ""), parser.baseimage
+    assert re.fullmatch(r"python:3\.\d+-slim-bookworm", default_base()), default_base()
+    froms = [str(stage[0]["value"]) for stage in stages()]
+    # Both Python stages use the one BASE (the venv's interpreter path must match); uv comes
+    # from an image named by UV_IMAGE, pinned by default.
+    assert froms == ["${UV_IMAGE} AS uv", "${BASE} AS build", "${BASE} AS runtime"], froms
+    assert re.fullmatch(r"ghcr\.io/astral-sh/uv:\d+\.\d+\.\d+", arg_defaults()["UV_IMAGE"])
     stage = final_stage()
     users = values(stage, "USER")
     assert users and re.fullmatch(r"[1-9]\d*:[1-9]\d*", users[-1]), users
@@ -114,7 +132,8 @@ def test_final_stage_properties() -> None:
 def copied_paths() -> list[str]:
     """Source paths of the build stage's COPY lines that come from the build context."""
     paths: list[str] = []
-    for ins in stages()[0]:
+    build = next(st for st in stages() if str(st[0]["value"]).endswith(" AS build"))
+    for ins in build:
         if ins["instruction"] != "COPY" or "--from=" in ins["value"]:
             continue
         parts = ins["value"].split()

@@ -129,11 +129,12 @@ def test_test_unknown_id_and_broken_draft(
     assert f"{draft}:1: query: column 1: missing ')'" in capsys.readouterr().err
 
 
-def test_test_bad_jsonl_names_the_line(tmp_path: Path) -> None:
+def test_test_bad_jsonl_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "title": "ok"}\nnot json\n')
-    with pytest.raises(SystemExit, match=f"{bad}:2: invalid JSON"):
-        main(["watchlists", "test", "--dir", str(GOOD), "--articles", str(bad)])
+    # An unreadable input file is a usage error: exit 2, the file and line on stderr.
+    assert main(["watchlists", "test", "--dir", str(GOOD), "--articles", str(bad)]) == 2
+    assert f"{bad}:2: invalid JSON" in capsys.readouterr().err
 
 
 def test_test_on_stored_articles(

@@ -43,12 +43,16 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 def _open(app: App) -> Any:
     """Logging configured, and the App's engine once the schema is known to be current."""
+    import logging
+
     from monitor import logs
     from monitor.store import db
 
-    logs.configure(app.settings.log_level, app.settings.log_format)
-    engine = app.engine
+    # stdout is the command's own output (the outbox table, the delivery line)
+    logs.configure(app.settings.log_level, app.settings.log_format, stream=sys.stderr)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
+        engine = app.engine
         current = db.schema_is_current(engine)
     except Exception as exc:
         raise SystemExit(f"monitor: cannot reach the database: {exc}") from None

@@ -77,12 +77,15 @@ def since_arg(text: str | None) -> datetime | None:
     return ago(text, utcnow())
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, code: int = 1) -> int:
     """One error line; exception texts may quote a source or database URL."""
     from monitor.redact import redact_text
 
     print(f"monitor: {redact_text(message)}", file=sys.stderr)
-    return 1
+    return code
+
+
+CANNOT_START = 2  # the service cannot start as configured (the message says what to fix)
 
 
 def cmd_run(args: argparse.Namespace, app: App) -> int:
@@ -93,7 +96,7 @@ def cmd_run(args: argparse.Namespace, app: App) -> int:
     try:
         service.prepare(exclusive=True, watchlists=False)
     except StartupError as exc:
-        return _fail(str(exc))
+        return _fail(str(exc), CANNOT_START)
     try:
         return asyncio.run(service.run())
     except OSError as exc:  # e.g. the health port is taken: one clear line, not a traceback
@@ -101,6 +104,7 @@ def cmd_run(args: argparse.Namespace, app: App) -> int:
 
 
 def cmd_poll(args: argparse.Namespace, app: App) -> int:
+    from monitor import progress
     from monitor.model import PollStatus
     from monitor.redact import redact_text
     from monitor.render import console_safe
@@ -111,18 +115,26 @@ def cmd_poll(args: argparse.Namespace, app: App) -> int:
     try:
         service.prepare(exclusive=False)
     except StartupError as exc:
-        return _fail(str(exc))
+        return _fail(str(exc), CANNOT_START)
 
     async def go() -> list[Any]:
         try:
-            reports = await service.poller.poll_all_due(
+            return await service.poller.poll_all_due(
                 force=args.all or bool(args.source), only=args.source
             )
-            return reports
         finally:
             await service.aclose()
 
-    reports = asyncio.run(go())
+    counted = service.poller.on_report
+    with progress.counter("polling sources") as advance:
+
+        def on_report(done: Any) -> None:
+            if counted is not None:
+                counted(done)
+            advance(1)
+
+        service.poller.on_report = on_report
+        reports = asyncio.run(go())
     if args.source:
         missing = set(args.source) - {r.source_id for r in reports}
         for source_id in sorted(missing):
@@ -172,9 +184,8 @@ def cmd_sources_list(args: argparse.Namespace, app: App) -> int:
     from monitor.render import console_safe
     from monitor.store.status import list_sources  # last_error and moved_to come redacted
 
-    engine = app.engine
     try:
-        rows = list_sources(engine)
+        rows = list_sources(app.engine)
     except Exception as exc:
         return _fail(f"cannot read sources from the database ({exc}); run `monitor db upgrade`")
     if not rows:
@@ -203,10 +214,9 @@ def cmd_articles_list(args: argparse.Namespace, app: App) -> int:
     from monitor.render import console_safe
     from monitor.store import articles
 
-    engine = app.engine
     try:
         items = articles.read_articles(
-            engine, since=since_arg(args.since), source_id=args.source, limit=args.limit
+            app.engine, since=since_arg(args.since), source_id=args.source, limit=args.limit
         )
     except Exception as exc:
         return _fail(f"cannot read articles ({exc}); run `monitor db upgrade`")
@@ -239,11 +249,13 @@ def cmd_articles_list(args: argparse.Namespace, app: App) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace, app: App) -> int:
+    from monitor import progress
     from monitor.store import db
 
     settings = _settings(app, logs_to_stderr=True)
     try:
-        db.upgrade(settings.db_url)
+        with progress.phase("applying migrations"):
+            db.upgrade(settings.db_url)
     except Exception as exc:
         return _fail(f"migration failed: {exc}")
     print(f"database at revision {db.head_revision()}")

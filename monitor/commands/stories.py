@@ -31,7 +31,10 @@ def _cmd_test(args: argparse.Namespace, app: App) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    stories = group(articles, _window(args, app))
+    from monitor import progress
+
+    with progress.counter("grouping articles", len(articles)) as advance:
+        stories = group(articles, _window(args, app), on_item=lambda: advance(1))
     out = sys.stdout
     if args.format == "jsonl":
         for art in articles:
@@ -85,7 +88,6 @@ def _cmd_eval(args: argparse.Namespace, app: App) -> int:
     for a, b in result.wrong:
         print(f"wrong (labelled different, grouped together): {a} {b}")
     return 0
-
 
 
 def _cmd_list(args: argparse.Namespace, app: App) -> int:

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from monitor.app import App
     from monitor.relevance.models import RelevanceModels, VectorCache
 
+EMBED_BATCH = 64  # articles per embedding call: the progress bar moves, the batches stay big
+
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add `monitor watchlists …` to the CLI."""
@@ -219,18 +221,21 @@ def _cache(app: App) -> VectorCache:
 
 
 def _models(app: App, selected: list[Watchlist], cache: VectorCache) -> RelevanceModels:
+    from monitor import progress
     from monitor.relevance.models import RelevanceModels, train_models
 
     with_examples = [w for w in selected if app.has_examples(w)]
     if not with_examples:
         return RelevanceModels()
-    return train_models(with_examples, app.embedder, cache, source=app.examples)
+    with progress.phase(f"training {len(with_examples)} watchlist model(s) on their examples"):
+        return train_models(with_examples, app.embedder, cache, source=app.examples)
 
 
 def _judged(
     app: App, selected: list[Watchlist], items: list[CorpusItem]
 ) -> tuple[list[list[Match]], RelevanceModels]:
     """Gate then judge every item, as ingest does: each item's matches with judgements."""
+    from monitor import progress
     from monitor.relevance.models import embed_articles
 
     cache = _cache(app)
@@ -238,11 +243,17 @@ def _judged(
     for wid, problem in models.problems.items():
         print(f"{wid}: model not trained, the query alone decides: {problem}", file=sys.stderr)
     matcher = compile_matcher(selected)
-    found = [matcher.match(item.article) for item in items]
+    found = [matcher.match(item.article) for item in progress.track(items, "matching articles")]
     if models.embedder is None:
         return found, models
     wanted = [i for i, matches in enumerate(found) if models.wants_vector(matches)]
-    vectors = embed_articles(models.embedder, cache, [items[i].article for i in wanted])
+    vectors = []
+    batches = [wanted[n : n + EMBED_BATCH] for n in range(0, len(wanted), EMBED_BATCH)]
+    with progress.counter("embedding what passed a gate", len(wanted)) as advance:
+        for batch in batches:
+            embedder = models.embedder
+            vectors += embed_articles(embedder, cache, [items[i].article for i in batch])
+            advance(len(batch))
     by_index = dict(zip(wanted, vectors, strict=True))
     return [
         models.judge(item.article, by_index.get(i), matches)
@@ -281,7 +292,8 @@ def cmd_test(args: argparse.Namespace, app: App) -> int:
     try:
         items = read_articles(args.articles) if args.articles else _stored_items(app, args.since)
     except InputError as exc:
-        raise SystemExit(str(exc)) from None
+        print(str(exc), file=sys.stderr)
+        return 2
     judged, _ = _judged(app, selected, items)
     matched = rejected = 0
     for item, matches in zip(items, judged, strict=True):
@@ -362,7 +374,8 @@ def cmd_eval(args: argparse.Namespace, app: App) -> int:
         labels = read_labels(args.labels)
         items = read_articles(args.articles)
     except InputError as exc:
-        raise SystemExit(str(exc)) from None
+        print(str(exc), file=sys.stderr)
+        return 2
     sample = next(iter(labels.values()), {})
     wanted = args.watchlist or [w for w in sorted(watchlists) if label_key(w, sample) is not None]
     unknown = [w for w in wanted if w not in watchlists]
@@ -416,6 +429,7 @@ def _example_keys(app: App, selected: list[Watchlist]) -> set[str]:
 
 
 def _cross_validated(args: argparse.Namespace, app: App, watchlists: dict[str, Watchlist]) -> int:
+    from monitor import progress
     from monitor.relevance.classifier import TrainingError
     from monitor.relevance.crossval import cross_validate
     from monitor.relevance.models import prepare
@@ -444,7 +458,7 @@ def _cross_validated(args: argparse.Namespace, app: App, watchlists: dict[str, W
         f"{'recall':>7} {'f1':>6}  {'P over folds':>12} {'R over folds':>12}  query alone P/R"
     )
     reports = []
-    for wid in wanted:
+    for wid in progress.track(wanted, "cross-validating"):
         wl = watchlists[wid]
         try:
             report = cross_validate(
