@@ -209,6 +209,13 @@ def _cases(w: dict[str, Any]) -> list[Case]:
         Case(["alerts", "retry"], 2, db_env),
         Case(["health", "--url", w["not_ready"]], 1, stderr="not ready"),
         Case(["health", "--url", "http://127.0.0.1:9", "--timeout", "1"], 2, stderr="no answer"),
+        Case(["feedback", "list"], 0, db_env),
+        Case(["feedback", "list", "--since", "soon"], 2, db_env),
+        Case(["feedback", "export", "--watchlist", "missile-tests"], 0, db_env),
+        Case(["feedback", "reject", "999"], 1, db_env, stderr="no feedback item 999"),
+        Case(["feedback", "reject", "x"], 2, db_env),
+        Case(["slack", "manifest"], 0, stdout="slack/actions"),
+        Case(["slack", "manifest", "--nope"], 2),
         Case(["demo", "--watchlists", str(w["empty_dir"])], 2, stderr="no watchlists"),
         Case(["demo", "--watchlists", str(DATA / "watchlists" / "broken")], 2, stderr="invalid"),
     ]
