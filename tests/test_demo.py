@@ -147,16 +147,11 @@ def test_demo_shows_the_product_in_under_a_minute(tmp_path: Path) -> None:
     assert listed.returncode == 0 and "Korea Północna" in listed.stdout
 
 
-def test_demo_needs_watchlists(tmp_path: Path) -> None:
+def test_demo_needs_watchlists(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from monitor.cli import main
     from monitor.commands.demo import find_watchlists
 
     assert find_watchlists(tmp_path / "none", Settings().watchlists_dir) is None
     assert find_watchlists(None, tmp_path / "none") == (REPO / "watchlists").resolve()
-    done = subprocess.run(
-        [MONITOR, "demo", "--watchlists", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 2 and "no watchlists in" in done.stderr
+    assert main(["demo", "--watchlists", str(tmp_path)]) == 2
+    assert "no watchlists in" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """The real image: built from the Dockerfile as written, then run (tests/support/image.py).
 
-Needs podman, buildah and debootstrap (`scripts/test` and `scripts/test-container` install
-them with apt) and root; the first run debootstraps the base (about 3 minutes), later runs
+Needs podman, buildah and mmdebstrap (`scripts/test` and `scripts/test-container` install
+them with apt) and root; the first run makes the base with mmdebstrap (about 1 minute), later runs
 reuse it and podman's layer cache. Inside the image: the user is UID 10001, `monitor --help`
 runs, `monitor db upgrade` writes /data, and `monitor run` (the image's own ENTRYPOINT and
 CMD) trains the shipped watchlists' models, answers /readyz and the HEALTHCHECK, polls a
@@ -41,7 +41,7 @@ def built() -> str:
     if missing:
         pytest.fail(
             f"{', '.join(missing)} not installed: scripts/test-container installs them "
-            "(apt-get install podman buildah debootstrap)"
+            "(apt-get install podman buildah mmdebstrap)"
         )
     if os.geteuid() != 0:
         pytest.fail("building the image with --isolation chroot needs root")

@@ -6,7 +6,8 @@ refused by the sandbox). Public registries cannot be reached, so the Dockerfile'
 arguments get local images:
 
 - `BASE`: Debian (the release the Dockerfile's default base is built on) from Debian's own
-  packages, debootstrapped from the mirror this machine's apt uses, plus python3 and the CA
+  packages, made by mmdebstrap (a debootstrap that downloads in parallel: about 1 minute
+  instead of 3) from the mirror this machine's apt uses, plus python3 and the CA
   certificates this machine trusts beyond Debian's (a TLS-inspecting proxy's), so the build's
   downloads verify. Built once and kept in podman's image store under a tag keyed by the
   release, the packages, the mirror and those certificates: later runs reuse it.
@@ -36,7 +37,7 @@ from tests.support.paths import REPO
 
 RELEASE = "bookworm"
 PACKAGES = ("python3", "ca-certificates")
-TOOLS = ("podman", "buildah", "debootstrap")
+TOOLS = ("podman", "buildah", "mmdebstrap")
 # One tag per checkout: worktrees on one machine build side by side without racing on a tag.
 IMAGE = f"localhost/monitor:test-{hashlib.sha256(str(REPO).encode()).hexdigest()[:8]}"
 EXTRA_CAS = Path("/usr/local/share/ca-certificates")
@@ -79,7 +80,7 @@ def debian_mirror() -> str:
             uri = match.group(1) or match.group(2)
             if "security" not in uri:
                 return uri.rstrip("/")
-    raise ImageError("no Debian mirror found in /etc/apt/sources.list*: needed by debootstrap")
+    raise ImageError("no Debian mirror found in /etc/apt/sources.list*: needed by mmdebstrap")
 
 
 def _extra_cas() -> list[Path]:
@@ -88,7 +89,7 @@ def _extra_cas() -> list[Path]:
 
 def base_tag(mirror: str) -> str:
     digest = hashlib.sha256()
-    for part in (RELEASE, *PACKAGES, mirror):
+    for part in ("mmdebstrap", RELEASE, *PACKAGES, mirror):
         digest.update(part.encode() + b"\0")
     for ca in _extra_cas():
         digest.update(ca.read_bytes())
@@ -102,30 +103,29 @@ def ensure_base() -> tuple[str, float]:
     if _image_exists(tag):
         return tag, 0.0
     started = time.monotonic()
+    cas = [str(ca) for ca in _extra_cas()]
+    hooks = []
+    if cas:
+        hooks = [
+            f"--customize-hook=copy-in {' '.join(cas)} /usr/local/share/ca-certificates",
+            '--customize-hook=chroot "$1" update-ca-certificates',
+        ]
     with tempfile.TemporaryDirectory(prefix="monitor-base-", dir="/var/tmp") as tmp:
-        root = Path(tmp) / "rootfs"
+        tar = Path(tmp) / "base.tar"
         _run(
             [
-                "debootstrap",
+                "mmdebstrap",
                 "--variant=minbase",
                 f"--include={','.join(PACKAGES)}",
+                *hooks,
+                "--format=tar",
                 RELEASE,
-                str(root),
+                str(tar),
                 mirror,
             ],
             timeout=1200,
         )
-        for ca in _extra_cas():
-            shutil.copy2(ca, root / "usr/local/share/ca-certificates" / ca.name)
-        _run(["chroot", str(root), "update-ca-certificates"])
-        shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
-        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-        try:
-            _run(["podman", "import", "-", tag], stdin=tar.stdout)
-        finally:
-            if tar.stdout is not None:
-                tar.stdout.close()
-            tar.wait()
+        _run(["podman", "import", str(tar), tag])
     return tag, time.monotonic() - started
 
 
