@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from monitor.parse import ParseError, parse_feed
 from monitor.settings import Settings
 from monitor.store import db
 from monitor.store.tables import AlertRow, ArticleCopyRow, ArticleRow, SourceRow
+from tests.support.cli import run_monitor
 from tests.support.feedserver import FeedServer
 from tests.support.paths import CORPUS
 
@@ -60,14 +60,7 @@ def _write_sources(tmp: Path, server: FeedServer, names: list[str]) -> None:
 
 
 def _monitor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "monitor", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-        check=False,
-    )
+    return run_monitor(env, *args)
 
 
 def _expected_keys() -> int:

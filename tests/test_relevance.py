@@ -26,6 +26,7 @@ from monitor.relevance.models import MemoryCache, file_examples, prepare, train_
 from monitor.store import db
 from monitor.store.tables import AlertRow, TextVectorRow
 from monitor.watchlists import load_watchlists
+from tests.support.cli import run_monitor
 from tests.support.feedserver import FeedServer, rss
 
 FIRED = [
@@ -203,14 +204,7 @@ def _env(tmp: Path, url: str) -> dict[str, str]:
 
 
 def _monitor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "monitor", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-        check=False,
-    )
+    return run_monitor(env, *args)
 
 
 NEW_ITEMS = [

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from monitor.store.tables import SourceRow
+from tests.support.cli import run_monitor
 from tests.support.cluster import replica_env, start_replica
 from tests.support.feedserver import FeedServer, rss
 
@@ -73,14 +73,7 @@ def _write_sources(folder: Path, server: FeedServer) -> None:
 
 
 def _monitor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "monitor", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    return run_monitor(env, *args, timeout=120)
 
 
 def _around(text: str, needle: str, width: int = 120) -> list[str]:

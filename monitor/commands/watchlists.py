@@ -197,19 +197,13 @@ def highlight(match: Match, open_mark: str = "**", close_mark: str = "**") -> st
     return "".join(out)
 
 
-def _logs_to_stderr(app: App) -> None:
-    """Training logs go to stderr: stdout is the command's own output (JSONL, tables)."""
-    from monitor import logs
-
-    logs.configure(app.settings.log_level, app.settings.log_format, stream=sys.stderr)
-
-
 def _cache(app: App) -> VectorCache:
     """The database's vectors when its schema is current (backtests then never re-embed),
     else vectors in memory for this run."""
+    from monitor.commands.core import _settings
     from monitor.relevance.models import MemoryCache
 
-    _logs_to_stderr(app)
+    _settings(app, logs_to_stderr=True)  # training logs to stderr: stdout is the output
     try:
         from monitor.store import db
 

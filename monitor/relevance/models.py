@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -206,8 +205,3 @@ def train_models(
             embedder=embedder.name,
         )
     return RelevanceModels(embedder, models, signals, problems)
-
-
-def example_path(watchlist_file: Path, name: str) -> Path:
-    """Where an `examples:` value points: beside the watchlist file."""
-    return watchlist_file.parent / name
