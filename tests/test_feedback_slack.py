@@ -29,6 +29,7 @@ from tests.support.feedserver import FeedServer, rss
 from tests.support.slackfake import Message, SlackFake
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+ADMIN = "admin-token-for-feedback-tests"
 LINK_SECRET = "link-secret-for-tests"
 WATCHLIST = """name: Launches
 description: Missile launches.
@@ -96,6 +97,7 @@ def make_service(tmp: Path, url: str, slack: SlackFake, feed_url: str, **extra: 
         "embedder": "hashing",
         "public_url": "http://desk.example.org",
         "feedback_secret": LINK_SECRET,
+        "admin_token": ADMIN,
     }
     values.update(extra)
     service = Service(App(Settings(**values)))
@@ -382,11 +384,75 @@ async def test_feedback_counts_in_eval_export_and_the_next_model(
     app.close()
 
 
-async def _http(method: str, url: str) -> tuple[int, str]:
+async def _http(
+    method: str, url: str, headers: dict[str, str] | None = None
+) -> tuple[int, str]:
     import aiohttp
 
-    async with aiohttp.ClientSession() as session, session.request(method, url) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, headers=headers) as response,
+    ):
         return response.status, await response.text()
+
+
+async def test_watchlist_status_shows_the_desk_precision(newsroom: Newsroom) -> None:
+    """`/status` (JSON and HTML), `monitor watchlists status` and the console's watchlist page
+    all show the share of judged alerts the desk called relevant, over 7 and 30 days; a
+    rejected item stops counting."""
+    import os
+
+    from tests.support.cli import run_monitor
+
+    first = await newsroom.alert("m1", "Missile launch reported")
+    second = await newsroom.alert("m9", "North Korea fires missile number 99 into sea")
+    for message, action in ((first, "relevant"), (second, "not_relevant")):
+        payload = newsroom.slack.action_payload(message, action, user_name="jdoe")
+        status, _, _ = await newsroom.slack.click(newsroom.actions_url, payload, SECRET)
+        assert status == 200
+    await _settled(newsroom, 2)
+    bearer = {"Authorization": f"Bearer {ADMIN}", "Accept": "application/json"}
+    status, body = await _http("GET", f"{newsroom.web.url}/status?format=json", bearer)
+    assert status == 200, body
+    half = {"relevant": 1, "not_relevant": 1, "judged": 2, "precision": 0.5}
+    assert json.loads(body)["watchlists"]["desk_precision"] == {
+        "launches": {"7d": half, "30d": half}
+    }
+    status, page = await _http("GET", f"{newsroom.web.url}/status?format=html", bearer)
+    assert status == 200 and "0.50\n(1 of 2 relevant)" in page
+    status, page = await _http("GET", f"{newsroom.web.url}/watchlists/launches", bearer)
+    assert status == 200 and 'id="desk-precision"' in page
+    assert "<td>0.50</td><td>0.50</td>" in page and "2 desk labels in effect" in page
+
+    settings = newsroom.service.settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
+    env.update(
+        MONITOR_DATABASE_URL=settings.db_url,
+        MONITOR_WATCHLISTS_DIR=str(settings.watchlists_dir),
+        MONITOR_EMBEDDER="hashing",
+        MONITOR_LOG_LEVEL="WARNING",
+    )
+    done = await asyncio.to_thread(run_monitor, env, "watchlists", "status", "--format", "jsonl")
+    assert done.returncode == 0, done.stderr
+    (row,) = [json.loads(line) for line in done.stdout.splitlines()]
+    assert row == {
+        "watchlist": "launches",
+        "name": "Launches",
+        "examples": 16,
+        "examples_relevant": 8,
+        "desk_labels": 2,
+        "desk_precision": {"7d": half, "30d": half},
+    }
+    not_relevant = next(i for i in newsroom.items() if i.action == "not_relevant")
+    store.reject(newsroom.service.engine, not_relevant.id, by="admin", now=utcnow())
+    done = await asyncio.to_thread(run_monitor, env, "watchlists", "status", "launches")
+    assert done.returncode == 0, done.stderr
+    header, line = done.stdout.splitlines()
+    assert "desk precision 7d" in header and "desk precision 30d" in header
+    assert line.split()[:4] == ["launches", "16", "8", "1"]
+    assert line.count("1.00 (1 relevant of 1 judged)") == 2
+    done = await asyncio.to_thread(run_monitor, env, "watchlists", "status", "nope")
+    assert done.returncode == 1 and "no watchlist with this id" in done.stderr
 
 
 async def test_email_links_confirm_record_once_and_refuse_bad_tokens(newsroom: Newsroom) -> None:

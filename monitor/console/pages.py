@@ -448,6 +448,7 @@ class Console:
         recent = await self._db(
             lambda: store.list_alerts(self.engine, watchlist_id=wid, limit=20)
         )
+        desk, labels = await self._db(lambda: _desk_of(self.engine, wid))
         health = self.registry.health()
         mine = [p for p in health.problems if p.startswith((f"{wid}:", f"{wid}.", str(wl.path)))]
         saved = request.query.get("saved") == "1"
@@ -475,6 +476,8 @@ class Console:
             problems=mine,
             flash=flash,
             saved=saved,
+            desk=desk,
+            labels=labels,
         )
 
     async def _shared(self, key: str, func: Callable[[], T]) -> T:
@@ -984,13 +987,19 @@ def _int(value: str | None, default: int) -> int:
 
 
 
+def _desk_of(engine: Engine, wid: str) -> tuple[dict[int, Any], int]:
+    """One watchlist's desk judgements over 7 and 30 days, and its labels in effect."""
+    from monitor.store import feedback as feedback_store
+
+    windows = feedback_store.desk_precision(engine, datetime.now(UTC), watchlist_id=wid)
+    return windows.get(wid, {}), feedback_store.labelled_watchlists(engine).get(wid, 0)
+
+
 def _desk_precision(engine: Engine, now: datetime) -> dict[str, dict[int, tuple[int, int]]]:
     """Desk labels by watchlist over the last 7 and 30 days: {id: {days: (relevant, not)}}."""
     from monitor.store import feedback as feedback_store
 
-    out: dict[str, dict[int, tuple[int, int]]] = {}
-    for days in (7, 30):
-        counts = feedback_store.label_counts(engine, since=now - timedelta(days=days))
-        for wid, pair in counts.items():
-            out.setdefault(wid, {})[days] = pair
-    return out
+    return {
+        wid: {days: (j.relevant, j.not_relevant) for days, j in windows.items()}
+        for wid, windows in feedback_store.desk_precision(engine, now).items()
+    }
