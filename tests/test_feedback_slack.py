@@ -24,6 +24,7 @@ from monitor.service import Service
 from monitor.settings import Settings
 from monitor.store import db
 from monitor.store import feedback as store
+from monitor.store.articles import read_articles
 from monitor.web import WebServer
 from tests.support.feedserver import FeedServer, rss
 from tests.support.slackfake import Message, SlackFake
@@ -382,6 +383,76 @@ async def test_feedback_counts_in_eval_export_and_the_next_model(
     assert await service.retrain_if_feedback_changed()
     assert service.registry.relevance.models["launches"].stats.examples == before
     app.close()
+
+
+PARADE = "North Korea missile parade planned, 40 missiles shown"
+# Alike for the model (same wording), a different story (different numbers), so it is a new
+# alert of its own, not a thread copy of the first.
+PARADE_AGAIN = "North Korea plans a missile parade, 25 missiles shown"
+
+
+@pytest.mark.parametrize("clicked", [True, False], ids=["not_relevant", "no_click"])
+async def test_not_relevant_click_holds_back_a_similar_article_after_the_refit(
+    newsroom: Newsroom, clicked: bool
+) -> None:
+    """The issue's "done when": the desk marks an alert not relevant in Slack; after the
+    watchlist's next refit the model holds back a similar new article that it would otherwise
+    have alerted on (`no_click` is the same run without the click: it alerts)."""
+    service = newsroom.service
+    first = await newsroom.alert("p1", PARADE)  # the model lets the parade through
+    if clicked:
+        payload = newsroom.slack.action_payload(first, "not_relevant", user_name="jdoe")
+        status, _, seconds = await newsroom.slack.click(newsroom.actions_url, payload, SECRET)
+        assert status == 200 and seconds < 3.0
+        await _settled(newsroom, 1)
+        assert "Marked not relevant by @jdoe" in str(first.blocks)
+    # The service's periodic feedback job: refits only when the desk's labels changed.
+    assert await service.retrain_if_feedback_changed() is clicked
+    model = service.registry.relevance.models["launches"]
+    assert model.stats.examples == 16 + clicked
+    before = len(newsroom.slack.messages)
+    newsroom.feeds.update(
+        "/wire", rss([("old", "Old news about rice"), ("p1", PARADE), ("p2", PARADE_AGAIN)])
+    )
+    await service.poller.poll_due(force=True, only=["wire"])
+    await service.dispatcher.tick()
+    stored = [a.article.title for a in read_articles(service.engine, since=None)]
+    assert PARADE_AGAIN in stored  # ingested either way: only the model's verdict differs
+    sent = [m for m in newsroom.slack.messages[before:] if PARADE_AGAIN in m.text]
+    assert len(sent) == (0 if clicked else 1)
+    assert all(m.thread_ts is None for m in sent)  # its own alert, not a copy in a thread
+    assert len(newsroom.slack.messages) == before + len(sent)
+
+
+async def test_watchlists_eval_counts_the_desk_label(newsroom: Newsroom) -> None:
+    """`monitor watchlists eval` (the real command, in a subprocess) cross-validates over the
+    examples file plus the desk's label: 17 examples, 8 relevant; rejected, 16 again."""
+    import os
+
+    from tests.support.cli import run_monitor
+
+    message = await newsroom.alert("p1", PARADE)
+    payload = newsroom.slack.action_payload(message, "not_relevant")
+    await newsroom.slack.click(newsroom.actions_url, payload, SECRET)
+    await _settled(newsroom, 1)
+    settings = newsroom.service.settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
+    env.update(
+        MONITOR_DATABASE_URL=settings.db_url,
+        MONITOR_WATCHLISTS_DIR=str(settings.watchlists_dir),
+        MONITOR_EMBEDDER="hashing",
+        MONITOR_LOG_LEVEL="WARNING",
+    )
+
+    def row() -> list[str]:
+        done = run_monitor(env, "watchlists", "eval", "--watchlist", "launches", "--quiet")
+        assert done.returncode == 0, done.stderr
+        return next(ln for ln in done.stdout.splitlines() if ln.startswith("launches")).split()
+
+    assert (await asyncio.to_thread(row))[1:3] == ["17", "8"]
+    (item,) = newsroom.items()
+    store.reject(newsroom.service.engine, item.id, by="admin", now=utcnow())
+    assert (await asyncio.to_thread(row))[1:3] == ["16", "8"]
 
 
 async def _http(
