@@ -85,7 +85,9 @@ class Service:
             on_result=self.metrics.observe_delivery,
         )
         self.metrics.watch_channels(self.dispatcher.notifiers)
-        self.feedback = FeedbackDesk(self.engine, self.dispatcher.notifiers.get("slack"))
+        self.feedback = FeedbackDesk(
+            self.engine, self.dispatcher.notifiers.get("slack"), read_only=dry_run
+        )
         self._sources_mtime: float | None = None
         self._lock: SqliteInstanceLock | None = None
         self._feedback_seen: tuple[int, int] | None = None

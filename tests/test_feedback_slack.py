@@ -65,7 +65,9 @@ class Newsroom:
         return store.list_feedback(self.service.engine)
 
 
-def make_service(tmp: Path, url: str, slack: SlackFake, feed_url: str, **extra: Any) -> Service:
+def make_service(
+    tmp: Path, url: str, slack: SlackFake, feed_url: str, *, dry_run: bool = False, **extra: Any
+) -> Service:
     folder = tmp / "watchlists"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "launches.yaml").write_text(WATCHLIST + "examples: launches.examples.jsonl\n")
@@ -101,7 +103,7 @@ def make_service(tmp: Path, url: str, slack: SlackFake, feed_url: str, **extra: 
         "admin_token": ADMIN,
     }
     values.update(extra)
-    service = Service(App(Settings(**values)))
+    service = Service(App(Settings(**values)), dry_run=dry_run)
     service.prepare(exclusive=False)
     return service
 
@@ -205,6 +207,8 @@ async def test_retries_double_clicks_and_two_replicas_record_once(
         await other.aclose()
     assert len(newsroom.items()) == 1
     assert len(newsroom.slack.updates) == 1
+    # Retries, replicas and one's own second press are not worth a note to the clicker.
+    assert newsroom.slack.ephemerals == []
 
 
 @pytest.mark.parametrize("case", ["wrong_secret", "stale", "unsigned", "tampered"])
@@ -228,6 +232,8 @@ async def test_bad_requests_are_refused_with_401(newsroom: Newsroom, case: str) 
     assert "MONITOR_SLACK_SIGNING_SECRET" in text
     assert newsroom.items() == []
     assert newsroom.slack.updates == []
+    await newsroom.service.feedback.drain()
+    assert newsroom.slack.ephemerals == []  # an unverified request is answered by nobody
 
 
 async def test_replayed_body_records_nothing_new(newsroom: Newsroom) -> None:
@@ -250,11 +256,140 @@ async def test_unknown_alert_records_nothing(newsroom: Newsroom) -> None:
     message = await newsroom.alert()
     payload = newsroom.slack.action_payload(message, "relevant")
     payload["actions"][0]["value"] = "99999"
-    status, _, _ = await newsroom.slack.click(newsroom.actions_url, payload, SECRET)
-    assert status == 200  # acknowledged (Slack would retry otherwise), nothing recorded
-    await asyncio.sleep(0.2)
+    status, _, seconds = await newsroom.slack.click(newsroom.actions_url, payload, SECRET)
+    assert status == 200 and seconds < 3.0  # acknowledged (Slack would retry otherwise)
+    await newsroom.service.feedback.drain()
     assert newsroom.items() == []
     assert newsroom.slack.updates == []
+    # ... and the clicker, only they, is told why nothing happened (not silence).
+    (note,) = newsroom.slack.ephemerals
+    assert note["via"] == "response_url" and note["user"] == "U0EDITOR1"
+    assert (note["response_type"], note["replace_original"]) == ("ephemeral", False)
+    assert "not known to monitor" in note["text"]
+
+
+async def test_a_second_editor_is_told_it_was_already_marked(newsroom: Newsroom) -> None:
+    message = await newsroom.alert()
+    # Both saw the alert with its three buttons; jdoe is first.
+    first = newsroom.slack.action_payload(message, "not_relevant", user_name="jdoe")
+    late = newsroom.slack.action_payload(
+        message, "relevant", user_id="U0EDITOR2", user_name="kim"
+    )
+    await newsroom.slack.click(newsroom.actions_url, first, SECRET)
+    await _settled(newsroom, 1)
+    status, _, seconds = await newsroom.slack.click(newsroom.actions_url, late, SECRET)
+    assert status == 200 and seconds < 3.0
+    await newsroom.service.feedback.drain()
+    (item,) = newsroom.items()
+    assert (item.action, item.user_name) == ("not_relevant", "jdoe")
+    assert len(newsroom.slack.updates) == 1  # kim's click changed nothing: no second update
+    (note,) = newsroom.slack.ephemerals
+    assert note["user"] == "U0EDITOR2"
+    assert note["text"] == "Already marked not relevant by @jdoe."
+
+
+async def test_a_dry_run_replica_records_nothing_and_says_so(
+    newsroom: Newsroom, tmp_path: Path
+) -> None:
+    message = await newsroom.alert()
+    dry = make_service(
+        tmp_path / "dry",
+        newsroom.service.settings.db_url,
+        newsroom.slack,
+        newsroom.feeds.url("/wire"),
+        dry_run=True,
+    )
+    web = WebServer(dry)
+    await web.start()
+    try:
+        payload = newsroom.slack.action_payload(message, "not_relevant")
+        status, _, _ = await newsroom.slack.click(f"{web.url}/slack/actions", payload, SECRET)
+        assert status == 200
+        await dry.feedback.drain()
+    finally:
+        await web.stop()
+        await dry.aclose()
+    assert newsroom.items() == [] and newsroom.slack.updates == []
+    (note,) = newsroom.slack.ephemerals
+    assert "dry-run mode (read-only)" in note["text"] and note["user"] == "U0EDITOR1"
+
+
+@pytest.mark.parametrize("response_url", ["none", "foreign"])
+async def test_the_note_falls_back_to_chat_post_ephemeral(
+    newsroom: Newsroom, response_url: str
+) -> None:
+    """No response_url, or one on a host that is neither Slack's nor the configured API's
+    (never followed: a payload must not make the service post elsewhere)."""
+    message = await newsroom.alert()
+    payload = newsroom.slack.action_payload(message, "relevant")
+    payload["actions"][0]["value"] = "99999"
+    if response_url == "none":
+        del payload["response_url"]
+    else:
+        payload["response_url"] = newsroom.feeds.url("/steal")
+    await newsroom.slack.click(newsroom.actions_url, payload, SECRET)
+    await newsroom.service.feedback.drain()
+    (note,) = newsroom.slack.ephemerals
+    assert note["via"] == "chat.postEphemeral"
+    assert (note["user"], note["channel"]) == ("U0EDITOR1", message.channel)
+    assert "not known to monitor" in note["text"]
+    assert newsroom.feeds.hits["/steal"] == 0
+
+
+async def test_a_slow_database_is_answered_in_time_and_recorded_after(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """Another writer holds SQLite's write lock for 4 s: Slack still gets its answer within
+    3 s, and the click is recorded (and the message updated, once) when the lock goes."""
+    import contextlib
+    import sqlite3
+    import threading
+
+    path = sqlite_url.removeprefix("sqlite:///")
+
+    with FeedServer() as feeds, SlackFake() as slack:
+        feed_url = feeds.add("/wire", rss([("old", "Old news about rice")]))
+        db.upgrade(sqlite_url)
+        service = make_service(tmp_path, sqlite_url, slack, feed_url)
+        await service.poller.poll_due(force=True, only=["wire"])
+        web = WebServer(service)
+        await web.start()
+        try:
+            room = Newsroom(service, web, slack, feeds)
+            message = await room.alert()
+            payload = slack.action_payload(message, "not_relevant", user_name="jdoe")
+            locked, release = threading.Event(), threading.Event()
+
+            def hold() -> None:
+                conn = sqlite3.connect(path, timeout=30)
+                conn.execute("BEGIN IMMEDIATE")
+                locked.set()
+                release.wait(10)
+                conn.rollback()
+                conn.close()
+
+            holder = threading.Thread(target=hold)
+            holder.start()
+            assert locked.wait(5)
+            try:
+                status, _, seconds = await slack.click(room.actions_url, payload, SECRET)
+                assert status == 200 and seconds < 3.0
+                # Not yet recorded (read past the lock: the service's own reads would queue).
+                with contextlib.closing(sqlite3.connect(path)) as peek:
+                    assert peek.execute("SELECT count(*) FROM feedback").fetchone() == (0,)
+            finally:
+                await asyncio.sleep(max(0.0, 4.0 - seconds))
+                release.set()
+                await asyncio.to_thread(holder.join, 10)
+            await _settled(room, 1)
+            (item,) = room.items()
+            assert (item.action, item.user_name) == ("not_relevant", "jdoe")
+            assert len(slack.updates) == 1 and "Marked not relevant by @jdoe" in str(message.blocks)
+            assert slack.ephemerals == []
+        finally:
+            await service.feedback.drain()
+            await web.stop()
+            await service.aclose()
 
 
 async def test_undo_takes_the_label_back_and_restores_the_buttons(newsroom: Newsroom) -> None:
