@@ -559,6 +559,7 @@ async def test_not_relevant_click_holds_back_a_similar_article_after_the_refit(
     assert len(newsroom.slack.messages) == before + len(sent)
 
 
+@pytest.mark.slow
 async def test_watchlists_eval_counts_the_desk_label(newsroom: Newsroom) -> None:
     """`monitor watchlists eval` (the real command, in a subprocess) cross-validates over the
     examples file plus the desk's label: 17 examples, 8 relevant; rejected, 16 again."""
@@ -602,14 +603,11 @@ async def _http(
         return response.status, await response.text()
 
 
-async def test_watchlist_status_shows_the_desk_precision(newsroom: Newsroom) -> None:
-    """`/status` (JSON and HTML), `monitor watchlists status` and the console's watchlist page
-    all show the share of judged alerts the desk called relevant, over 7 and 30 days; a
-    rejected item stops counting."""
-    import os
+HALF = {"relevant": 1, "not_relevant": 1, "judged": 2, "precision": 0.5}
 
-    from tests.support.cli import run_monitor
 
+async def _judge_two(newsroom: Newsroom) -> None:
+    """Two alerts; the desk marks one relevant and the other not: precision 0.50."""
     first = await newsroom.alert("m1", "Missile launch reported")
     second = await newsroom.alert("m9", "North Korea fires missile number 99 into sea")
     for message, action in ((first, "relevant"), (second, "not_relevant")):
@@ -617,12 +615,17 @@ async def test_watchlist_status_shows_the_desk_precision(newsroom: Newsroom) -> 
         status, _, _ = await newsroom.slack.click(newsroom.actions_url, payload, SECRET)
         assert status == 200
     await _settled(newsroom, 2)
+
+
+async def test_status_shows_the_desk_precision(newsroom: Newsroom) -> None:
+    """`/status` (JSON and HTML) and the console's watchlist page show the share of judged
+    alerts the desk called relevant, over 7 and 30 days."""
+    await _judge_two(newsroom)
     bearer = {"Authorization": f"Bearer {ADMIN}", "Accept": "application/json"}
     status, body = await _http("GET", f"{newsroom.web.url}/status?format=json", bearer)
     assert status == 200, body
-    half = {"relevant": 1, "not_relevant": 1, "judged": 2, "precision": 0.5}
     assert json.loads(body)["watchlists"]["desk_precision"] == {
-        "launches": {"7d": half, "30d": half}
+        "launches": {"7d": HALF, "30d": HALF}
     }
     status, page = await _http("GET", f"{newsroom.web.url}/status?format=html", bearer)
     assert status == 200 and "0.50\n(1 of 2 relevant)" in page
@@ -630,6 +633,16 @@ async def test_watchlist_status_shows_the_desk_precision(newsroom: Newsroom) -> 
     assert status == 200 and 'id="desk-precision"' in page
     assert "<td>0.50</td><td>0.50</td>" in page and "2 desk labels in effect" in page
 
+
+@pytest.mark.slow
+async def test_watchlists_status_command_shows_the_desk_precision(newsroom: Newsroom) -> None:
+    """`monitor watchlists status` (the real command, in a subprocess); a rejected item stops
+    counting."""
+    import os
+
+    from tests.support.cli import run_monitor
+
+    await _judge_two(newsroom)
     settings = newsroom.service.settings
     env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
     env.update(
@@ -647,7 +660,7 @@ async def test_watchlist_status_shows_the_desk_precision(newsroom: Newsroom) -> 
         "examples": 16,
         "examples_relevant": 8,
         "desk_labels": 2,
-        "desk_precision": {"7d": half, "30d": half},
+        "desk_precision": {"7d": HALF, "30d": HALF},
     }
     not_relevant = next(i for i in newsroom.items() if i.action == "not_relevant")
     store.reject(newsroom.service.engine, not_relevant.id, by="admin", now=utcnow())
