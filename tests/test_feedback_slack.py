@@ -559,6 +559,52 @@ async def test_not_relevant_click_holds_back_a_similar_article_after_the_refit(
     assert len(newsroom.slack.messages) == before + len(sent)
 
 
+async def test_the_console_backtests_drafts_with_the_desks_labels(newsroom: Newsroom) -> None:
+    """A draft in the console is judged by the model it would get live: the examples file plus
+    the desk's labels. After a Not relevant click and the refit, a draft that changes only
+    its description gains nothing over the saved version (a model trained on the file alone
+    would alert on both parades again), and its cross-validation counts 17 examples."""
+    import re
+
+    import aiohttp
+
+    service = newsroom.service
+    first = await newsroom.alert("p1", PARADE)
+    payload = newsroom.slack.action_payload(first, "not_relevant", user_name="jdoe")
+    await newsroom.slack.click(newsroom.actions_url, payload, SECRET)
+    await _settled(newsroom, 1)
+    assert await service.retrain_if_feedback_changed()
+    newsroom.feeds.update(
+        "/wire", rss([("old", "Old news about rice"), ("p1", PARADE), ("p2", PARADE_AGAIN)])
+    )
+    await service.poller.poll_due(force=True, only=["wire"])
+    text = (service.settings.watchlists_dir / "launches.yaml").read_text()
+    draft = text.replace("description: Missile launches.", "description: Missile launches!")
+    assert draft != text
+    base = newsroom.web.url
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.post(
+            f"{base}/login", data={"token": ADMIN, "next": "/"}, allow_redirects=False
+        ) as resp:
+            assert resp.status in (302, 303)
+        async with http.get(f"{base}/watchlists/launches/edit") as resp:
+            found = re.search(r'name="csrf" value="([^"]+)"', await resp.text())
+        assert found
+        async with http.post(
+            f"{base}/api/draft",
+            json={"id": "launches", "yaml": draft, "days": "1"},
+            headers={"X-CSRF-Token": found.group(1)},
+        ) as resp:
+            assert resp.status == 200
+            messages = [json.loads(line) async for line in resp.content if line.strip()]
+    result = next(m for m in messages if m["type"] == "result")
+    assert (result["gained"], result["lost"]) == (0, 0), result
+    quality = next(m for m in messages if m["type"] == "quality")
+    assert "and the desk's 1 label (cross-validated)" in quality["html"]
+    assert quality["html"].count("<td>17 (8 relevant)</td>") == 2  # draft and saved
+    assert "30 days 0.00 (0 of 1 relevant)" in quality["html"]
+
+
 @pytest.mark.slow
 async def test_watchlists_eval_counts_the_desk_label(newsroom: Newsroom) -> None:
     """`monitor watchlists eval` (the real command, in a subprocess) cross-validates over the

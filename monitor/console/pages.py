@@ -43,7 +43,7 @@ from monitor.console.draft import (
 from monitor.logs import get_logger
 from monitor.model import AlertStatus, Watchlist
 from monitor.query.matcher import compile_matcher
-from monitor.relevance.examples import read_examples
+from monitor.relevance.examples import Example, read_examples
 from monitor.relevance.models import embed_articles
 from monitor.store import alerts as alert_store
 from monitor.store import console as store
@@ -213,7 +213,19 @@ class Console:
             lambda: self._embedder,
             self.vectors,
             live=lambda: (registry.watchlists, registry.relevance),
+            examples=self._examples_with_desk,
+            generation=lambda: getattr(self.service, "feedback_generation", 0),
         )
+
+    def _examples_with_desk(self, watchlist: Watchlist) -> list[Example]:
+        """The examples file plus the desk's labels (the desk wins), as the service trains."""
+        from monitor.feedback import merge_examples
+        from monitor.relevance.models import file_examples
+        from monitor.store import feedback as feedback_store
+
+        files = file_examples(watchlist)
+        labelled = feedback_store.labelled_articles(self.engine, watchlist.id)
+        return merge_examples(files, labelled) if labelled else files
 
     def session(self, request: web.Request) -> Session:
         """The caller's session: a signed cookie, or a Bearer token (scripts). Pages redirect
@@ -735,16 +747,23 @@ class Console:
             )
             draft = check.watchlist
             saved = self.registry.watchlists.get(draft.id)
-            if draft.examples is not None or (saved is not None and saved.examples is not None):
+            desk, labels = await self._db(lambda: _desk_of(self.engine, draft.id))
+            if (
+                draft.examples is not None
+                or labels
+                or (saved is not None and saved.examples is not None)
+            ):
                 mine = await self._work(lambda: self.models.quality(draft))
                 theirs = (
                     await self._work(lambda: self.models.quality(saved))
-                    if saved is not None and saved.examples is not None
+                    if saved is not None and (saved.examples is not None or labels)
                     else None
                 )
                 await send(
                     "quality",
-                    html=self._fragment("_compare.html", draft=mine, saved=theirs),
+                    html=self._fragment(
+                        "_compare.html", draft=mine, saved=theirs, desk=desk, labels=labels
+                    ),
                 )
         except (ConnectionResetError, RuntimeError):
             stop.set()
