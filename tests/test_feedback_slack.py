@@ -435,6 +435,40 @@ async def test_muted_story_gets_no_more_copies_in_that_channel(
     assert len(newsroom.slack.messages) == before + len(copies)
 
 
+async def test_unmute_lets_the_story_back_into_the_thread(newsroom: Newsroom) -> None:
+    message = await newsroom.alert("m1", "Missile launch reported by Yonhap")
+    await newsroom.slack.click(
+        newsroom.actions_url, newsroom.slack.action_payload(message, "mute"), SECRET
+    )
+    await _settled(newsroom, 1)
+    assert "monitor_fb_unmute" in _buttons(message)
+    await newsroom.slack.click(
+        newsroom.actions_url, newsroom.slack.action_payload(message, "unmute"), SECRET
+    )
+    await _settled(newsroom, 2)
+    (item,) = newsroom.items()
+    assert (item.action, item.state) == ("mute", "undone")
+    assert _buttons(message) == [
+        "monitor_fb_relevant",
+        "monitor_fb_not_relevant",
+        "monitor_fb_mute",
+    ]
+    newsroom.feeds.update(
+        "/wire",
+        rss(
+            [
+                ("old", "Old news about rice"),
+                ("m1", "Missile launch reported by Yonhap"),
+                ("m2", "Missile launch reported by Yonhap agency"),
+            ]
+        ),
+    )
+    await newsroom.service.poller.poll_due(force=True, only=["wire"])
+    await newsroom.service.dispatcher.tick()
+    copies = [m for m in newsroom.slack.messages if m.thread_ts == message.ts]
+    assert len(copies) == 1  # unmuted: the "also reported" copy is back
+
+
 async def test_socket_mode_delivers_acks_and_records_once(tmp_path: Path, sqlite_url: str) -> None:
     with FeedServer() as feeds, SlackFake() as slack:
         feed_url = feeds.add("/wire", rss([("old", "Old news about rice")]))
@@ -469,6 +503,20 @@ async def test_socket_mode_delivers_acks_and_records_once(tmp_path: Path, sqlite
             assert len(room.items()) == 1
             assert len(slack.updates) == 1
             assert "Marked not relevant" in str(message.blocks)
+            # What the next fit and eval learn from (`App.examples`): this one label.
+            (label,) = store.labelled_articles(service.engine, "launches")
+            assert label.relevant is False
+            # A click on an alert this database does not know: acked, and the clicker told.
+            unknown = slack.action_payload(message, "mute")
+            unknown["actions"][0]["value"] = "99999"
+            slack.socket_click(unknown)
+            deadline = time.monotonic() + 5
+            while not slack.ephemerals and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            await service.feedback.drain()
+            assert len(slack.acks) == 3 and len(room.items()) == 1
+            (note,) = slack.ephemerals
+            assert "not known to monitor" in note["text"] and note["user"] == "U0EDITOR1"
         finally:
             await listener.stop()
             await service.feedback.drain()
@@ -735,6 +783,8 @@ async def test_email_links_confirm_record_once_and_refuse_bad_tokens(newsroom: N
     assert status == 200 and "Marked not relevant" in page and "Undo" in page
     (item,) = newsroom.items()
     assert (item.action, item.via, item.user_name) == ("not_relevant", "email", "#launches")
+    (label,) = store.labelled_articles(newsroom.service.engine, "launches")
+    assert label.relevant is False and label.feedback_id == item.id
     status, page = await _http("POST", url)  # reused
     assert status == 409 and "already used" in page
     token = url.rsplit("/", 1)[1]
