@@ -81,7 +81,9 @@ class Outcome:
     alert_id: int
     item: FeedbackItem | None = None
     duplicate: bool = False  # this very request was recorded before (a retry, a reused link)
-    someone_else: bool = False  # unchanged because another person did it first
+    # Unchanged because something else is in effect: another person's mark, or a different
+    # mark of one's own (a press on a stale copy of the message). Worth telling the clicker.
+    conflict: bool = False
 
 
 def parse_block_action(payload: dict[str, Any], via: str) -> Click | None:
@@ -175,9 +177,9 @@ class FeedbackDesk:
         if recorded.duplicate_request:
             return Outcome(False, "Already recorded.", target.id, item, duplicate=True)
         who = item.user_name or item.user_id or "someone"
-        other = item.user_id != click.user_id
+        other = item.user_id != click.user_id or item.action != action
         text = f"Already {VERBS[item.action]} by {'@' + who if click.via != 'email' else who}."
-        return Outcome(False, text, target.id, item, someone_else=other)
+        return Outcome(False, text, target.id, item, conflict=other)
 
     def _undo(self, target: AlertTarget, click: Click, now: datetime) -> Outcome:
         current = store.get(self.engine, click.feedback_id or 0)
@@ -193,7 +195,7 @@ class FeedbackDesk:
             by = fresh.undone_by or fresh.rejected_by or ""
             other = by not in (click.user_name, click.user_id)
             text = f"Already undone by {by}." if by and other else "Already undone."
-            return Outcome(False, text, target.id, fresh, someone_else=other)
+            return Outcome(False, text, target.id, fresh, conflict=other)
         log.info("feedback undone", feedback=item.id, alert=target.id, via=click.via)
         return Outcome(True, "Undone.", target.id, item)
 
@@ -278,7 +280,7 @@ class FeedbackDesk:
             )
             self.tell_later(click, NOT_RECORDED)
             return None
-        if not outcome.changed and not outcome.duplicate and outcome.someone_else:
+        if not outcome.changed and not outcome.duplicate and outcome.conflict:
             self.tell_later(click, outcome.text)
         log.info(
             "slack action",
