@@ -435,6 +435,28 @@ async def test_muted_story_gets_no_more_copies_in_that_channel(
     assert len(newsroom.slack.messages) == before + len(copies)
 
 
+@pytest.mark.parametrize("mute", [True, False])
+async def test_muted_story_gets_no_thread_updates(newsroom: Newsroom, mute: bool) -> None:
+    """The alerted article itself changes (a new headline): normally an update in the alert's
+    thread; muted, none."""
+    message = await newsroom.alert("m1", "Missile launch reported by Yonhap")
+    if mute:
+        payload = newsroom.slack.action_payload(message, "mute")
+        await newsroom.slack.click(newsroom.actions_url, payload, SECRET)
+        await _settled(newsroom, 1)
+    revised = [
+        ("old", "Old news about rice"),
+        ("m1", "Missile launch reported by Yonhap: a second missile fired minutes later"),
+    ]
+    newsroom.feeds.update("/wire", rss(revised))
+    before = len(newsroom.slack.messages)
+    await newsroom.service.poller.poll_due(force=True, only=["wire"])
+    await newsroom.service.dispatcher.tick()
+    updates = [m for m in newsroom.slack.messages[before:] if m.thread_ts == message.ts]
+    assert len(updates) == (0 if mute else 1)
+    assert len(newsroom.slack.messages) == before + len(updates)
+
+
 async def test_unmute_lets_the_story_back_into_the_thread(newsroom: Newsroom) -> None:
     message = await newsroom.alert("m1", "Missile launch reported by Yonhap")
     await newsroom.slack.click(
