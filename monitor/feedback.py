@@ -15,6 +15,7 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -40,7 +41,22 @@ VERBS = {
 
 
 class FeedbackRefused(Exception):
-    """A click or link that records nothing; the message is for the person who clicked."""
+    """A click or link that records nothing; the message is for the person who clicked
+    (an ephemeral note in Slack, the page of an email link, with `status`)."""
+
+    def __init__(self, text: str, status: int = 404) -> None:
+        super().__init__(text)
+        self.status = status
+
+
+READ_ONLY = (
+    "This monitor replica runs in dry-run mode (read-only): your click was not recorded. "
+    "Ask an admin to point Slack at a replica that is not a dry run."
+)
+NOT_RECORDED = (
+    "monitor could not record your click just now (its database did not answer); "
+    "please try again in a minute."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +70,8 @@ class Click:
     user_name: str
     request_key: str  # the same for every delivery of the same press
     via: str  # slack, socket, email
+    response_url: str | None = None  # Slack: where an ephemeral note to the clicker goes
+    channel_id: str | None = None  # Slack: the channel of the message (chat.postEphemeral)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +81,9 @@ class Outcome:
     alert_id: int
     item: FeedbackItem | None = None
     duplicate: bool = False  # this very request was recorded before (a retry, a reused link)
+    # Unchanged because something else is in effect: another person's mark, or a different
+    # mark of one's own (a press on a stale copy of the message). Worth telling the clicker.
+    conflict: bool = False
 
 
 def parse_block_action(payload: dict[str, Any], via: str) -> Click | None:
@@ -90,6 +111,9 @@ def parse_block_action(payload: dict[str, Any], via: str) -> Click | None:
     user_name = str(user.get("username") or user.get("name") or user_id)
     # Slack sends the same action_ts on a retry of the same press; a second press has its own.
     stamp = str(action.get("action_ts") or payload.get("trigger_id") or "")
+    channel = payload.get("channel") or {}
+    container = payload.get("container") or {}
+    channel_id = str(channel.get("id") or container.get("channel_id") or "") or None
     return Click(
         alert_id=int(alert_part),
         action=name,
@@ -98,6 +122,8 @@ def parse_block_action(payload: dict[str, Any], via: str) -> Click | None:
         user_name=user_name,
         request_key=f"slack:{user_id}:{action_id}:{value}:{stamp}"[:200],
         via=via,
+        response_url=str(payload.get("response_url") or "") or None,
+        channel_id=channel_id,
     )
 
 
@@ -105,15 +131,20 @@ class FeedbackDesk:
     """Records clicks and keeps the alert messages in step. Shared by both Slack paths and
     the email links; replicas share everything through the database."""
 
-    def __init__(self, engine: Engine, slack: Any | None = None) -> None:
+    def __init__(
+        self, engine: Engine, slack: Any | None = None, *, read_only: bool = False
+    ) -> None:
         self.engine = engine
-        self.slack = slack  # a SlackNotifier (has update_message), or None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.slack = slack  # a SlackNotifier (has update_message and tell), or None
+        self.read_only = read_only  # a dry-run replica records nothing
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # --- recording (synchronous: run it in a thread) -----------------------------------------
 
     def act(self, click: Click, *, now: datetime | None = None) -> Outcome:
         now = now or utcnow()
+        if self.read_only:
+            raise FeedbackRefused(READ_ONLY, status=403)
         target = store.alert_target(self.engine, click.alert_id)
         if target is None:
             raise FeedbackRefused("This alert is not known to monitor (it may have been removed).")
@@ -146,7 +177,9 @@ class FeedbackDesk:
         if recorded.duplicate_request:
             return Outcome(False, "Already recorded.", target.id, item, duplicate=True)
         who = item.user_name or item.user_id or "someone"
-        return Outcome(False, f"Already {VERBS[item.action]} by {who}.", target.id, item)
+        other = item.user_id != click.user_id or item.action != action
+        text = f"Already {VERBS[item.action]} by {'@' + who if click.via != 'email' else who}."
+        return Outcome(False, text, target.id, item, conflict=other)
 
     def _undo(self, target: AlertTarget, click: Click, now: datetime) -> Outcome:
         current = store.get(self.engine, click.feedback_id or 0)
@@ -158,7 +191,11 @@ class FeedbackDesk:
             raise FeedbackRefused("There is nothing to undo on this alert.")
         item = store.undo(self.engine, current.id, by=click.user_name or click.user_id, now=now)
         if item is None:
-            return Outcome(False, "Already undone.", target.id, current)
+            fresh = store.get(self.engine, current.id) or current
+            by = fresh.undone_by or fresh.rejected_by or ""
+            other = by not in (click.user_name, click.user_id)
+            text = f"Already undone by {by}." if by and other else "Already undone."
+            return Outcome(False, text, target.id, fresh, conflict=other)
         log.info("feedback undone", feedback=item.id, alert=target.id, via=click.via)
         return Outcome(True, "Undone.", target.id, item)
 
@@ -191,11 +228,29 @@ class FeedbackDesk:
             return False
         return True
 
-    def refresh_later(self, alert_id: int) -> None:
-        """Update the message after the click was answered (Slack wants an answer in 3 s)."""
-        task = asyncio.create_task(self._refresh_quietly(alert_id))
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """Keep a follow-up task alive until it ends (`drain` waits for them)."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def refresh_later(self, alert_id: int) -> None:
+        """Update the message after the click was answered (Slack wants an answer in 3 s)."""
+        self.track(asyncio.create_task(self._refresh_quietly(alert_id)))
+
+    def tell_later(self, click: Click, text: str) -> None:
+        """An ephemeral note to the person who clicked, after the click was answered: a click
+        that cannot be honoured is never met with silence."""
+        if self.slack is None or not hasattr(self.slack, "tell") or click.via == "email":
+            return
+        self.track(asyncio.create_task(self._tell(click, text)))
+
+    async def _tell(self, click: Click, text: str) -> None:
+        slack = self.slack
+        assert slack is not None
+        how = await slack.tell(
+            text, user=click.user_id, channel=click.channel_id, response_url=click.response_url
+        )
+        log.info("slack note to the clicker", alert=click.alert_id, sent=how or "no")
 
     async def _refresh_quietly(self, alert_id: int) -> None:
         await self.refresh(alert_id)
@@ -207,8 +262,37 @@ class FeedbackDesk:
             self.refresh_later(outcome.alert_id)
         return outcome
 
+    async def respond(self, click: Click) -> Outcome | None:
+        """A Slack click end to end: record it; then update the message when something
+        changed, or tell the clicker why nothing did (unknown alert, already marked by
+        someone else, a read-only replica, the database down). A retry of a click already
+        recorded, or a person's own second press, stays quiet."""
+        started = time.monotonic()
+        try:
+            outcome = await self.handle(click)
+        except FeedbackRefused as exc:
+            log.warning("slack action refused", alert=click.alert_id, reason=str(exc))
+            self.tell_later(click, str(exc))
+            return None
+        except Exception as exc:
+            log.error(
+                "slack action not recorded", alert=click.alert_id, error=str(exc)[:300]
+            )
+            self.tell_later(click, NOT_RECORDED)
+            return None
+        if not outcome.changed and not outcome.duplicate and outcome.conflict:
+            self.tell_later(click, outcome.text)
+        log.info(
+            "slack action",
+            alert=click.alert_id,
+            action=click.action,
+            changed=outcome.changed,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        return outcome
+
     async def drain(self) -> None:
-        if self._tasks:
+        while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 

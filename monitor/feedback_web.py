@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -140,7 +139,7 @@ class FeedbackRoutes:
         try:
             outcome = await self.desk.handle(click)
         except FeedbackRefused as exc:
-            raise _page(str(exc), status=404) from None
+            raise _page(str(exc), status=exc.status) from None
         if outcome.duplicate:
             raise _page("This link was already used; each link records once.", status=409)
         undo = None
@@ -151,24 +150,19 @@ class FeedbackRoutes:
 
 
 async def answer_click(desk: FeedbackDesk, click: Click) -> None:
-    """Record within the answer deadline; a refusal or a slow database is logged, never a
-    5xx (Slack would show the click as failed and retry it)."""
-    started = time.monotonic()
-    try:
-        outcome = await asyncio.wait_for(desk.handle(click), timeout=ANSWER_DEADLINE_SECONDS)
-    except FeedbackRefused as exc:
-        log.warning("slack action refused", alert=click.alert_id, reason=str(exc))
-        return
-    except TimeoutError:
-        log.error("slack action not recorded in time", alert=click.alert_id)
-        return
-    log.info(
-        "slack action",
-        alert=click.alert_id,
-        action=click.action,
-        changed=outcome.changed,
-        seconds=round(time.monotonic() - started, 3),
-    )
+    """Wait for the click to be recorded, but never past the answer deadline: the caller then
+    answers 200 (never a 5xx: Slack would show the click as failed and retry it). A slow
+    record is not abandoned: it goes on after the answer, and the message update or the
+    ephemeral note to the clicker follows it (`FeedbackDesk.respond`)."""
+    task = asyncio.create_task(desk.respond(click))
+    desk.track(task)
+    done, _ = await asyncio.wait({task}, timeout=ANSWER_DEADLINE_SECONDS)
+    if not done:
+        log.warning(
+            "slack action answered before it was recorded; recording goes on",
+            alert=click.alert_id,
+            seconds=ANSWER_DEADLINE_SECONDS,
+        )
 
 
 def _target(desk: FeedbackDesk, alert_id: int) -> Any:
@@ -195,6 +189,7 @@ def _page(text: str, *, status: int) -> web.HTTPException:
     html = _ENV.from_string(_ERROR).render(text=text)
     classes: dict[int, type[web.HTTPException]] = {
         400: web.HTTPBadRequest,
+        403: web.HTTPForbidden,
         404: web.HTTPNotFound,
         409: web.HTTPConflict,
         410: web.HTTPGone,

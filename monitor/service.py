@@ -85,10 +85,13 @@ class Service:
             on_result=self.metrics.observe_delivery,
         )
         self.metrics.watch_channels(self.dispatcher.notifiers)
-        self.feedback = FeedbackDesk(self.engine, self.dispatcher.notifiers.get("slack"))
+        self.feedback = FeedbackDesk(
+            self.engine, self.dispatcher.notifiers.get("slack"), read_only=dry_run
+        )
         self._sources_mtime: float | None = None
         self._lock: SqliteInstanceLock | None = None
         self._feedback_seen: tuple[int, int] | None = None
+        self.feedback_generation = 0  # refits on desk feedback so far (console cache keys)
 
     # --- start -----------------------------------------------------------------------------
 
@@ -217,6 +220,7 @@ class Service:
         if first:  # the models of start-up already include it
             return False
         await asyncio.to_thread(self.registry.retrain)
+        self.feedback_generation += 1
         log.info("watchlist models refitted after desk feedback")
         return True
 

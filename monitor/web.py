@@ -38,7 +38,9 @@ from monitor.metrics import CONTENT_TYPE
 from monitor.model import WAITING, AlertStatus
 from monitor.redact import redact_url
 from monitor.store import db, status
+from monitor.store import feedback as feedback_store
 from monitor.store.db import Engine
+from monitor.store.feedback import DESK_WINDOWS, DeskJudgement
 from monitor.store.status import StoreState
 
 if TYPE_CHECKING:
@@ -325,7 +327,11 @@ class WebServer:
         }
         code = 200
         try:
-            payload.update(await self._db(lambda: read_status(self.service.engine, limit)))
+            ids = tuple(self.service.registry.watchlists)
+            payload.update(
+                await self._db(lambda: read_status(self.service.engine, limit, watchlists=ids))
+            )
+            payload["watchlists"]["desk_precision"] = payload.pop("desk_precision")
             payload["database"] = {"ok": True, "error": None}
         except Exception as exc:
             code = 503
@@ -337,9 +343,13 @@ class WebServer:
         return web.Response(text=html, status=code, content_type="text/html", charset="utf-8")
 
 
-def read_status(engine: Engine, limit: int = STATUS_SOURCES_LIMIT) -> dict[str, Any]:
-    """Sources' health (failing first), recent alerts, outbox state and replicas as plain data."""
+def read_status(
+    engine: Engine, limit: int = STATUS_SOURCES_LIMIT, *, watchlists: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Sources' health (failing first), recent alerts, outbox state, replicas and each
+    watchlist's precision as judged by the desk, as plain data."""
     snap = status.read_status(engine, sources_limit=limit, alerts_limit=STATUS_ALERTS_LIMIT)
+    desk = feedback_store.desk_precision(engine, snap.now)
     state = snap.state
     sources = [
         {
@@ -426,6 +436,13 @@ def read_status(engine: Engine, limit: int = STATUS_SOURCES_LIMIT) -> dict[str, 
         "outbox": outbox,
         "breakers": breakers,
         "replicas": replicas,
+        "desk_precision": {
+            wid: {
+                f"{days}d": desk.get(wid, {}).get(days, DeskJudgement()).as_json()
+                for days in DESK_WINDOWS
+            }
+            for wid in sorted(set(watchlists) | set(desk))
+        },
     }
 
 
@@ -541,6 +558,12 @@ s), {{ s.outbox.dead }} dead.
 <td>{{ r.started_at }}</td><td>{{ r.last_seen_at }}</td>
 <td class="{{ 'ok' if r.alive else 'bad' }}">{{ 'yes' if r.alive else 'no' }}</td></tr>
 {% endfor %}</table>
+<h2>Watchlists: precision as judged by the desk</h2>
+<table><tr><th>watchlist</th>{% for w in ('7d', '30d') %}<th>{{ w }}</th>{% endfor %}</tr>
+{% for wid, d in s.watchlists.desk_precision.items() %}<tr><td>{{ wid }}</td>
+{% for w in ('7d', '30d') %}<td>{% if d[w].judged %}{{ '%.2f'|format(d[w].precision) }}
+({{ d[w].relevant }} of {{ d[w].judged }} relevant){% else %}no labels{% endif %}</td>
+{% endfor %}</tr>{% endfor %}</table>
 <h2>Recent alerts</h2><table><tr><th>id</th><th>watchlist</th><th>to</th><th>state</th>
 <th>tries</th><th>created</th><th>sent</th><th>title</th><th>error</th></tr>
 {% for a in s.alerts %}<tr><td>{{ a.id }}</td><td>{{ a.watchlist }}</td>

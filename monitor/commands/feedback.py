@@ -15,6 +15,7 @@ from monitor.timeparse import duration_arg
 
 if TYPE_CHECKING:
     from monitor.app import App
+    from monitor.store.feedback import DeskJudgement
 
 MANIFEST = Path(__file__).resolve().parents[2] / "deploy" / "slack-app-manifest.yaml"
 PLACEHOLDER = "https://monitor.example.org"
@@ -53,11 +54,18 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     manifest.set_defaults(func=cmd_manifest)
 
 
-def precision_line(good: int, bad: int) -> str:
-    judged = good + bad
-    if not judged:
+def precision_line(judged: DeskJudgement | None) -> str:
+    """One window as `0.75 (3 relevant of 4 judged)`, or `no labels`."""
+    if judged is None or judged.precision is None:
         return "no labels"
-    return f"{good / judged:.2f} ({good} relevant of {judged} judged)"
+    return f"{judged.precision:.2f} ({judged.relevant} relevant of {judged.judged} judged)"
+
+
+def desk_line(windows: dict[int, DeskJudgement]) -> str:
+    """One watchlist's desk precision: `7d 0.75 (3 relevant of 4 judged), 30d …`."""
+    from monitor.store.feedback import DESK_WINDOWS
+
+    return ", ".join(f"{days}d {precision_line(windows.get(days))}" for days in DESK_WINDOWS)
 
 
 def cmd_list(args: argparse.Namespace, app: App) -> int:
@@ -90,14 +98,9 @@ def cmd_list(args: argparse.Namespace, app: App) -> int:
                 )
             )
         return 0
-    week = feedback.label_counts(app.engine, since=now - timedelta(days=7))
-    month = feedback.label_counts(app.engine, since=now - timedelta(days=30))
-    shown = sorted(set(week) | set(month)) if not args.watchlist else [args.watchlist]
-    for wl in shown:
-        print(
-            f"{wl}: desk precision 7d {precision_line(*week.get(wl, (0, 0)))}, "
-            f"30d {precision_line(*month.get(wl, (0, 0)))}"
-        )
+    desk = feedback.desk_precision(app.engine, now, watchlist_id=args.watchlist)
+    for wl in sorted(desk) if not args.watchlist else [args.watchlist]:
+        print(f"{wl}: desk precision {desk_line(desk.get(wl, {}))}")
     if not items:
         print("no feedback in this period")
         return 0

@@ -1,4 +1,5 @@
-"""`monitor watchlists check|test|eval|schema`: the tools an admin needs to trust a watchlist."""
+"""`monitor watchlists check|test|eval|train|status|schema`: the tools an admin needs to trust
+a watchlist."""
 
 from __future__ import annotations
 
@@ -78,6 +79,16 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     tr.add_argument("target", nargs="?", help="A watchlist id (default: all with examples).")
     _dir_arg(tr)
     tr.set_defaults(func=cmd_train)
+
+    st = area.add_parser(
+        "status",
+        help="Each watchlist's examples, desk labels and precision as judged by the desk "
+        "over the last 7 / 30 days.",
+    )
+    st.add_argument("target", nargs="?", help="A watchlist id (default: all).")
+    st.add_argument("--format", choices=("text", "jsonl"), default="text")
+    _dir_arg(st)
+    st.set_defaults(func=cmd_status)
 
     schema = area.add_parser("schema", help="Print the watchlist JSON Schema (for editors).")
     schema.set_defaults(func=cmd_schema)
@@ -484,6 +495,50 @@ def _cross_validated(args: argparse.Namespace, app: App, watchlists: dict[str, W
                     f"  (tp {pt.tp}, fp {pt.fp}, fn {pt.fn}){mark}"
                 )
     return 0
+
+
+def cmd_status(args: argparse.Namespace, app: App) -> int:
+    """What the desk thinks of each watchlist: the examples it learns from, the desk labels in
+    effect, and the share of judged alerts the desk called relevant (7 and 30 days)."""
+    from monitor.clock import utcnow
+    from monitor.commands.feedback import precision_line
+    from monitor.relevance.examples import read_examples
+    from monitor.store import feedback
+    from monitor.store.feedback import DESK_WINDOWS, DeskJudgement
+
+    selected, errors = _select(args, app)
+    _print_errors(errors)
+    if not selected:
+        return 1
+    desk = feedback.desk_precision(app.engine, utcnow())
+    labels = feedback.labelled_watchlists(app.engine)
+    if args.format == "text":
+        print(
+            f"{'watchlist':<24} {'examples':>8} {'relevant':>8} {'desk labels':>11}  "
+            + "  ".join(f"{f'desk precision {d}d':<34}" for d in DESK_WINDOWS).rstrip()
+        )
+    for wl in sorted(selected, key=lambda w: w.id):
+        examples = read_examples(wl.examples)[0] if wl.examples is not None else []
+        windows = {d: desk.get(wl.id, {}).get(d, DeskJudgement()) for d in DESK_WINDOWS}
+        if args.format == "jsonl":
+            row = {
+                "watchlist": wl.id,
+                "name": wl.name,
+                "examples": len(examples),
+                "examples_relevant": sum(e.relevant for e in examples),
+                "desk_labels": labels.get(wl.id, 0),
+                "desk_precision": {f"{d}d": j.as_json() for d, j in windows.items()},
+            }
+            print(json.dumps(row, ensure_ascii=False))
+            continue
+        print(
+            console_safe(
+                f"{wl.id:<24} {len(examples):>8} {sum(e.relevant for e in examples):>8} "
+                f"{labels.get(wl.id, 0):>11}  "
+                + "  ".join(f"{precision_line(j):<34}" for j in windows.values()).rstrip()
+            )
+        )
+    return 1 if errors else 0
 
 
 def cmd_schema(args: argparse.Namespace, app: App) -> int:

@@ -1,6 +1,7 @@
 """Backtests: what a draft watchlist would have alerted on among the stored articles of the
 last N days, beside what the saved version did, judged by each version's model as ingest
-judges; and each version's precision and recall over its examples (cross-validated).
+judges; and each version's precision and recall over its examples (cross-validated). Examples
+are the service's: the watchlist's file plus the desk's labels in effect.
 
 Runs on a worker thread (never the event loop), streams its progress, and stops when the
 browser goes away. Models and cross-validation reports are cached per model key (the parts
@@ -23,6 +24,7 @@ from monitor.model import Match, Watchlist
 from monitor.query.matcher import Matcher, compile_matcher
 from monitor.relevance.classifier import TrainingError
 from monitor.relevance.models import (
+    ExampleSource,
     RelevanceModels,
     VectorCache,
     accepted,
@@ -81,10 +83,18 @@ class Models:
         embedder: Callable[[], Embedder],
         vectors: VectorCache,
         live: Callable[[], tuple[Mapping[str, Watchlist], RelevanceModels]] | None = None,
+        *,
+        examples: ExampleSource = file_examples,
+        generation: Callable[[], object] = lambda: 0,
     ) -> None:
         self._embedder = embedder
         self.vectors = vectors
         self._live = live  # the registry's watchlists and models: never trained twice
+        # Where examples come from: the service's own source (the file plus the desk's
+        # labels), so a draft is judged by the model it would get when it goes live.
+        self._examples = examples
+        # Changes whenever the live models were refitted on new desk feedback (cache keys).
+        self._generation = generation
         self._models: OrderedDict[str, RelevanceModels] = OrderedDict()
         self._quality: OrderedDict[str, Quality] = OrderedDict()
         # The saved version's verdict per article, for the backtest being typed against:
@@ -100,12 +110,11 @@ class Models:
         return self._embedder()
 
     def key(self, watchlist: Watchlist) -> str:
-        return model_key(watchlist, self.embedder.name)
+        return f"{model_key(watchlist, self.embedder.name)}:{self._generation()}"
 
     def models(self, watchlist: Watchlist) -> RelevanceModels:
-        """The watchlist's model (empty without examples); trained once per model key."""
-        if watchlist.examples is None:
-            return RelevanceModels()
+        """The watchlist's model (empty without examples, file or desk); trained once per
+        model key."""
         if self._live is not None:
             watchlists, live = self._live()
             if watchlists.get(watchlist.id) == watchlist and (
@@ -117,7 +126,7 @@ class Models:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key]
-        built = train_models([watchlist], self.embedder, self.vectors)
+        built = train_models([watchlist], self.embedder, self.vectors, source=self._examples)
         with self._lock:
             self._models[key] = built
             while len(self._models) > 8:
@@ -136,13 +145,13 @@ class Models:
         if cached is not None:
             return cached
         started = time.perf_counter()
-        if watchlist.examples is None:
+        examples = self._examples(watchlist)
+        if not examples:
             quality = Quality(None, "no examples: the query alone decides", 0.0)
         else:
             try:
                 report = cross_validate(
-                    watchlist,
-                    prepare(watchlist, file_examples(watchlist), self.embedder, self.vectors),
+                    watchlist, prepare(watchlist, examples, self.embedder, self.vectors)
                 )
                 quality = Quality(report, None, time.perf_counter() - started)
             except TrainingError as exc:

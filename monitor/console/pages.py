@@ -43,7 +43,7 @@ from monitor.console.draft import (
 from monitor.logs import get_logger
 from monitor.model import AlertStatus, Watchlist
 from monitor.query.matcher import compile_matcher
-from monitor.relevance.examples import read_examples
+from monitor.relevance.examples import Example, read_examples
 from monitor.relevance.models import embed_articles
 from monitor.store import alerts as alert_store
 from monitor.store import console as store
@@ -213,7 +213,19 @@ class Console:
             lambda: self._embedder,
             self.vectors,
             live=lambda: (registry.watchlists, registry.relevance),
+            examples=self._examples_with_desk,
+            generation=lambda: getattr(self.service, "feedback_generation", 0),
         )
+
+    def _examples_with_desk(self, watchlist: Watchlist) -> list[Example]:
+        """The examples file plus the desk's labels (the desk wins), as the service trains."""
+        from monitor.feedback import merge_examples
+        from monitor.relevance.models import file_examples
+        from monitor.store import feedback as feedback_store
+
+        files = file_examples(watchlist)
+        labelled = feedback_store.labelled_articles(self.engine, watchlist.id)
+        return merge_examples(files, labelled) if labelled else files
 
     def session(self, request: web.Request) -> Session:
         """The caller's session: a signed cookie, or a Bearer token (scripts). Pages redirect
@@ -448,6 +460,7 @@ class Console:
         recent = await self._db(
             lambda: store.list_alerts(self.engine, watchlist_id=wid, limit=20)
         )
+        desk, labels = await self._db(lambda: _desk_of(self.engine, wid))
         health = self.registry.health()
         mine = [p for p in health.problems if p.startswith((f"{wid}:", f"{wid}.", str(wl.path)))]
         saved = request.query.get("saved") == "1"
@@ -475,6 +488,8 @@ class Console:
             problems=mine,
             flash=flash,
             saved=saved,
+            desk=desk,
+            labels=labels,
         )
 
     async def _shared(self, key: str, func: Callable[[], T]) -> T:
@@ -732,16 +747,23 @@ class Console:
             )
             draft = check.watchlist
             saved = self.registry.watchlists.get(draft.id)
-            if draft.examples is not None or (saved is not None and saved.examples is not None):
+            desk, labels = await self._db(lambda: _desk_of(self.engine, draft.id))
+            if (
+                draft.examples is not None
+                or labels
+                or (saved is not None and saved.examples is not None)
+            ):
                 mine = await self._work(lambda: self.models.quality(draft))
                 theirs = (
                     await self._work(lambda: self.models.quality(saved))
-                    if saved is not None and saved.examples is not None
+                    if saved is not None and (saved.examples is not None or labels)
                     else None
                 )
                 await send(
                     "quality",
-                    html=self._fragment("_compare.html", draft=mine, saved=theirs),
+                    html=self._fragment(
+                        "_compare.html", draft=mine, saved=theirs, desk=desk, labels=labels
+                    ),
                 )
         except (ConnectionResetError, RuntimeError):
             stop.set()
@@ -984,13 +1006,19 @@ def _int(value: str | None, default: int) -> int:
 
 
 
+def _desk_of(engine: Engine, wid: str) -> tuple[dict[int, Any], int]:
+    """One watchlist's desk judgements over 7 and 30 days, and its labels in effect."""
+    from monitor.store import feedback as feedback_store
+
+    windows = feedback_store.desk_precision(engine, datetime.now(UTC), watchlist_id=wid)
+    return windows.get(wid, {}), feedback_store.labelled_watchlists(engine).get(wid, 0)
+
+
 def _desk_precision(engine: Engine, now: datetime) -> dict[str, dict[int, tuple[int, int]]]:
     """Desk labels by watchlist over the last 7 and 30 days: {id: {days: (relevant, not)}}."""
     from monitor.store import feedback as feedback_store
 
-    out: dict[str, dict[int, tuple[int, int]]] = {}
-    for days in (7, 30):
-        counts = feedback_store.label_counts(engine, since=now - timedelta(days=days))
-        for wid, pair in counts.items():
-            out.setdefault(wid, {})[days] = pair
-    return out
+    return {
+        wid: {days: (j.relevant, j.not_relevant) for days, j in windows.items()}
+        for wid, windows in feedback_store.desk_precision(engine, now).items()
+    }

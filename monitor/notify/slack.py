@@ -163,6 +163,8 @@ class SlackNotifier:
         )
         self.timeout = timeout
         self._ids: dict[str, str] = {}
+        api = urlsplit(base)
+        self._origin = (api.scheme, api.netloc)
 
     async def send(self, message: Outgoing) -> str:
         feedback = None
@@ -220,6 +222,39 @@ class SlackNotifier:
             raise classify_api_error(exc) from None
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise classify_transport_error(exc) from None
+
+    def _may_post_to(self, response_url: str) -> bool:
+        """A click's `response_url` is Slack's (`https://hooks.slack.com/…`) or on the API host
+        we were configured with (a proxy, the test stand-in); anything else is not followed,
+        whoever put it in the payload."""
+        parts = urlsplit(response_url)
+        if parts.scheme == "https" and parts.hostname == "hooks.slack.com":
+            return True
+        return (parts.scheme, parts.netloc) == self._origin
+
+    async def tell(
+        self, text: str, *, user: str, channel: str | None, response_url: str | None
+    ) -> str | None:
+        """An ephemeral note to the one person who clicked (only they see it): through the
+        click's `response_url`, else chat.postEphemeral. Returns how it went, None if not."""
+        try:
+            async with asyncio.timeout(self.timeout + 2):
+                if response_url and self._may_post_to(response_url):
+                    hook = AsyncWebhookClient(
+                        response_url, timeout=int(max(1, self.timeout)), retry_handlers=[]
+                    )
+                    answer = await hook.send(
+                        text=text, response_type="ephemeral", replace_original=False
+                    )
+                    if answer.status_code < 300:
+                        return "response_url"
+                    log.warning("slack response_url refused", status=answer.status_code)
+                if channel and user:
+                    await self._read.chat_postEphemeral(channel=channel, user=user, text=text)
+                    return "chat.postEphemeral"
+        except (SlackApiError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.warning("slack ephemeral note not sent", error=str(exc)[:300])
+        return None
 
     async def check(self) -> str | None:
         """auth.test: None when the token works, else what to fix (for start-up checks)."""

@@ -9,7 +9,7 @@ one mute per story and channel). Undo and reject clear `active_key`; rows are ne
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -251,30 +251,69 @@ def version(engine: Engine) -> tuple[int, int]:
     return int(newest or 0), int(active or 0)
 
 
-def label_counts(
-    engine: Engine, *, since: datetime, watchlist_id: str | None = None
-) -> dict[str, tuple[int, int]]:
-    """Active labels given since `since`, by watchlist: (relevant, not relevant)."""
+DESK_WINDOWS = (7, 30)  # days: the desk's precision is shown over the last week and month
+
+
+@dataclass(frozen=True, slots=True)
+class DeskJudgement:
+    """Active desk labels of one watchlist over one window: how right its alerts were, as the
+    people who read them judged."""
+
+    relevant: int = 0
+    not_relevant: int = 0
+
+    @property
+    def judged(self) -> int:
+        return self.relevant + self.not_relevant
+
+    @property
+    def precision(self) -> float | None:
+        """None when nobody judged (0 of 0 is no evidence, not 0 %)."""
+        return self.relevant / self.judged if self.judged else None
+
+    def as_json(self) -> dict[str, object]:
+        p = self.precision
+        return {
+            "relevant": self.relevant,
+            "not_relevant": self.not_relevant,
+            "judged": self.judged,
+            "precision": None if p is None else round(p, 4),
+        }
+
+
+def desk_precision(
+    engine: Engine,
+    now: datetime,
+    *,
+    watchlist_id: str | None = None,
+    windows: tuple[int, ...] = DESK_WINDOWS,
+) -> dict[str, dict[int, DeskJudgement]]:
+    """Watchlist id → {days: its active labels given within the last `days`}, one aggregate
+    query (rejected and undone items do not count). Watchlists without labels are absent."""
+    since = {days: now - timedelta(days=days) for days in windows}
+    relevant = col(FeedbackRow.action) == FeedbackAction.RELEVANT
+    columns = []
+    for days in windows:
+        recent = col(FeedbackRow.created_at) >= since[days]
+        columns += [func.count().filter(recent, relevant), func.count().filter(recent, ~relevant)]
     stmt = (
-        select(col(FeedbackRow.watchlist_id), col(FeedbackRow.action), func.count())
+        select(col(FeedbackRow.watchlist_id), *columns)
         .where(
             col(FeedbackRow.active_key).is_not(None),
-            col(FeedbackRow.created_at) >= since,
+            col(FeedbackRow.created_at) >= since[max(windows)],
             col(FeedbackRow.action).in_([FeedbackAction.RELEVANT, FeedbackAction.NOT_RELEVANT]),
         )
-        .group_by(col(FeedbackRow.watchlist_id), col(FeedbackRow.action))
+        .group_by(col(FeedbackRow.watchlist_id))
     )
     if watchlist_id:
         stmt = stmt.where(col(FeedbackRow.watchlist_id) == watchlist_id)
-    out: dict[str, tuple[int, int]] = {}
+    out: dict[str, dict[int, DeskJudgement]] = {}
     with Session(engine) as session:
-        for wl, action, count in session.execute(stmt):
-            good, bad = out.get(str(wl), (0, 0))
-            if action == FeedbackAction.RELEVANT:
-                good += int(count)
-            else:
-                bad += int(count)
-            out[str(wl)] = (good, bad)
+        for wl, *counts in session.execute(stmt):
+            out[str(wl)] = {
+                days: DeskJudgement(int(counts[2 * n] or 0), int(counts[2 * n + 1] or 0))
+                for n, days in enumerate(windows)
+            }
     return out
 
 

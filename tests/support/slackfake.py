@@ -1,7 +1,8 @@
 """A local Slack Web API stand-in: chat.postMessage, chat.update, conversations.history/replies,
 auth.test, and interactivity: signed `block_actions` payloads sent to a service's
-`/slack/actions` (`click`), and Socket Mode (`apps.connections.open` → a local websocket that
-delivers envelopes and records acks: `socket_click`).
+`/slack/actions` (`click`), Socket Mode (`apps.connections.open` → a local websocket that
+delivers envelopes and records acks: `socket_click`), and the notes only the clicker sees
+(each payload's `response_url`, and chat.postEphemeral: `ephemerals`).
 
 It stores messages with their metadata and thread, records every request, and can be told to
 misbehave on the next calls of a method: answer 429 with Retry-After, 500 (before or after
@@ -109,10 +110,14 @@ class SlackFake:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self.updates: list[dict[str, Any]] = []  # chat.update args, in order
+        # Notes only the clicker sees: {"via": "response_url"|"chat.postEphemeral", "user",
+        # "channel", "text", "response_type", "replace_original"}, in order.
+        self.ephemerals: list[dict[str, Any]] = []
         self.app_token = "xapp-test-app-token"
         self.acks: list[dict[str, Any]] = []  # Socket Mode acks received
         self._sockets: list[web.WebSocketResponse] = []
         self._socket_seen = threading.Event()
+        self._response_urls: dict[str, tuple[str, str]] = {}  # token -> (user, channel)
 
     # --- control ------------------------------------------------------------------------------
 
@@ -200,6 +205,7 @@ class SlackFake:
         app.router.add_route("*", "/api/{method}", self._handle)
         app.router.add_post("/hooks/{path:.*}", self._hook)
         app.router.add_get("/socket", self._socket)
+        app.router.add_post("/response/{token}", self._response)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         loop.run_until_complete(self._runner.setup())
         loop.run_until_complete(self._start_site())
@@ -274,12 +280,8 @@ class SlackFake:
             low, high = self.post_delay
             if high > 0:  # stored, answer still on its way: the window a crash can hit
                 await asyncio.sleep(random.uniform(low, high))
-        elif method == "chat.update":
-            answer = self._update(args)
-        elif method == "conversations.history":
-            answer = self._history(args, replies=False)
-        elif method == "conversations.replies":
-            answer = self._history(args, replies=True)
+        elif method in self._simple:
+            answer = self._simple[method](args)
         elif method == "conversations.list":
             with self._lock:
                 channels = [{"id": cid, "name": name} for name, cid in self._channels.items()]
@@ -291,6 +293,34 @@ class SlackFake:
             if late is not None:
                 return late
         return web.json_response(answer)
+
+    @property
+    def _simple(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
+        """Methods answered from their arguments alone."""
+        return {
+            "chat.update": self._update,
+            "chat.postEphemeral": self._ephemeral,
+            "conversations.history": lambda args: self._history(args, replies=False),
+            "conversations.replies": lambda args: self._history(args, replies=True),
+        }
+
+    async def _response(self, request: web.Request) -> web.StreamResponse:
+        """A click's response_url: JSON in, "ok" out, as Slack answers. The token names the
+        click it was handed out with (its user and channel)."""
+        body = await request.json()
+        with self._lock:
+            user, channel = self._response_urls.get(request.match_info["token"], (None, None))
+            self.ephemerals.append(
+                {
+                    "via": "response_url",
+                    "user": user,
+                    "channel": channel,
+                    "text": str(body.get("text") or ""),
+                    "response_type": body.get("response_type"),
+                    "replace_original": body.get("replace_original"),
+                }
+            )
+        return web.Response(text="ok", content_type="text/plain")
 
     async def _hook(self, request: web.Request) -> web.StreamResponse:
         """Incoming webhook: the channel is fixed by the URL; answers plain "ok"."""
@@ -380,6 +410,18 @@ class SlackFake:
             self.on_post(message)
         return {"ok": True, "channel": cid, "ts": ts, "message": {"text": message.text, "ts": ts}}
 
+    def _ephemeral(self, args: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            self.ephemerals.append(
+                {
+                    "via": "chat.postEphemeral",
+                    "user": args.get("user"),
+                    "channel": self._resolve(str(args.get("channel") or "")),
+                    "text": str(args.get("text") or ""),
+                }
+            )
+            return {"ok": True, "message_ts": self._next_ts()}
+
     def _update(self, args: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             cid = self._resolve(str(args.get("channel") or ""))
@@ -412,6 +454,9 @@ class SlackFake:
                     button = element
         if button is None:
             raise AssertionError(f"no {action!r} button on the message: {message.blocks}")
+        token = f"{random.getrandbits(64):016x}"
+        with self._lock:
+            self._response_urls[token] = (user_id, message.channel)
         return {
             "type": "block_actions",
             "team": {"id": "T00000001", "domain": "fake"},
@@ -425,7 +470,7 @@ class SlackFake:
             "channel": {"id": message.channel},
             "message": {"ts": message.ts, "text": message.text, "blocks": message.blocks},
             "trigger_id": f"trig.{random.randint(1, 10**9)}",
-            "response_url": f"http://127.0.0.1:{self.port}/response",
+            "response_url": f"http://127.0.0.1:{self.port}/response/{token}",
             "actions": [
                 {
                     "type": "button",
