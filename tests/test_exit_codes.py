@@ -193,6 +193,8 @@ def _cases(w: dict[str, Any]) -> list[Case]:
         Case(["watchlists", "train", "--dir", str(GOOD)], 0),
         Case(["watchlists", "train", "letters", "--dir", str(GOOD)], 1, stderr="no watchlist"),
         Case(["watchlists", "schema"], 0, stdout="$schema"),
+        Case(["watchlists", "status", "--dir", str(GOOD)], 0, db_env),
+        Case(["watchlists", "status", "nope", "--dir", str(GOOD)], 1, db_env),
         Case(["stories", "list"], 0, db_env),
         Case(["stories", "show", "12345"], 1, db_env, stderr="no story"),
         Case(["stories", "test", "--articles", corpus, "--format", "jsonl"], 0),
