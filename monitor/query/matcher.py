@@ -167,10 +167,10 @@ class Matcher:
         """Every watchlist that matches, best score first."""
         folded = (fold(article.title), fold(article.text))
         title, text = split_folded(folded[0]), split_folded(folded[1])
-        indices, present = self._prefilter.candidates(title, text)
+        indices, present, hay = self._prefilter.candidates(title, text)
         if not indices:
             return []
-        doc = Doc(article, (title, text), folded, present)
+        doc = Doc(article, (title, text), folded, present, hay)
         out: list[Match] = []
         for index in indices:
             item = self.compiled[index]
@@ -180,18 +180,39 @@ class Matcher:
         out.sort(key=lambda m: (-m.score, m.watchlist_id))
         return out
 
-    def _run(self, item: CompiledWatchlist, article: Article, doc: Doc) -> Match | Miss:
+    def match_exhaustive(self, article: Article) -> list[Match]:
+        """`match` the slow way: no prefilter, every watchlist fully evaluated (`evaluate`,
+        every child of every OR). The reference the fast path is tested against."""
+        doc = Doc(article)
+        out = [m for c in self.compiled if isinstance(m := self._run(c, article, doc, True), Match)]
+        out.sort(key=lambda m: (-m.score, m.watchlist_id))
+        return out
+
+    def _run(
+        self, item: CompiledWatchlist, article: Article, doc: Doc, full: bool = False
+    ) -> Match | Miss:
+        """Decide first (`test`), then collect the hits of a match only; `full` takes the
+        reference path (`evaluate`) instead."""
         wl = item.watchlist
         if wl.sources and article.source_id not in wl.sources:
             reason = f"source {article.source_id!r} is not in sources: {', '.join(wl.sources)}"
             return Miss(MissKind.SOURCE, reason)
         hits: list[Hit] = []
-        if not item.query.evaluate(doc, DEFAULT_FIELDS, hits):
+        if full:
+            if not item.query.evaluate(doc, DEFAULT_FIELDS, hits):
+                return Miss(MissKind.NO_MATCH, "no match")
+        elif not item.query.test(doc, DEFAULT_FIELDS):
             return Miss(MissKind.NO_MATCH, "no match")
+        else:
+            item.query.collect(doc, DEFAULT_FIELDS, hits)
         score, terms = _score(hits)
         if item.exclude is not None:
             vetoed: list[Hit] = []
-            if item.exclude.evaluate(doc, DEFAULT_FIELDS, vetoed):
+            if full:
+                excluded = item.exclude.evaluate(doc, DEFAULT_FIELDS, vetoed)
+            elif excluded := item.exclude.test(doc, DEFAULT_FIELDS):
+                item.exclude.collect(doc, DEFAULT_FIELDS, vetoed)
+            if excluded:
                 vetoing = ", ".join(dict.fromkeys(h[0] for h in vetoed)) or "exclude"
                 return Miss(MissKind.EXCLUDED, f"vetoed by exclude ({vetoing})")
         if score < wl.min_score:
@@ -255,6 +276,11 @@ class Signals:
     def hits(self, article: Article) -> tuple[bool, ...]:
         if not self._nodes:
             return ()
+        doc = Doc(article)
+        return tuple(node.test(doc, DEFAULT_FIELDS) for node in self._nodes)
+
+    def hits_exhaustive(self, article: Article) -> tuple[bool, ...]:
+        """`hits` by the reference path (`evaluate`), for tests."""
         doc = Doc(article)
         return tuple(node.evaluate(doc, DEFAULT_FIELDS, []) for node in self._nodes)
 

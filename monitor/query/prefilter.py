@@ -47,9 +47,11 @@ class Prefilter:
         self._ac_ascii = _automaton([k for k in self._by_ac if k.isascii()])
         self._ac_other = _automaton([k for k in self._by_ac if not k.isascii()])
 
-    def candidates(self, title: list[str], text: list[str]) -> tuple[list[int], set[str] | None]:
-        """Indices whose every required literal occurs, and the article's word set if it was
-        built on the way (the evaluator reuses it)."""
+    def candidates(
+        self, title: list[str], text: list[str]
+    ) -> tuple[list[int], set[str] | None, str]:
+        """Indices whose every required literal occurs, the article's word set if it was
+        built on the way and the words joined as searched (the evaluator reuses both)."""
         found: set[int] = set(self._always)
         # Two spaces between the fields: a phrase key never spans title and summary.
         hay = " " + " ".join(title) + "  " + " ".join(text) + " "
@@ -80,7 +82,7 @@ class Prefilter:
                     found.add(index)
                 continue
             found.add(index)
-        return sorted(found), present
+        return sorted(found), present, hay
 
 
 def _split_clause(clause: frozenset[str]) -> tuple[frozenset[str], tuple[str, ...]]:
