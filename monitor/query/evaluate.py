@@ -77,6 +77,7 @@ class Doc:
     __slots__ = (
         "_bounds",
         "_folded",
+        "_ascii",
         "_hay",
         "_positions",
         "_present",
@@ -115,6 +116,7 @@ class Doc:
             self._folded[field] = fold_mapped(self.texts[field], text)
         self._present = present
         self._hay = hay
+        self._ascii: bool | None = None
 
     def tokens(self, field: int) -> list[str]:
         found = self._tokens[field]
@@ -148,6 +150,11 @@ class Doc:
                 " " + " ".join(self.tokens(TITLE)) + "  " + " ".join(self.tokens(SUMMARY)) + " "
             )
         return self._hay
+
+    def ascii(self) -> bool:
+        if self._ascii is None:
+            self._ascii = self.hay().isascii()
+        return self._ascii
 
     def sorted_vocab(self, field: int) -> list[str]:
         """The distinct words in order, so a prefix finds its words by bisection."""
@@ -282,12 +289,12 @@ class Screen:
     `need` meets the article's words (one set intersection) or words joined (a substring
     search per prefix or Hangul key), in their order."""
 
-    __slots__ = ("_by_word", "_open", "_probed", "_words", "children")
+    __slots__ = ("_by_word", "_open", "_probes", "_probes_other", "_words", "children")
 
     def __init__(self, children: Sequence[Any]) -> None:
         self.children = tuple(children)
         self._by_word: dict[str, list[int]] = {}
-        self._probed: list[tuple[int, tuple[str, ...]]] = []
+        probes: list[tuple[str, int]] = []
         self._open: list[int] = []  # children without a need: always tried
         for i, child in enumerate(self.children):
             need: Need = child.need
@@ -296,9 +303,11 @@ class Screen:
                 continue
             for word in need[0]:
                 self._by_word.setdefault(word, []).append(i)
-            if need[1]:
-                self._probed.append((i, need[1]))
+            probes.extend((probe, i) for probe in need[1])
         self._words = frozenset(self._by_word)
+        # Non-ASCII probes (Hangul, CJK) can only occur in non-ASCII text.
+        self._probes = tuple(p for p in probes if p[0].isascii())
+        self._probes_other = tuple(p for p in probes if not p[0].isascii())
 
     def live(self, doc: Doc, fields: Fields) -> Sequence[Any]:
         vocab = doc.screen(fields)
@@ -312,9 +321,11 @@ class Screen:
             by_word = self._by_word
             for word in present:
                 chosen.update(by_word[word])
-        if self._probed:
+        if self._probes or self._probes_other:
             hay = doc.hay()
-            found = [i for i, probes in self._probed if any(p in hay for p in probes)]
+            found = [i for probe, i in self._probes if probe in hay]
+            if self._probes_other and not doc.ascii():
+                found += [i for probe, i in self._probes_other if probe in hay]
             if found:
                 chosen = set(chosen)
                 chosen.update(found)
