@@ -75,9 +75,10 @@ class Doc:
     """
 
     __slots__ = (
+        "_ascii",
+        "_both",
         "_bounds",
         "_folded",
-        "_ascii",
         "_hay",
         "_positions",
         "_present",
@@ -117,6 +118,7 @@ class Doc:
         self._present = present
         self._hay = hay
         self._ascii: bool | None = None
+        self._both: dict[str, list[int]] | None = None
 
     def tokens(self, field: int) -> list[str]:
         found = self._tokens[field]
@@ -150,6 +152,22 @@ class Doc:
                 " " + " ".join(self.tokens(TITLE)) + "  " + " ".join(self.tokens(SUMMARY)) + " "
             )
         return self._hay
+
+    def both(self) -> dict[str, list[int]]:
+        """Every title and summary word's positions, in order, found in one pass (the fast
+        path asks for many words of the same article)."""
+        found = self._both
+        if found is None:
+            found = {}
+            for base, tokens in ((0, self.tokens(TITLE)), (STRIDE, self.tokens(SUMMARY))):
+                for i, word in enumerate(tokens, base):
+                    seen = found.get(word)
+                    if seen is None:
+                        found[word] = [i]
+                    else:
+                        seen.append(i)
+            self._both = found
+        return found
 
     def ascii(self) -> bool:
         if self._ascii is None:
@@ -334,6 +352,7 @@ class Screen:
         return [children[i] for i in sorted(chosen)]
 
 
+_NONE: list[int] = []  # shared, never changed
 MAX_SPANS_PER_FIELD = 8  # enough to score and highlight; later repeats only cost time
 
 
@@ -370,6 +389,8 @@ class CWords:
 
     def _word_positions(self, doc: Doc, i: int, fields: Fields) -> list[int]:
         word = self.words[i]
+        if fields == DEFAULT_FIELDS:
+            return self._both_positions(doc, i)
         found: list[int] = []
         for field in sorted(fields):
             if not self.scan[i]:
@@ -388,6 +409,28 @@ class CWords:
         if len(fields) > 1 or self.scan[i]:
             found.sort()
         return found
+
+    def _both_positions(self, doc: Doc, i: int) -> list[int]:
+        """`_word_positions` over title and summary, from the article's one-pass index (the
+        list returned may be the index's own: callers do not change it)."""
+        word = self.words[i]
+        both = doc.both()
+        if not self.scan[i]:
+            return both.get(word, _NONE)
+        if self.unspaced[i]:
+            tokens = [token for token in doc.unspaced_vocab(TITLE) if word in token]
+        else:
+            ordered = doc.sorted_vocab(TITLE)
+            at = bisect_left(ordered, word)
+            end = at
+            while end < len(ordered) and ordered[end].startswith(word):
+                end += 1
+            tokens = ordered[at:end]
+        if not tokens:
+            return _NONE
+        if len(tokens) == 1:
+            return both.get(tokens[0], _NONE)
+        return sorted(p for token in tokens for p in both.get(token, _NONE))
 
     def positions(self, doc: Doc, fields: Fields) -> Spans:
         key = (id(self), fields)
