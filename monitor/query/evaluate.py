@@ -603,7 +603,13 @@ class CRegex:
         key = (id(self), fields)
         cached = doc.cache.get(key)
         if cached is None:
-            cached = doc.cache[key] = self.positions(doc, fields)
+            # Most articles have no match at all: then their word bounds are never needed.
+            texts = doc.texts
+            if any(texts[f] and self.regex.search(texts[f]) for f in fields):
+                cached = self.positions(doc, fields)
+            else:
+                cached = []
+            doc.cache[key] = cached
         return cached
 
     def test(self, doc: Doc, fields: Fields) -> bool:
