@@ -821,9 +821,7 @@ class CNear:
         cached = doc.cache.get(key)
         if cached is None:
             pairs = self._pairs(doc, fields, fast=True)
-            cached = doc.cache[key] = sorted(
-                {(min(a[0], b[0]), max(a[1], b[1])) for a, b in pairs}
-            )
+            cached = doc.cache[key] = sorted({(min(a[0], b[0]), max(a[1], b[1])) for a, b in pairs})
         return cached
 
     def test(self, doc: Doc, fields: Fields) -> bool:

@@ -127,7 +127,6 @@ class Clause:
         return False
 
 
-
 def _automaton(keys: list[str]) -> Any:
     if not keys:
         return None
