@@ -87,6 +87,7 @@ class Doc:
         "_vocab",
         "cache",
         "found",
+        "lives",
         "texts",
         "truth",
     )
@@ -105,6 +106,7 @@ class Doc:
         self.cache: dict[tuple[int, Fields], Spans] = {}
         self.truth: dict[tuple[int, Fields], bool] = {}  # `test` of shared nodes
         self.found: dict[tuple[int, Fields], tuple[Hit, ...] | None] = {}  # `collect`'s hits
+        self.lives: dict[tuple[int, Fields], Sequence[Any]] = {}  # `Screen.live`, for collect
         self._folded: list[Folded | None] = [None, None, None, None]
         self._bounds: list[list[tuple[int, int]] | None] = [None, None, None, None]
         self._tokens: list[list[str] | None] = [None, None, None, None]
@@ -328,6 +330,13 @@ class Screen:
         self._probes_other = tuple(p for p in probes if not p[0].isascii())
 
     def live(self, doc: Doc, fields: Fields) -> Sequence[Any]:
+        key = (id(self), fields)
+        found = doc.lives.get(key)
+        if found is None:
+            found = doc.lives[key] = self._live(doc, fields)
+        return found
+
+    def _live(self, doc: Doc, fields: Fields) -> Sequence[Any]:
         vocab = doc.screen(fields)
         if vocab is None:
             return self.children

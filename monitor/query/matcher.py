@@ -80,17 +80,21 @@ def _score(hits: list[Hit]) -> tuple[float, tuple[str, ...]]:
     for hit in hits:
         by_label.setdefault(hit[0], []).append(hit)
     order = sorted(by_label, key=lambda label: -max(h[3] - h[2] for h in by_label[label]))
-    credited: list[tuple[int, int, int]] = []
+    credited: tuple[list[tuple[int, int]], ...] = ([], [], [], [])  # word ranges by field
     kept: dict[str, float] = {}
     for label in order:
-        fresh = [
-            h
-            for h in by_label[label]
-            if not any(f == h[1] and s <= h[2] and h[3] <= e for f, s, e in credited)
-        ]
+        fresh: list[Hit] = []
+        for h in by_label[label]:
+            ranges = credited[h[1]]
+            if ranges:
+                first, last = h[2], h[3]
+                if any(s <= first and last <= e for s, e in ranges):
+                    continue
+            fresh.append(h)
         if fresh:
             kept[label] = max(FIELD_WEIGHT[h[1]] for h in fresh)
-            credited.extend((h[1], h[2], h[3]) for h in fresh)
+            for h in fresh:
+                credited[h[1]].append((h[2], h[3]))
     terms = tuple(label for label in by_label if label in kept)
     return round(sum(kept.values()), 3), terms
 
