@@ -79,6 +79,7 @@ class Doc:
         "_both",
         "_bounds",
         "_folded",
+        "_folded_text",
         "_hay",
         "_positions",
         "_present",
@@ -108,6 +109,7 @@ class Doc:
         self.found: dict[tuple[int, Fields], tuple[Hit, ...] | None] = {}  # `collect`'s hits
         self.lives: dict[tuple[int, Fields], Sequence[Any]] = {}  # `Screen.live`, for collect
         self._folded: list[Folded | None] = [None, None, None, None]
+        self._folded_text: list[str | None] = [None, None, None, None]
         self._bounds: list[list[tuple[int, int]] | None] = [None, None, None, None]
         self._tokens: list[list[str] | None] = [None, None, None, None]
         self._vocab: list[set[str] | None] = [None, None, None, None]
@@ -116,7 +118,7 @@ class Doc:
         for field, tokens in enumerate(fields or ()):
             self._tokens[field] = tokens
         for field, text in enumerate(folded or ()):
-            self._folded[field] = fold_mapped(self.texts[field], text)
+            self._folded_text[field] = text  # mapped to offsets only if hits are reported
         self._present = present
         self._hay = hay
         self._ascii: bool | None = None
@@ -210,6 +212,9 @@ class Doc:
                     pass
         return found
 
+    def _mapped(self, field: int) -> Folded:
+        return fold_mapped(self.texts[field], self._folded_text[field])
+
     def word_spans(self, field: int, first: int) -> Iterator[tuple[int, int, int]]:
         """(word index, start, end) in the original text from word `first` on.
 
@@ -218,7 +223,7 @@ class Doc:
         """
         folded = self._folded[field]
         if folded is None:
-            folded = self._folded[field] = fold_mapped(self.texts[field])
+            folded = self._folded[field] = self._mapped(field)
         origin = folded.origin
         text = folded.text
         if text.isascii() or not UNSPACED_RE.search(text):
@@ -243,7 +248,7 @@ class Doc:
         if found is None:
             folded = self._folded[field]
             if folded is None:
-                folded = self._folded[field] = fold_mapped(self.texts[field])
+                folded = self._folded[field] = self._mapped(field)
             origin = folded.origin
             spans = [m.span() for m in WORD_RE.finditer(folded.text)]
             if origin is not None:
