@@ -400,6 +400,12 @@ class CWords:
             self.need = (frozenset(), (max(self.keys(), key=len).strip(),))
         else:  # a lone prefix starts a word
             self.need = (frozenset(), (" " + words[-1],))
+        # A lone word is decided without positions: an exact one by the word set, a prefix by
+        # a search of the words joined (" launch" occurs where a word starts with "launch").
+        self._quick = 0
+        if len(words) == 1 and not self.unspaced[0]:
+            self._quick = 2 if self.scan[0] else 1
+        self._probe = " " + words[0]
 
     def _word_positions(self, doc: Doc, i: int, fields: Fields) -> list[int]:
         word = self.words[i]
@@ -478,6 +484,11 @@ class CWords:
     collect = evaluate
 
     def test(self, doc: Doc, fields: Fields) -> bool:
+        quick = self._quick
+        if quick and fields == DEFAULT_FIELDS:
+            if quick == 1:
+                return self.words[0] in doc.vocab(TITLE)
+            return self._probe in doc.hay()
         return bool(self.positions(doc, fields))
 
     def clauses(self) -> Clauses:
