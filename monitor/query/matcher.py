@@ -122,10 +122,14 @@ def _snippet(doc: Doc, hits: list[Hit]) -> tuple[str, tuple[Span, ...]]:
         snippet = lead + text[start:end] + ("…" if end < len(text) else "")
         shift = len(lead) - start
         window = {body[0][2]: (anchor, anchor_end)}  # word index -> span, inside the window
-        for index, s, e in spans:
-            if s >= end:
-                break
-            window[index] = (s, e)
+        needed = max(h[3] for h in body)  # no hit ends after this word
+        if needed > body[0][2]:
+            for index, s, e in spans:
+                if s >= end:
+                    break
+                window[index] = (s, e)
+                if index >= needed:
+                    break
         for _, _, first, last in body:
             if first in window and last in window and window[last][1] <= end:
                 chosen.append((window[first][0] + shift, window[last][1] + shift))
