@@ -400,12 +400,13 @@ class CWords:
             self.need = (frozenset(), (max(self.keys(), key=len).strip(),))
         else:  # a lone prefix starts a word
             self.need = (frozenset(), (" " + words[-1],))
-        # A lone word is decided without positions: an exact one by the word set, a prefix by
-        # a search of the words joined (" launch" occurs where a word starts with "launch").
+        # Decided without positions: a lone word by the word set; a phrase or prefix by a
+        # search of the words joined by spaces (" north korea " occurs where the two words
+        # follow each other in one field, " launch" where a word starts with "launch").
         self._quick = 0
-        if len(words) == 1 and not self.unspaced[0]:
-            self._quick = 2 if self.scan[0] else 1
-        self._probe = " " + words[0]
+        if slop is None and not any(self.unspaced):
+            self._quick = 1 if len(words) == 1 and not prefix else 2
+        self._probe = " " + " ".join(words) + ("" if prefix else " ")
 
     def _word_positions(self, doc: Doc, i: int, fields: Fields) -> list[int]:
         word = self.words[i]
