@@ -4,6 +4,15 @@
 against a `Doc` (the article's folded words, positions found on demand) and records hits as word
 ranges; each also states, as `clauses()`, the literals any match must contain, which the
 matcher's prefilter indexes. Pure: no I/O.
+
+Two paths give the same answers. `evaluate` / `positions` are the plain full evaluation (every
+child of an OR is evaluated, nothing remembered), kept as the reference the fast path is tested
+against and for explanations. The fast path the matcher runs is `test` (decide only, stopping at
+the first true child of an OR and the first false one of an AND), then `collect` (the same hits
+as `evaluate`) only for queries that matched, with `spans` for positions. It skips the children
+that cannot match: each node knows `need`, words one of which must be among the article's
+words, and an OR finds its possible children by one set intersection; results of shared nodes
+(an alias used by many watchlists) are remembered in the `Doc`.
 """
 
 from __future__ import annotations
@@ -48,6 +57,10 @@ Fields = frozenset[int]
 Hit = tuple[str, int, int, int]  # (term label, field, first word, last word) within the field
 Spans = list[tuple[int, int]]  # [first word position, last word position]
 Clauses = list[frozenset[str]]  # AND of ORs of prefilter keys; [] means "no requirement"
+# What a node needs to be true in the title or summary: one of these words among the article's
+# words, or one of these strings inside its words joined by spaces (" launch" for launch*, a
+# Hangul word); None when nothing is known (NOT, a regex, a `source:` filter).
+Need = tuple[frozenset[str], tuple[str, ...]] | None
 
 
 # ------------------------------------------------------------------------------ document
@@ -62,15 +75,22 @@ class Doc:
     """
 
     __slots__ = (
+        "_ascii",
+        "_both",
         "_bounds",
         "_folded",
+        "_folded_text",
+        "_hay",
         "_positions",
         "_present",
         "_sorted",
         "_tokens",
         "_vocab",
         "cache",
+        "found",
+        "lives",
         "texts",
+        "truth",
     )
 
     def __init__(
@@ -79,12 +99,17 @@ class Doc:
         fields: Sequence[list[str]] | None = None,
         folded: Sequence[str] | None = None,
         present: set[str] | None = None,
+        hay: str | None = None,
     ) -> None:
-        """`fields`, `folded` and `present` (words of title + summary) spare recomputing what
-        the prefilter already has."""
+        """`fields`, `folded`, `present` (words of title + summary) and `hay` (the same
+        joined by spaces) spare recomputing what the prefilter already has."""
         self.texts = (article.title, article.text, article.source_id, article.url)
         self.cache: dict[tuple[int, Fields], Spans] = {}
+        self.truth: dict[tuple[int, Fields], bool] = {}  # `test` of shared nodes
+        self.found: dict[tuple[int, Fields], tuple[Hit, ...] | None] = {}  # `collect`'s hits
+        self.lives: dict[tuple[int, Fields], Sequence[Any]] = {}  # `Screen.live`, for collect
         self._folded: list[Folded | None] = [None, None, None, None]
+        self._folded_text: list[str | None] = [None, None, None, None]
         self._bounds: list[list[tuple[int, int]] | None] = [None, None, None, None]
         self._tokens: list[list[str] | None] = [None, None, None, None]
         self._vocab: list[set[str] | None] = [None, None, None, None]
@@ -93,8 +118,11 @@ class Doc:
         for field, tokens in enumerate(fields or ()):
             self._tokens[field] = tokens
         for field, text in enumerate(folded or ()):
-            self._folded[field] = fold_mapped(self.texts[field], text)
+            self._folded_text[field] = text  # mapped to offsets only if hits are reported
         self._present = present
+        self._hay = hay
+        self._ascii: bool | None = None
+        self._both: dict[str, list[int]] | None = None
 
     def tokens(self, field: int) -> list[str]:
         found = self._tokens[field]
@@ -112,6 +140,43 @@ class Doc:
         if found is None:
             found = self._vocab[field] = set(self.tokens(field))
         return found
+
+    def screen(self, fields: Fields) -> set[str] | None:
+        """The words a node's `need` is checked against, or None where no check applies
+        (`source:` and `url:` have their own words)."""
+        if fields <= DEFAULT_FIELDS:
+            return self.vocab(TITLE)
+        return None
+
+    def hay(self) -> str:
+        """Title and summary words, each after a space (two between the fields), as the
+        prefilter searches them: a prefix occurs as " word", a Hangul word anywhere."""
+        if self._hay is None:
+            self._hay = (
+                " " + " ".join(self.tokens(TITLE)) + "  " + " ".join(self.tokens(SUMMARY)) + " "
+            )
+        return self._hay
+
+    def both(self) -> dict[str, list[int]]:
+        """Every title and summary word's positions, in order, found in one pass (the fast
+        path asks for many words of the same article)."""
+        found = self._both
+        if found is None:
+            found = {}
+            for base, tokens in ((0, self.tokens(TITLE)), (STRIDE, self.tokens(SUMMARY))):
+                for i, word in enumerate(tokens, base):
+                    seen = found.get(word)
+                    if seen is None:
+                        found[word] = [i]
+                    else:
+                        seen.append(i)
+            self._both = found
+        return found
+
+    def ascii(self) -> bool:
+        if self._ascii is None:
+            self._ascii = self.hay().isascii()
+        return self._ascii
 
     def sorted_vocab(self, field: int) -> list[str]:
         """The distinct words in order, so a prefix finds its words by bisection."""
@@ -147,6 +212,9 @@ class Doc:
                     pass
         return found
 
+    def _mapped(self, field: int) -> Folded:
+        return fold_mapped(self.texts[field], self._folded_text[field])
+
     def word_spans(self, field: int, first: int) -> Iterator[tuple[int, int, int]]:
         """(word index, start, end) in the original text from word `first` on.
 
@@ -155,7 +223,7 @@ class Doc:
         """
         folded = self._folded[field]
         if folded is None:
-            folded = self._folded[field] = fold_mapped(self.texts[field])
+            folded = self._folded[field] = self._mapped(field)
         origin = folded.origin
         text = folded.text
         if text.isascii() or not UNSPACED_RE.search(text):
@@ -180,7 +248,7 @@ class Doc:
         if found is None:
             folded = self._folded[field]
             if folded is None:
-                folded = self._folded[field] = fold_mapped(self.texts[field])
+                folded = self._folded[field] = self._mapped(field)
             origin = folded.origin
             spans = [m.span() for m in WORD_RE.finditer(folded.text)]
             if origin is not None:
@@ -193,7 +261,20 @@ class Doc:
 
 
 class CNode(Protocol):
-    def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool: ...
+    #: What must occur in the title or summary whenever the node is true there (`Need`).
+    need: Need
+
+    def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        """The full evaluation: every matching term's hits (the reference path)."""
+        ...
+
+    def test(self, doc: Doc, fields: Fields) -> bool:
+        """Whether the node matches, as cheaply as possible (the same answer as `evaluate`)."""
+        ...
+
+    def collect(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        """`evaluate`'s answer and hits, skipping children that cannot match."""
+        ...
 
     def clauses(self) -> Clauses:
         """Literal requirements in AND-of-OR form: every match contains a key of each set."""
@@ -205,7 +286,87 @@ class Positional(CNode, Protocol):
 
     def positions(self, doc: Doc, fields: Fields) -> Spans: ...
 
+    def spans(self, doc: Doc, fields: Fields) -> Spans:
+        """`positions`, skipping children that cannot match (the fast path)."""
+        ...
 
+
+def smallest_need(needs: Sequence[Need]) -> Need:
+    """For a node true only when all of these are: the one with fewest keys will do."""
+    known = [n for n in needs if n is not None]
+    return min(known, key=lambda n: len(n[0]) + 2 * len(n[1])) if known else None
+
+
+def union_need(needs: Sequence[Need]) -> Need:
+    """For a node true when any of these is: every one must be known."""
+    words: set[str] = set()
+    probes: dict[str, None] = {}
+    for need in needs:
+        if need is None:
+            return None
+        words |= need[0]
+        probes.update(dict.fromkeys(need[1]))
+    return (frozenset(words), tuple(probes)) if needs else None
+
+
+class Screen:
+    """Which children of an OR (or members of an alias) can be true in an article: those whose
+    `need` meets the article's words (one set intersection) or words joined (a substring
+    search per prefix or Hangul key), in their order."""
+
+    __slots__ = ("_by_word", "_open", "_probes", "_probes_other", "_words", "children")
+
+    def __init__(self, children: Sequence[Any]) -> None:
+        self.children = tuple(children)
+        self._by_word: dict[str, list[int]] = {}
+        probes: list[tuple[str, int]] = []
+        self._open: list[int] = []  # children without a need: always tried
+        for i, child in enumerate(self.children):
+            need: Need = child.need
+            if need is None:
+                self._open.append(i)
+                continue
+            for word in need[0]:
+                self._by_word.setdefault(word, []).append(i)
+            probes.extend((probe, i) for probe in need[1])
+        self._words = frozenset(self._by_word)
+        # Non-ASCII probes (Hangul, CJK) can only occur in non-ASCII text.
+        self._probes = tuple(p for p in probes if p[0].isascii())
+        self._probes_other = tuple(p for p in probes if not p[0].isascii())
+
+    def live(self, doc: Doc, fields: Fields) -> Sequence[Any]:
+        key = (id(self), fields)
+        found = doc.lives.get(key)
+        if found is None:
+            found = doc.lives[key] = self._live(doc, fields)
+        return found
+
+    def _live(self, doc: Doc, fields: Fields) -> Sequence[Any]:
+        vocab = doc.screen(fields)
+        if vocab is None:
+            return self.children
+        present = self._words.intersection(vocab)
+        children = self.children
+        chosen: set[int] | list[int] = self._open
+        if present:
+            chosen = set(chosen)
+            by_word = self._by_word
+            for word in present:
+                chosen.update(by_word[word])
+        if self._probes or self._probes_other:
+            hay = doc.hay()
+            found = [i for probe, i in self._probes if probe in hay]
+            if self._probes_other and not doc.ascii():
+                found += [i for probe, i in self._probes_other if probe in hay]
+            if found:
+                chosen = set(chosen)
+                chosen.update(found)
+        if len(chosen) == len(children):
+            return children
+        return [children[i] for i in sorted(chosen)]
+
+
+_NONE: list[int] = []  # shared, never changed
 MAX_SPANS_PER_FIELD = 8  # enough to score and highlight; later repeats only cost time
 
 
@@ -230,15 +391,33 @@ class CWords:
         self.scan = tuple(
             _hangul(w) or (prefix and i == len(words) - 1) for i, w in enumerate(words)
         )
+        self.unspaced = tuple(_hangul(w) for w in words)
+        fixed = [w for i, w in enumerate(words) if not self.scan[i]]  # exact words
+        self.need: Need
+        if fixed:
+            self.need = (frozenset({max(fixed, key=len)}), ())
+        elif any(self.unspaced):  # inside a word of its script
+            self.need = (frozenset(), (max(self.keys(), key=len).strip(),))
+        else:  # a lone prefix starts a word
+            self.need = (frozenset(), (" " + words[-1],))
+        # Decided without positions: a lone word by the word set; a phrase or prefix by a
+        # search of the words joined by spaces (" north korea " occurs where the two words
+        # follow each other in one field, " launch" where a word starts with "launch").
+        self._quick = 0
+        if slop is None and not any(self.unspaced):
+            self._quick = 1 if len(words) == 1 and not prefix else 2
+        self._probe = " " + " ".join(words) + ("" if prefix else " ")
 
     def _word_positions(self, doc: Doc, i: int, fields: Fields) -> list[int]:
         word = self.words[i]
+        if fields == DEFAULT_FIELDS:
+            return self._both_positions(doc, i)
         found: list[int] = []
         for field in sorted(fields):
             if not self.scan[i]:
                 found.extend(doc.positions(word, field))
                 continue
-            if _hangul(word):  # inside longer words of its script only
+            if self.unspaced[i]:  # inside longer words of its script only
                 for token in doc.unspaced_vocab(field):
                     if word in token:
                         found.extend(doc.positions(token, field))
@@ -251,6 +430,28 @@ class CWords:
         if len(fields) > 1 or self.scan[i]:
             found.sort()
         return found
+
+    def _both_positions(self, doc: Doc, i: int) -> list[int]:
+        """`_word_positions` over title and summary, from the article's one-pass index (the
+        list returned may be the index's own: callers do not change it)."""
+        word = self.words[i]
+        both = doc.both()
+        if not self.scan[i]:
+            return both.get(word, _NONE)
+        if self.unspaced[i]:
+            tokens = [token for token in doc.unspaced_vocab(TITLE) if word in token]
+        else:
+            ordered = doc.sorted_vocab(TITLE)
+            at = bisect_left(ordered, word)
+            end = at
+            while end < len(ordered) and ordered[end].startswith(word):
+                end += 1
+            tokens = ordered[at:end]
+        if not tokens:
+            return _NONE
+        if len(tokens) == 1:
+            return both.get(tokens[0], _NONE)
+        return sorted(p for token in tokens for p in both.get(token, _NONE))
 
     def positions(self, doc: Doc, fields: Fields) -> Spans:
         key = (id(self), fields)
@@ -279,6 +480,17 @@ class CWords:
             _record(doc, self.label, spans, hits)
             return True
         return False
+
+    spans = positions
+    collect = evaluate
+
+    def test(self, doc: Doc, fields: Fields) -> bool:
+        quick = self._quick
+        if quick and fields == DEFAULT_FIELDS:
+            if quick == 1:
+                return self.words[0] in doc.vocab(TITLE)
+            return self._probe in doc.hay()
+        return bool(self.positions(doc, fields))
 
     def clauses(self) -> Clauses:
         return [frozenset(self.keys())]
@@ -320,12 +532,31 @@ def _window(lists: list[list[int]], width: int) -> Spans:
     return out
 
 
+def _collect_any(node: Any, screen: Screen, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+    """The hits of every child that matches, in order, remembered for the next watchlist."""
+    key = (id(node), fields)
+    if key in doc.found:
+        known = doc.found[key]
+        if known is None:
+            return False
+        hits.extend(known)
+        return True
+    mark = len(hits)
+    matched = False
+    for child in screen.live(doc, fields):
+        matched = child.collect(doc, fields, hits) or matched
+    doc.found[key] = tuple(hits[mark:]) if matched else None
+    return matched
+
+
 class CAlias:
     """A named list of phrases (from aliases.yaml); each matched member is reported by name."""
 
     def __init__(self, name: str, members: Sequence[CWords]):
         self.label = "@" + name
         self.members = tuple(members)
+        self.need = union_need([m.need for m in self.members])
+        self._screen = Screen(self.members)
 
     def positions(self, doc: Doc, fields: Fields) -> Spans:
         out: Spans = []
@@ -338,6 +569,27 @@ class CAlias:
         for member in self.members:
             matched = member.evaluate(doc, fields, hits) or matched
         return matched
+
+    def spans(self, doc: Doc, fields: Fields) -> Spans:
+        key = (id(self), fields)
+        cached = doc.cache.get(key)
+        if cached is None:
+            out: Spans = []
+            for member in self._screen.live(doc, fields):
+                out.extend(member.positions(doc, fields))
+            cached = doc.cache[key] = sorted(out)
+        return cached
+
+    def test(self, doc: Doc, fields: Fields) -> bool:
+        key = (id(self), fields)
+        known = doc.truth.get(key)
+        if known is None:
+            live = self._screen.live(doc, fields)
+            known = doc.truth[key] = any(m.test(doc, fields) for m in live)
+        return known
+
+    def collect(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        return _collect_any(self, self._screen, doc, fields, hits)
 
     def clauses(self) -> Clauses:
         out: set[str] = set()
@@ -365,10 +617,32 @@ class CRegex:
                 "or lookaround; rewrite with plain words or alternation)"
             ) from exc
         self.label = "/" + pattern + "/"
+        self.need: Need = None
 
     def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
         """A match counts when it overlaps a word (so it can be scored and highlighted)."""
         spans = self.positions(doc, fields)
+        _record(doc, self.label, spans, hits)
+        return bool(spans)
+
+    def spans(self, doc: Doc, fields: Fields) -> Spans:
+        key = (id(self), fields)
+        cached = doc.cache.get(key)
+        if cached is None:
+            # Most articles have no match at all: then their word bounds are never needed.
+            texts = doc.texts
+            if any(texts[f] and self.regex.search(texts[f]) for f in fields):
+                cached = self.positions(doc, fields)
+            else:
+                cached = []
+            doc.cache[key] = cached
+        return cached
+
+    def test(self, doc: Doc, fields: Fields) -> bool:
+        return bool(self.spans(doc, fields))
+
+    def collect(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        spans = self.spans(doc, fields)
         _record(doc, self.label, spans, hits)
         return bool(spans)
 
@@ -399,11 +673,23 @@ class CRegex:
 class CAnd:
     def __init__(self, children: Sequence[CNode]):
         self.children = tuple(children)
+        self.need = smallest_need([c.need for c in self.children])
 
     def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
         mark = len(hits)
         for child in self.children:
             if not child.evaluate(doc, fields, hits):
+                del hits[mark:]
+                return False
+        return True
+
+    def test(self, doc: Doc, fields: Fields) -> bool:
+        return all(child.test(doc, fields) for child in self.children)
+
+    def collect(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        mark = len(hits)
+        for child in self.children:
+            if not child.collect(doc, fields, hits):
                 del hits[mark:]
                 return False
         return True
@@ -432,6 +718,8 @@ class COr:
     def __init__(self, children: Sequence[CNode], label: str):
         self.children = tuple(children)
         self.label = label
+        self.need = union_need([c.need for c in self.children])
+        self._screen = Screen(self.children)
 
     def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
         matched = False
@@ -445,6 +733,31 @@ class COr:
             positional: Positional = child  # type: ignore[assignment]
             out.extend(positional.positions(doc, fields))
         return sorted(out)
+
+    def spans(self, doc: Doc, fields: Fields) -> Spans:
+        key = (id(self), fields)
+        cached = doc.cache.get(key)
+        if cached is None:
+            out: Spans = []
+            for child in self._screen.live(doc, fields):
+                out.extend(child.spans(doc, fields))
+            cached = doc.cache[key] = sorted(out)
+        return cached
+
+    def test(self, doc: Doc, fields: Fields) -> bool:
+        key = (id(self), fields)
+        known = doc.truth.get(key)
+        if known is None:
+            known = False
+            for child in self._screen.live(doc, fields):
+                if child.test(doc, fields):
+                    known = True
+                    break
+            doc.truth[key] = known
+        return known
+
+    def collect(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        return _collect_any(self, self._screen, doc, fields, hits)
 
     def clauses(self) -> Clauses:
         out: set[str] = set()
@@ -460,9 +773,16 @@ class COr:
 class CNot:
     def __init__(self, child: CNode):
         self.child = child
+        self.need: Need = None
 
     def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
         return not self.child.evaluate(doc, fields, [])
+
+    def test(self, doc: Doc, fields: Fields) -> bool:
+        return not self.child.test(doc, fields)
+
+    def collect(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        return not self.child.test(doc, fields)
 
     def clauses(self) -> Clauses:
         return []
@@ -474,13 +794,24 @@ class CField:
         self.child = child
         self.label = label
         self.filter_only = field in ("source", "url")
+        self.need = None if self.filter_only else child.need
 
     def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
         return self.child.evaluate(doc, self.fields, hits)
 
+    def test(self, doc: Doc, fields: Fields) -> bool:
+        return self.child.test(doc, self.fields)
+
+    def collect(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        return self.child.collect(doc, self.fields, hits)
+
     def positions(self, doc: Doc, fields: Fields) -> Spans:
         child: Positional = self.child  # type: ignore[assignment]
         return child.positions(doc, self.fields)
+
+    def spans(self, doc: Doc, fields: Fields) -> Spans:
+        child: Positional = self.child  # type: ignore[assignment]
+        return child.spans(doc, self.fields)
 
     def clauses(self) -> Clauses:
         return [] if self.filter_only else self.child.clauses()
@@ -492,12 +823,15 @@ class CNear:
         self.right = right
         self.distance = distance
         self.label = label
+        self.need = smallest_need([left.need, right.need])
 
-    def _pairs(self, doc: Doc, fields: Fields) -> list[tuple[tuple[int, int], tuple[int, int]]]:
-        lefts = self.left.positions(doc, fields)
+    def _pairs(
+        self, doc: Doc, fields: Fields, fast: bool = False
+    ) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+        lefts = self.left.spans(doc, fields) if fast else self.left.positions(doc, fields)
         if not lefts:
             return []
-        rights = self.right.positions(doc, fields)
+        rights = self.right.spans(doc, fields) if fast else self.right.positions(doc, fields)
         out = []
         for a in lefts:
             for b in rights:
@@ -507,6 +841,32 @@ class CNear:
                 if gap <= self.distance:
                     out.append((a, b))
         return out
+
+    def spans(self, doc: Doc, fields: Fields) -> Spans:
+        key = (id(self), fields)
+        cached = doc.cache.get(key)
+        if cached is None:
+            pairs = self._pairs(doc, fields, fast=True)
+            cached = doc.cache[key] = sorted({(min(a[0], b[0]), max(a[1], b[1])) for a, b in pairs})
+        return cached
+
+    def test(self, doc: Doc, fields: Fields) -> bool:
+        return bool(self.spans(doc, fields))
+
+    def collect(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        pairs = self._pairs(doc, fields, fast=True)
+        if not pairs:
+            return False
+        ranges = [
+            (a[0] // STRIDE, min(a[0], b[0]) % STRIDE, max(a[1], b[1]) % STRIDE) for a, b in pairs
+        ]
+        leaves: list[Hit] = []
+        self.left.collect(doc, fields, leaves)
+        self.right.collect(doc, fields, leaves)
+        for hit in leaves:
+            if any(f == hit[1] and s <= hit[2] and hit[3] <= e for f, s, e in ranges):
+                hits.append(hit)
+        return True
 
     def positions(self, doc: Doc, fields: Fields) -> Spans:
         return sorted({(min(a[0], b[0]), max(a[1], b[1])) for a, b in self._pairs(doc, fields)})

@@ -80,17 +80,21 @@ def _score(hits: list[Hit]) -> tuple[float, tuple[str, ...]]:
     for hit in hits:
         by_label.setdefault(hit[0], []).append(hit)
     order = sorted(by_label, key=lambda label: -max(h[3] - h[2] for h in by_label[label]))
-    credited: list[tuple[int, int, int]] = []
+    credited: tuple[list[tuple[int, int]], ...] = ([], [], [], [])  # word ranges by field
     kept: dict[str, float] = {}
     for label in order:
-        fresh = [
-            h
-            for h in by_label[label]
-            if not any(f == h[1] and s <= h[2] and h[3] <= e for f, s, e in credited)
-        ]
+        fresh: list[Hit] = []
+        for h in by_label[label]:
+            ranges = credited[h[1]]
+            if ranges:
+                first, last = h[2], h[3]
+                if any(s <= first and last <= e for s, e in ranges):
+                    continue
+            fresh.append(h)
         if fresh:
             kept[label] = max(FIELD_WEIGHT[h[1]] for h in fresh)
-            credited.extend((h[1], h[2], h[3]) for h in fresh)
+            for h in fresh:
+                credited[h[1]].append((h[2], h[3]))
     terms = tuple(label for label in by_label if label in kept)
     return round(sum(kept.values()), 3), terms
 
@@ -118,10 +122,14 @@ def _snippet(doc: Doc, hits: list[Hit]) -> tuple[str, tuple[Span, ...]]:
         snippet = lead + text[start:end] + ("…" if end < len(text) else "")
         shift = len(lead) - start
         window = {body[0][2]: (anchor, anchor_end)}  # word index -> span, inside the window
-        for index, s, e in spans:
-            if s >= end:
-                break
-            window[index] = (s, e)
+        needed = max(h[3] for h in body)  # no hit ends after this word
+        if needed > body[0][2]:
+            for index, s, e in spans:
+                if s >= end:
+                    break
+                window[index] = (s, e)
+                if index >= needed:
+                    break
         for _, _, first, last in body:
             if first in window and last in window and window[last][1] <= end:
                 chosen.append((window[first][0] + shift, window[last][1] + shift))
@@ -167,10 +175,10 @@ class Matcher:
         """Every watchlist that matches, best score first."""
         folded = (fold(article.title), fold(article.text))
         title, text = split_folded(folded[0]), split_folded(folded[1])
-        indices, present = self._prefilter.candidates(title, text)
+        indices, present, hay = self._prefilter.candidates(title, text)
         if not indices:
             return []
-        doc = Doc(article, (title, text), folded, present)
+        doc = Doc(article, (title, text), folded, present, hay)
         out: list[Match] = []
         for index in indices:
             item = self.compiled[index]
@@ -180,18 +188,39 @@ class Matcher:
         out.sort(key=lambda m: (-m.score, m.watchlist_id))
         return out
 
-    def _run(self, item: CompiledWatchlist, article: Article, doc: Doc) -> Match | Miss:
+    def match_exhaustive(self, article: Article) -> list[Match]:
+        """`match` the slow way: no prefilter, every watchlist fully evaluated (`evaluate`,
+        every child of every OR). The reference the fast path is tested against."""
+        doc = Doc(article)
+        out = [m for c in self.compiled if isinstance(m := self._run(c, article, doc, True), Match)]
+        out.sort(key=lambda m: (-m.score, m.watchlist_id))
+        return out
+
+    def _run(
+        self, item: CompiledWatchlist, article: Article, doc: Doc, full: bool = False
+    ) -> Match | Miss:
+        """Decide first (`test`), then collect the hits of a match only; `full` takes the
+        reference path (`evaluate`) instead."""
         wl = item.watchlist
         if wl.sources and article.source_id not in wl.sources:
             reason = f"source {article.source_id!r} is not in sources: {', '.join(wl.sources)}"
             return Miss(MissKind.SOURCE, reason)
         hits: list[Hit] = []
-        if not item.query.evaluate(doc, DEFAULT_FIELDS, hits):
+        if full:
+            if not item.query.evaluate(doc, DEFAULT_FIELDS, hits):
+                return Miss(MissKind.NO_MATCH, "no match")
+        elif not item.query.test(doc, DEFAULT_FIELDS):
             return Miss(MissKind.NO_MATCH, "no match")
+        else:
+            item.query.collect(doc, DEFAULT_FIELDS, hits)
         score, terms = _score(hits)
         if item.exclude is not None:
             vetoed: list[Hit] = []
-            if item.exclude.evaluate(doc, DEFAULT_FIELDS, vetoed):
+            if full:
+                excluded = item.exclude.evaluate(doc, DEFAULT_FIELDS, vetoed)
+            elif excluded := item.exclude.test(doc, DEFAULT_FIELDS):
+                item.exclude.collect(doc, DEFAULT_FIELDS, vetoed)
+            if excluded:
                 vetoing = ", ".join(dict.fromkeys(h[0] for h in vetoed)) or "exclude"
                 return Miss(MissKind.EXCLUDED, f"vetoed by exclude ({vetoing})")
         if score < wl.min_score:
@@ -255,6 +284,11 @@ class Signals:
     def hits(self, article: Article) -> tuple[bool, ...]:
         if not self._nodes:
             return ()
+        doc = Doc(article)
+        return tuple(node.test(doc, DEFAULT_FIELDS) for node in self._nodes)
+
+    def hits_exhaustive(self, article: Article) -> tuple[bool, ...]:
+        """`hits` by the reference path (`evaluate`), for tests."""
         doc = Doc(article)
         return tuple(node.evaluate(doc, DEFAULT_FIELDS, []) for node in self._nodes)
 

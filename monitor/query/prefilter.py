@@ -26,14 +26,14 @@ class Prefilter:
         # by substring search; prefix and Hangul keys go through the Aho-Corasick automaton.
         self._by_word: dict[str, list[tuple[str | None, int]]] = {}  # key None: the word itself
         self._by_ac: dict[str, list[int]] = {}
-        self._rest: list[tuple[tuple[frozenset[str], tuple[str, ...]], ...]] = []
+        self._rest: list[tuple[Clause, ...]] = []
         for index, item_requires in enumerate(requires):
             if not item_requires:
                 self._always.append(index)
                 self._rest.append(())
                 continue
             best = max(item_requires, key=rarity)
-            self._rest.append(tuple(_split_clause(c) for c in item_requires if c is not best))
+            self._rest.append(tuple(Clause(c) for c in item_requires if c is not best))
             for key in best:
                 if len(key) > 2 and key[0] == " " and key[-1] == " ":
                     word = max(key.split(), key=key_rarity)
@@ -47,9 +47,11 @@ class Prefilter:
         self._ac_ascii = _automaton([k for k in self._by_ac if k.isascii()])
         self._ac_other = _automaton([k for k in self._by_ac if not k.isascii()])
 
-    def candidates(self, title: list[str], text: list[str]) -> tuple[list[int], set[str] | None]:
-        """Indices whose every required literal occurs, and the article's word set if it was
-        built on the way (the evaluator reuses it)."""
+    def candidates(
+        self, title: list[str], text: list[str]
+    ) -> tuple[list[int], set[str] | None, str]:
+        """Indices whose every required literal occurs, the article's word set if it was
+        built on the way and the words joined as searched (the evaluator reuses both)."""
         found: set[int] = set(self._always)
         # Two spaces between the fields: a phrase key never spans title and summary.
         hay = " " + " ".join(title) + "  " + " ".join(text) + " "
@@ -73,23 +75,56 @@ class Prefilter:
             if clauses:
                 if present is None:
                     present = set(words)
-                for bare, other in clauses:
-                    if bare.isdisjoint(present) and not any(k in hay for k in other):
+                for clause in clauses:
+                    if not clause.met(present, hay):
                         break
                 else:
                     found.add(index)
                 continue
             found.add(index)
-        return sorted(found), present
+        return sorted(found), present, hay
 
 
-def _split_clause(clause: frozenset[str]) -> tuple[frozenset[str], tuple[str, ...]]:
-    """Single whole words (checked against the article's word set) and the other keys."""
-    bare = frozenset(
-        k.strip() for k in clause if k.startswith(" ") and k.endswith(" ") and k.count(" ") == 2
-    )
-    other = tuple(k for k in clause if k.strip() not in bare or k.count(" ") != 2)
-    return bare, other
+class Clause:
+    """One required key set beyond the indexed one, checked cheapest first: single whole words
+    against the article's word set; a longer key only when a whole word it contains is among
+    the article's words (then by substring search); keys without such a word (a lone prefix,
+    Hangul) by substring search, the non-ASCII ones only in non-ASCII text."""
+
+    __slots__ = ("bare", "by_word", "loose", "loose_other", "words")
+
+    def __init__(self, clause: frozenset[str]) -> None:
+        bare: set[str] = set()
+        by_word: dict[str, list[str]] = {}
+        loose: list[str] = []
+        for key in sorted(clause):
+            inner = key.split()
+            whole = inner[:-1] if not key.endswith(" ") else inner  # the last may be a prefix
+            if len(inner) == 1 and key == f" {inner[0]} ":
+                bare.add(inner[0])
+            elif key.startswith(" ") and whole:
+                by_word.setdefault(max(whole, key=key_rarity), []).append(key)
+            else:
+                loose.append(key)
+        self.bare = frozenset(bare)
+        self.by_word = {w: tuple(keys) for w, keys in by_word.items()}
+        self.words = frozenset(self.by_word)
+        self.loose = tuple(k for k in loose if k.isascii())
+        self.loose_other = tuple(k for k in loose if not k.isascii())
+
+    def met(self, present: set[str], hay: str) -> bool:
+        if not self.bare.isdisjoint(present):
+            return True
+        for word in self.words.intersection(present):
+            for key in self.by_word[word]:
+                if key in hay:
+                    return True
+        for key in self.loose:
+            if key in hay:
+                return True
+        if self.loose_other and not hay.isascii():
+            return any(key in hay for key in self.loose_other)
+        return False
 
 
 def _automaton(keys: list[str]) -> Any:
