@@ -42,6 +42,9 @@ class App:
             self.__dict__["notifiers"] = notifiers
         self._console = console
         self._fetcher: Fetcher | None = None
+        #: Train the watchlists' models on first use instead of on load (`monitor poll --once`:
+        #: a catch-up never judges, so it never needs them).
+        self.lazy_models = False
 
     @cached_property
     def settings(self) -> Settings:
@@ -59,7 +62,9 @@ class App:
         """The live watchlist set; loaded by `reload()` (the service) or on first use here."""
         from monitor.watchlists import WatchlistRegistry
 
-        return WatchlistRegistry(self.settings.watchlists_dir, trainer=self.train_models)
+        return WatchlistRegistry(
+            self.settings.watchlists_dir, trainer=self.train_models, lazy_models=self.lazy_models
+        )
 
     @cached_property
     def embedder(self) -> Embedder:

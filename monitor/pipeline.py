@@ -342,9 +342,12 @@ def _write_chunk(
     """One chunk: store the entries, place them in stories, write their outbox rows."""
     by_key = {p.article.entry_key: p for p in chunk}
     stored = store_entries(session, claim.id, [p.article for p in chunk], now=now, catchup=catchup)
-    if ctx.relevance.embedder is not None:  # the vectors judging made, kept for next time
-        made = {k: v for p in chunk for k, v in p.vectors.items()}
-        vectors.save(session, ctx.relevance.embedder.name, made)
+    made = {k: v for p in chunk for k, v in p.vectors.items()}  # judging's, kept for next time
+    # Only when judging made vectors: asking for the embedder of models not trained yet (a
+    # one-shot catch-up) would train them here, inside the write transaction.
+    embedder = ctx.relevance.embedder if made else None
+    if embedder is not None:
+        vectors.save(session, embedder.name, made)
     items = [
         item
         for e in stored

@@ -111,6 +111,7 @@ def cmd_poll(args: argparse.Namespace, app: App) -> int:
     from monitor.service import Service, StartupError
 
     _settings(app, logs_to_stderr=True)
+    app.lazy_models = True  # trained by the first poll that judges; a catch-up never does
     service = Service(app, dry_run=args.dry_run)
     try:
         service.prepare(exclusive=False)

@@ -7,6 +7,7 @@ so restarts, replicas and backtests never embed a text twice).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -153,6 +154,50 @@ class RelevanceModels:
             sample = Sample(vector, signals, match.score, article.title)
             out.append(replace(match, judgement=model.judge(sample)))
         return out
+
+
+class LazyRelevanceModels(RelevanceModels):
+    """Models trained on first use: a one-shot poll whose sources are all new (a catch-up
+    stores and alerts nobody) never needs them, so it never pays for training, scikit-learn or
+    the text model. The service trains at start-up instead (the first alert must not wait)."""
+
+    __slots__ = ("_build", "_built", "_lock")
+    _build: Callable[[], RelevanceModels]
+    _built: RelevanceModels | None
+    _lock: threading.Lock
+
+    def __init__(self, build: Callable[[], RelevanceModels]) -> None:
+        object.__setattr__(self, "_build", build)
+        object.__setattr__(self, "_built", None)
+        object.__setattr__(self, "_lock", threading.Lock())
+
+    @property
+    def pending(self) -> bool:
+        return self._built is None
+
+    def _get(self) -> RelevanceModels:
+        with self._lock:
+            built = self._built
+            if built is None:
+                built = self._build()
+                object.__setattr__(self, "_built", built)
+            return built
+
+    @property  # type: ignore[override]
+    def embedder(self) -> Embedder | None:
+        return self._get().embedder
+
+    @property  # type: ignore[override]
+    def models(self) -> Mapping[str, WatchlistModel]:
+        return self._get().models
+
+    @property  # type: ignore[override]
+    def signals(self) -> Mapping[str, Signals]:
+        return self._get().signals
+
+    @property  # type: ignore[override]
+    def problems(self) -> Mapping[str, str]:
+        return self._get().problems
 
 
 def accepted(matches: Iterable[Match]) -> tuple[Match, ...]:

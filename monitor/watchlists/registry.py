@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import structlog
 from monitor.model import Watchlist
 from monitor.query import syntax as q
 from monitor.query.matcher import Matcher, compile_matcher
-from monitor.relevance.models import RelevanceModels
+from monitor.relevance.models import LazyRelevanceModels, RelevanceModels
 from monitor.watchlists.errors import WatchlistError
 from monitor.watchlists.files import config_hash, load_watchlists
 
@@ -72,8 +72,12 @@ class WatchlistRegistry:
         safety_reload_seconds: float = 300.0,
         watch_restart_seconds: float = WATCH_RESTART_SECONDS,
         trainer: Trainer | None = None,
+        lazy_models: bool = False,
     ) -> None:
+        """`lazy_models`: train on first use, not on load (a one-shot poll; see
+        `LazyRelevanceModels`)."""
         self.directory = directory
+        self.lazy_models = lazy_models
         self.safety_reload_seconds = safety_reload_seconds
         self.watch_restart_seconds = watch_restart_seconds
         self._state: tuple[dict[str, Watchlist], Matcher, RelevanceModels] = (
@@ -111,6 +115,13 @@ class WatchlistRegistry:
         """The watchlists' models (empty without examples), swapped with the watchlists."""
         return self._state[2]
 
+    def _model_problems(self) -> Mapping[str, str]:
+        """Known problems only: asking for health never trains lazy models."""
+        models = self.relevance
+        if isinstance(models, LazyRelevanceModels) and models.pending:
+            return {}
+        return models.problems
+
     def health(self) -> RegistryHealth:
         return RegistryHealth(
             loaded=self.loaded,
@@ -127,9 +138,17 @@ class WatchlistRegistry:
             last_watch_failure=self.last_watch_failure,
             model_problems=tuple(
                 f"{wid}: model not trained, the query alone decides: {why}"
-                for wid, why in sorted(self.relevance.problems.items())
+                for wid, why in sorted(self._model_problems().items())
             ),
         )
+
+    def _train(self, watchlists: dict[str, Watchlist]) -> RelevanceModels:
+        trainer = self.trainer
+        assert trainer is not None
+        if self.lazy_models:
+            chosen = list(watchlists.values())
+            return LazyRelevanceModels(lambda: trainer(chosen))
+        return trainer(watchlists.values())
 
     def retrain(self) -> None:
         """Fit the models again on the same watchlists (their examples changed outside the
@@ -137,7 +156,7 @@ class WatchlistRegistry:
         if self.trainer is None:
             return
         watchlists, matcher, _ = self._state
-        models = self.trainer(watchlists.values())
+        models = self._train(watchlists)
         if self._state[0] is watchlists:  # a reload swapped in meanwhile: its models stand
             self._state = (watchlists, matcher, models)
 
@@ -190,7 +209,7 @@ class WatchlistRegistry:
         digest = config_hash(self.directory)
         models = self._state[2]
         if self.trainer is not None and (digest != self.config_hash or merged != previous):
-            models = self.trainer(merged.values())  # examples changed: retrain, then swap
+            models = self._train(merged)  # examples changed: retrain, then swap
         self._state = (merged, matcher, models)
         self.config_hash = digest
         self.last_errors = errors
