@@ -25,6 +25,37 @@ def _window(args: argparse.Namespace, app: App) -> float:
     return app.settings.story_window_hours
 
 
+def _embedder_name(args: argparse.Namespace, app: App) -> str:
+    """`--embedder`, else MONITOR_EMBEDDER (none when MONITOR_STORY_VECTORS=off)."""
+    if args.embedder is not None:
+        return str(args.embedder)
+    return "none" if app.settings.story_vectors == "off" else app.settings.embedder
+
+
+def _embeddings(
+    args: argparse.Namespace, app: App, articles: list[CorpusItem]
+) -> dict[str, Any] | None:
+    """Every article's vector and language under the chosen embedder (None: MinHash alone).
+
+    In a file every article stands for one that could alert, so all are embedded."""
+    name = _embedder_name(args, app)
+    if name == "none":
+        return None
+    from monitor import progress, storyvec
+    from monitor.relevance.embed import make_embedder
+
+    embedder = make_embedder(name)
+    out: dict[str, Any] = {}
+    batch = storyvec.BATCH
+    with progress.counter(f"embedding articles ({embedder.name})", len(articles)) as advance:
+        for start in range(0, len(articles), batch):
+            chunk = articles[start : start + batch]
+            made = storyvec.embeddings(embedder, [a.article for a in chunk])
+            out.update((a.id, e) for a, e in zip(chunk, made, strict=True))
+            advance(len(chunk))
+    return out
+
+
 def _cmd_test(args: argparse.Namespace, app: App) -> int:
     try:
         articles = read_articles(Path(args.articles))
@@ -34,7 +65,12 @@ def _cmd_test(args: argparse.Namespace, app: App) -> int:
     from monitor import progress
 
     with progress.counter("grouping articles", len(articles)) as advance:
-        stories = group(articles, _window(args, app), on_item=lambda: advance(1))
+        stories = group(
+            articles,
+            _window(args, app),
+            on_item=lambda: advance(1),
+            embeddings=_embeddings(args, app, articles),
+        )
     out = sys.stdout
     if args.format == "jsonl":
         for art in articles:
@@ -59,7 +95,8 @@ def _cmd_eval(args: argparse.Namespace, app: App) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = score_pairs(group(articles, _window(args, app)), pairs)
+    grouped = group(articles, _window(args, app), embeddings=_embeddings(args, app, articles))
+    result = score_pairs(grouped, pairs)
     if args.format == "json":
         print(
             json.dumps(
@@ -142,6 +179,15 @@ def _cmd_rebuild(args: argparse.Namespace, app: App) -> int:
     return 0
 
 
+def _embedder_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--embedder",
+        choices=("use", "hashing", "none"),
+        default=None,
+        help="text model of the vector signal (default: MONITOR_EMBEDDER; none: MinHash alone)",
+    )
+
+
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add `monitor stories list|show|test|eval|reconcile|rebuild-index`."""
     parser = sub.add_parser("stories", help="near-duplicate stories across outlets")
@@ -161,6 +207,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--format", choices=("jsonl", "text"), default="jsonl")
     p.add_argument("--all", action="store_true", help="text format: list single stories too")
     p.add_argument("--window-hours", type=float, default=None)
+    _embedder_arg(p)
     p.set_defaults(func=_cmd_test)
 
     p = cmds.add_parser("eval", help="pair precision and recall against labelled pairs")
@@ -168,6 +215,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--pairs", required=True, help='JSONL of {"a","b","same_story"}')
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument("--window-hours", type=float, default=None)
+    _embedder_arg(p)
     p.set_defaults(func=_cmd_eval)
 
     p = cmds.add_parser(
