@@ -80,7 +80,6 @@ _COMPASS = re.compile(r"\b([NS])\.? (?=[A-Z][a-z])")  # N. Korea / S Korea -> No
 _YEAR = re.compile(r"^(19|20)\d\d$")
 
 
-
 def _expand(text: str) -> str:
     text = _ABBREV.sub(r"\1\2", text)
     return _COMPASS.sub(lambda m: "North " if m.group(1) == "N" else "South ", text)

@@ -75,6 +75,7 @@ class Service:
             owner=self.owner,
             dry_run=dry_run,
             on_report=self._count,
+            story_embedder=app.embedder if settings.story_vectors != "off" else None,
         )
         self.dispatcher = Dispatcher(
             settings,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import numpy as np
 from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
@@ -30,11 +31,13 @@ from sqlmodel import col
 from monitor import dedup
 from monitor.clock import as_utc
 from monitor.model import Article, StoryAssignment
-from monitor.store.tables import ArticleRow, Story, StoryBand
+from monitor.store.tables import ArticleRow, Story, StoryBand, StoryVector, StoryVectorBand
 
 _STORY = cast(Table, Story.__table__)  # type: ignore[attr-defined]
 _BAND = cast(Table, StoryBand.__table__)  # type: ignore[attr-defined]
 _ARTICLE = cast(Table, ArticleRow.__table__)  # type: ignore[attr-defined]
+_VECTOR = cast(Table, StoryVector.__table__)  # type: ignore[attr-defined]
+_VBAND = cast(Table, StoryVectorBand.__table__)  # type: ignore[attr-defined]
 TITLE_MAX = 500
 
 
@@ -89,6 +92,25 @@ _FIND = (
     .order_by(_SHARED.desc(), _BAND.c.article_id)
     .limit(dedup.MAX_CANDIDATES)
 )
+_VFIND = (
+    select(_VBAND.c.article_id, _VBAND.c.story_id, _SHARED)
+    .where(
+        _VBAND.c.band.in_(bindparam("keys", expanding=True)),
+        _VBAND.c.created_at >= bindparam("lo"),
+        _VBAND.c.created_at <= bindparam("hi"),
+        _VBAND.c.article_id != bindparam("self_id"),
+    )
+    .group_by(_VBAND.c.article_id, _VBAND.c.story_id)
+    .having(func.count() >= dedup.MIN_SHARED)
+    .order_by(_SHARED.desc(), _VBAND.c.article_id)
+    .limit(dedup.MAX_CANDIDATES)
+)
+_VECTORS = select(
+    _VECTOR.c.article_id, _VECTOR.c.model, _VECTOR.c.language, _VECTOR.c.vector
+).where(_VECTOR.c.article_id.in_(bindparam("ids", expanding=True)))
+_ADD_VBANDS_SQL = (
+    "INSERT INTO story_vector_band (band, article_id, story_id, created_at) VALUES (?, ?, ?, ?)"
+)
 _TEXTS = select(
     _ARTICLE.c.id,
     _ARTICLE.c.title,
@@ -112,39 +134,84 @@ _SET_STORY = (
 )
 
 
+_Texts = dict[int, tuple[str, str, datetime | None, datetime]]
+
+
 def _candidates(
     session: Session,
     keys: Sequence[int],
     when: datetime,
     window: timedelta,
     exclude: int,
+    vector: VectorKeys | None = None,
 ) -> list[dedup.Candidate]:
-    if not keys:
-        return []
+    """Earlier articles sharing MinHash keys, and (with `vector`) SimHash keys, in the window;
+    each with its fingerprint and, when it has one under the same model, its vector."""
     conn = session.connection()
-    if conn.dialect.paramstyle == "qmark":
-        rows, texts = _sqlite_candidates(conn, keys, when - window, when + window, exclude)
-    else:
-        params = {"keys": list(keys), "lo": when - window, "hi": when + window, "self_id": exclude}
-        rows = [(int(a), int(s), int(c)) for a, s, c in conn.execute(_FIND, params)]
-        ids = [r[0] for r in rows]
-        texts = {
-            int(r[0]): (str(r[1] or ""), str(r[2] or ""), r[3], r[4])
-            for r in (conn.execute(_TEXTS, {"ids": ids}) if ids else ())
-        }
+    lo, hi = when - window, when + window
+    rows: list[tuple[int, int, int]] = []
+    texts: _Texts = {}
+    if keys:
+        if conn.dialect.paramstyle == "qmark":
+            rows, texts = _sqlite_candidates(conn, keys, lo, hi, exclude)
+        else:
+            params = {"keys": list(keys), "lo": lo, "hi": hi, "self_id": exclude}
+            rows = [(int(a), int(s), int(c)) for a, s, c in conn.execute(_FIND, params)]
+    vrows: list[tuple[int, int, int]] = []
+    if vector is not None and vector.bands:
+        params = {"keys": list(vector.bands), "lo": lo, "hi": hi, "self_id": exclude}
+        vrows = [(int(a), int(s), int(c)) for a, s, c in conn.execute(_VFIND, params)]
+    if not rows and not vrows:
+        return []
+    missing = [i for i in dict.fromkeys(r[0] for r in (*rows, *vrows)) if i not in texts]
+    if missing:
+        texts.update(_texts(conn, missing))
+    embeddings: dict[int, dedup.Embedding] = {}
+    if vector is not None:
+        embeddings = _embeddings(
+            conn, list(dict.fromkeys(r[0] for r in (*rows, *vrows))), vector.model
+        )
+    shared = {a: c for a, _s, c in rows}
+    vshared = {a: c for a, _s, c in vrows}
+    stories = {a: s for a, s, _c in (*vrows, *rows)}
     found: list[dedup.Candidate] = []
-    for article_id, story_id, count in rows:
+    for article_id, story_id in stories.items():
         text = texts.get(article_id)
         if text is None:
             continue
         title, summary, published, first_seen = text
         at = article_time(published, first_seen)
         fp = _cache.get(article_id, title or "", summary or "", at)
-        found.append(dedup.Candidate(article_id, story_id, count, fp))
+        found.append(
+            dedup.Candidate(
+                article_id,
+                story_id,
+                shared.get(article_id, 0),
+                fp,
+                embeddings.get(article_id),
+                vshared.get(article_id, 0),
+            )
+        )
     return found
 
 
-_Texts = dict[int, tuple[str, str, datetime | None, datetime]]
+def _texts(conn: Connection, ids: Sequence[int]) -> _Texts:
+    return {
+        int(r[0]): (str(r[1] or ""), str(r[2] or ""), r[3], r[4])
+        for r in conn.execute(_TEXTS, {"ids": list(ids)})
+    }
+
+
+def _embeddings(conn: Connection, ids: Sequence[int], model: str) -> dict[int, dedup.Embedding]:
+    """The stored vectors of these articles under `model` (another model's are not comparable)."""
+    if not ids:
+        return {}
+    out: dict[int, dedup.Embedding] = {}
+    for aid, stored_model, language, raw in conn.execute(_VECTORS, {"ids": list(ids)}):
+        if stored_model == model:
+            vec = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+            out[int(aid)] = dedup.Embedding(vec, str(language))
+    return out
 
 
 def _sqlite_candidates(
@@ -195,6 +262,10 @@ def _merge(session: Session, keep: int, others: Sequence[int], now: datetime) ->
     if moved:
         session.execute(update(_ARTICLE).where(_ARTICLE.c.id.in_(moved)).values(story_id=keep))
         session.execute(update(_BAND).where(_BAND.c.article_id.in_(moved)).values(story_id=keep))
+        session.execute(update(_VBAND).where(_VBAND.c.article_id.in_(moved)).values(story_id=keep))
+        session.execute(
+            update(_VECTOR).where(_VECTOR.c.article_id.in_(moved)).values(story_id=keep)
+        )
     session.execute(update(_STORY).where(_STORY.c.id.in_(list(others))).values(article_count=0))
     # Recounted, not incremented: a replica may have joined a merged story meanwhile.
     count = (
@@ -230,22 +301,76 @@ def _add_bands(
     conn.execute(_ADD_BANDS, rows)
 
 
+def _add_vector(
+    conn: Connection, vector: VectorKeys, article_id: int, story_id: int, when: datetime
+) -> None:
+    """Store the article's vector and its SimHash band rows (on SQLite through the driver)."""
+    raw = vector.embedding.vector.astype("<f4").tobytes()
+    language = vector.embedding.language[:8]
+    conn.execute(
+        insert(_VECTOR),
+        {
+            "article_id": article_id,
+            "story_id": story_id,
+            "model": vector.model,
+            "language": language,
+            "vector": raw,
+            "created_at": when,
+        },
+    )
+    if not vector.bands:
+        return
+    if conn.dialect.paramstyle == "qmark":
+        proc = _VBAND.c.created_at.type._cached_bind_processor(conn.dialect)
+        at = proc(when) if proc is not None else when
+        conn.exec_driver_sql(_ADD_VBANDS_SQL, [(k, article_id, story_id, at) for k in vector.bands])
+        return
+    rows = [
+        {"band": k, "article_id": article_id, "story_id": story_id, "created_at": when}
+        for k in vector.bands
+    ]
+    conn.execute(insert(_VBAND), rows)
+
+
+@dataclass(frozen=True, slots=True)
+class VectorKeys:
+    """The vector signal of an article: its embedding (vector and language) under `model`, and
+    the SimHash band keys of the vector."""
+
+    model: str
+    embedding: dedup.Embedding
+    bands: tuple[int, ...]
+
+
+def vector_keys(model: str, embedding: dedup.Embedding) -> VectorKeys:
+    return VectorKeys(model, embedding, dedup.vector_band_keys(embedding.vector))
+
+
 @dataclass(frozen=True, slots=True)
 class StoryKeys:
     """What placing an article in a story needs from the article alone: its time, fingerprint
-    and LSH band keys. Pure CPU (most of `assign_story`'s cost), so the poll makes it before
-    its write transaction; only the candidate look-up and the decision run inside."""
+    and LSH band keys, and its vector signal when it has one. Pure CPU (most of
+    `assign_story`'s cost), so the poll makes it before its write transaction; only the
+    candidate look-up and the decision run inside."""
 
     when: datetime
     fingerprint: dedup.Fingerprint
     bands: tuple[int, ...]
+    vector: VectorKeys | None = None
 
 
-def story_keys(article: Article, now: datetime) -> StoryKeys:
-    """The `StoryKeys` of an article first seen at `now` (pure: no session)."""
+def story_keys(
+    article: Article,
+    now: datetime,
+    model: str | None = None,
+    embedding: dedup.Embedding | None = None,
+) -> StoryKeys:
+    """The `StoryKeys` of an article first seen at `now` (pure: no session); with an
+    embedding (made under `model`), the vector signal too."""
     when = article_time(article.published, now)
     fp = dedup.fingerprint(article.title, article.text, when)
-    return StoryKeys(when, fp, tuple(dedup.band_keys(fp)))
+    vec = vector_keys(model, embedding) if model is not None and embedding is not None else None
+    return StoryKeys(when, fp, tuple(dedup.band_keys(fp)), vec)
 
 
 def assign_story(
@@ -264,11 +389,12 @@ def assign_story(
     """
     now = as_utc(now)
     prepared = keys if keys is not None else story_keys(article, now)
-    when, fp, bands = prepared.when, prepared.fingerprint, prepared.bands
+    when, fp, bands, vec = prepared.when, prepared.fingerprint, prepared.bands, prepared.vector
     window = timedelta(hours=window_hours)
     session.flush()  # ORM objects the caller added must be visible to the Core statements
     conn = session.connection()
-    choice = dedup.choose(fp, _candidates(session, bands, when, window, article_id), window)
+    found = _candidates(session, bands, when, window, article_id, vec)
+    choice = dedup.choose(fp, found, window, vec.embedding if vec is not None else None)
     if choice.story_id is None:
         key = dedup.story_key(f"{article.source_id}\x1f{article.entry_key}")
         values = {
@@ -287,6 +413,8 @@ def assign_story(
         row = conn.execute(_JOIN_STORY, {"sid": story_id, "seen": now}).one()
         key, first = str(row[0]), int(row[1])
     _add_bands(conn, bands, article_id, story_id, when)
+    if vec is not None:
+        _add_vector(conn, vec, article_id, story_id, when)
     _cache.put(article_id, article.title, article.text, fp)
     conn.execute(_SET_STORY, {"aid": article_id, "sid": story_id})
     return StoryAssignment(story_id, key, is_new, first)
@@ -349,16 +477,35 @@ def reconcile_stories(
         when = article_time(row.published, row.first_seen)
         fp = _cache.get(int(first_id), row.title or "", row.summary or "", when)
         keys = dedup.band_keys(fp)
+        vec = _stored_vector_keys(session, first_id)
         older = [
             c
-            for c in _candidates(session, keys, when, window, int(first_id))
+            for c in _candidates(session, keys, when, window, int(first_id), vec)
             if c.story_id < story_id
         ]
-        choice = dedup.choose(fp, older, window)
+        choice = dedup.choose(fp, older, window, vec.embedding if vec is not None else None)
         if choice.story_id is not None:
             _merge(session, choice.story_id, [story_id, *choice.merge], now)
             merged += 1 + len(choice.merge)
     return merged
+
+
+def _stored_vector_keys(session: Session, article_id: int) -> VectorKeys | None:
+    row = session.execute(
+        select(_VECTOR.c.model, _VECTOR.c.language, _VECTOR.c.vector).where(
+            _VECTOR.c.article_id == article_id
+        )
+    ).first()
+    if row is None:
+        return None
+    vec = np.frombuffer(row.vector, dtype="<f4").astype(np.float32)
+    return vector_keys(str(row.model), dedup.Embedding(vec, str(row.language)))
+
+
+def stored_embedding(session: Session, article_id: int) -> tuple[str, dedup.Embedding] | None:
+    """(model, embedding) of a stored article, when it got a vector."""
+    found = _stored_vector_keys(session, article_id)
+    return (found.model, found.embedding) if found is not None else None
 
 
 def prune_bands(session: Session, now: datetime, keep: timedelta) -> int:
@@ -377,7 +524,9 @@ def prune_bands(session: Session, now: datetime, keep: timedelta) -> int:
             return 0
         cut += 1
     result = session.execute(_BAND.delete().where(_BAND.c.article_id < int(cut)))
-    return int(getattr(result, "rowcount", 0) or 0)
+    vresult = session.execute(_VBAND.delete().where(_VBAND.c.article_id < int(cut)))
+    session.execute(_VECTOR.delete().where(_VECTOR.c.article_id < int(cut)))
+    return int(getattr(result, "rowcount", 0) or 0) + int(getattr(vresult, "rowcount", 0) or 0)
 
 
 def stories_tick(
@@ -435,11 +584,38 @@ def rebuild_bands(session: Session, since: datetime) -> int:
     ).all()
     ids = [int(r.id) for r in rows]
     for start in range(0, len(ids), 500):
-        conn.execute(_BAND.delete().where(_BAND.c.article_id.in_(ids[start : start + 500])))
+        chunk = ids[start : start + 500]
+        conn.execute(_BAND.delete().where(_BAND.c.article_id.in_(chunk)))
+        conn.execute(_VBAND.delete().where(_VBAND.c.article_id.in_(chunk)))
     for r in rows:
         when = article_time(r.published, r.first_seen)
         fp = dedup.fingerprint(r.title or "", r.summary or "", when)
         _add_bands(conn, dedup.band_keys(fp), int(r.id), int(r.story_id), when)
+    vectors = (
+        conn.execute(
+            select(
+                _VECTOR.c.article_id, _VECTOR.c.story_id, _VECTOR.c.vector, _VECTOR.c.created_at
+            ).where(_VECTOR.c.article_id.in_(bindparam("ids", expanding=True))),
+            {"ids": ids},
+        ).all()
+        if ids
+        else []
+    )
+    for v in vectors:
+        keys = dedup.vector_band_keys(np.frombuffer(v.vector, dtype="<f4").astype(np.float32))
+        if keys:
+            conn.execute(
+                insert(_VBAND),
+                [
+                    {
+                        "band": k,
+                        "article_id": int(v.article_id),
+                        "story_id": int(v.story_id),
+                        "created_at": v.created_at,
+                    }
+                    for k in keys
+                ],
+            )
     _cache.clear()
     return len(rows)
 
