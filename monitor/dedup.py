@@ -646,3 +646,108 @@ class MemoryStoryIndex:
         """The final story key of the n-th assigned article (after any later merges)."""
         story = self._resolve(self._entries[position].story)
         return story_key(self._ids[self._story_first[story]])
+
+
+# --- explaining one pair -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PairExplanation:
+    """Every figure the decision looks at for one pair, for `monitor stories explain`."""
+
+    hours_apart: float | None
+    window_hours: float
+    title_jaccard: float
+    title_containment: float
+    words_containment: float
+    shingles_containment: float
+    bands_shared: int
+    bands_total: int
+    text: Verdict  # the MinHash rule
+    numbers: tuple[tuple[str, ...], tuple[str, ...]]
+    dates: tuple[tuple[str, ...], tuple[str, ...]]
+    names_missing: tuple[tuple[str, ...], tuple[str, ...]]  # names of one the other lacks
+    cosine: float | None = None
+    languages: tuple[str, str] = ("?", "?")
+    cosine_needed: float | None = None
+    vector_bands_shared: int = 0
+    vector: Verdict | None = None  # the vector rule (None: a side has no vector)
+    decision: Verdict = field(default_factory=lambda: Verdict(False, 0.0, "not alike"))
+
+    def as_dict(self) -> dict[str, object]:
+        def verdict(v: Verdict | None) -> dict[str, object] | None:
+            return None if v is None else {"same": v.same, "score": v.score, "reason": v.reason}
+
+        return {
+            "hours_apart": self.hours_apart,
+            "window_hours": self.window_hours,
+            "title_jaccard": self.title_jaccard,
+            "title_containment": self.title_containment,
+            "words_containment": self.words_containment,
+            "shingles_containment": self.shingles_containment,
+            "bands_shared": self.bands_shared,
+            "bands_total": self.bands_total,
+            "text": verdict(self.text),
+            "numbers": [list(x) for x in self.numbers],
+            "dates": [list(x) for x in self.dates],
+            "names_missing": [list(x) for x in self.names_missing],
+            "cosine": self.cosine,
+            "languages": list(self.languages),
+            "cosine_needed": self.cosine_needed,
+            "vector_bands_shared": self.vector_bands_shared,
+            "vector": verdict(self.vector),
+            "same_story": self.decision.same,
+            "reason": self.decision.reason,
+        }
+
+
+def _month_day(d: tuple[int, int]) -> str:
+    return f"{d[0]:02d}-{d[1]:02d}"
+
+
+def explain_pair(
+    a: Fingerprint,
+    b: Fingerprint,
+    window: timedelta,
+    ea: Embedding | None = None,
+    eb: Embedding | None = None,
+) -> PairExplanation:
+    """Why two articles are, or are not, one story: both rules' scores and every guard."""
+    hours = hours_apart(a, b) if a.when is not None and b.when is not None else None
+    ka, kb = set(band_keys(a)), set(band_keys(b))
+    a_names = a.names - b.words if b.text_len >= BODY_MIN else frozenset()
+    b_names = b.names - a.words if a.text_len >= BODY_MIN else frozenset()
+    cos = needed = None
+    vector = None
+    vshared = 0
+    langs = ("?", "?")
+    if ea is not None and eb is not None:
+        cos = cosine(ea, eb)
+        langs = (ea.language, eb.language)
+        cross = cross_language(ea, eb)
+        needed = CROSS_COS if cross else SAME_COS + SAME_SLOPE * (hours or 0.0)
+        vector = vector_verdict(a, b, ea, eb)
+        vshared = len(set(vector_band_keys(ea.vector)) & set(vector_band_keys(eb.vector)))
+    return PairExplanation(
+        hours_apart=hours,
+        window_hours=window.total_seconds() / 3600,
+        title_jaccard=_jaccard(a.title, b.title),
+        title_containment=_containment(a.title, b.title),
+        words_containment=_containment(a.words, b.words),
+        shingles_containment=_containment(a.shingles, b.shingles),
+        bands_shared=len(ka & kb),
+        bands_total=min(len(ka), len(kb)),
+        text=same_story(a, b, window),
+        numbers=(tuple(sorted(a.numbers)), tuple(sorted(b.numbers))),
+        dates=(
+            tuple(_month_day(d) for d in sorted(a.dates)),
+            tuple(_month_day(d) for d in sorted(b.dates)),
+        ),
+        names_missing=(tuple(sorted(a_names)), tuple(sorted(b_names))),
+        cosine=cos,
+        languages=langs,
+        cosine_needed=needed,
+        vector_bands_shared=vshared,
+        vector=vector,
+        decision=pair_verdict(a, b, window, ea, eb),
+    )

@@ -701,3 +701,44 @@ def read_story(engine: Engine, ref: str) -> tuple[StorySummary, list[StoryArticl
     """`get_story` in a session of its own."""
     with Session(engine) as session:
         return get_story(session, ref)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredArticleSignals:
+    """What `monitor stories explain` needs of one stored article."""
+
+    id: int
+    source_id: str
+    title: str
+    text: str
+    when: datetime
+    story_id: int | None
+    vector: tuple[str, dedup.Embedding] | None  # (model, embedding), when it got one
+
+
+def read_article_signals(engine: Engine, ids: Sequence[int]) -> dict[int, StoredArticleSignals]:
+    """The stored text, time, story and vector of these articles (missing ids are left out)."""
+    with Session(engine) as session:
+        rows = session.execute(
+            select(
+                _ARTICLE.c.id,
+                _ARTICLE.c.source_id,
+                _ARTICLE.c.title,
+                _ARTICLE.c.summary,
+                _ARTICLE.c.published,
+                _ARTICLE.c.first_seen,
+                _ARTICLE.c.story_id,
+            ).where(_ARTICLE.c.id.in_(list(ids)))
+        ).all()
+        return {
+            int(r.id): StoredArticleSignals(
+                int(r.id),
+                str(r.source_id),
+                str(r.title or ""),
+                str(r.summary or ""),
+                article_time(r.published, r.first_seen),
+                int(r.story_id) if r.story_id is not None else None,
+                stored_embedding(session, int(r.id)),
+            )
+            for r in rows
+        }
