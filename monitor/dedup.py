@@ -466,6 +466,7 @@ class Candidate:
     fingerprint: Fingerprint
     embedding: Embedding | None = None
     vector_shared: int = 0
+    story_languages: frozenset[str] = frozenset()  # languages of the story's vectored members
 
 
 @dataclass(frozen=True, slots=True)
@@ -519,7 +520,10 @@ def choose(
     when another of its members reads alike (or lies close by vector) but conflicts (other
     dates, numbers or names), so a headline-only member does not bridge two events that share a
     headline template ("Kim Receives Greetings from …"). Of the vector matches in other
-    languages only the closest counts: a translation has one original.
+    languages only the closest counts, and only into a story with no member in the new
+    article's own language yet: once a story has one, a new report in that language must match
+    it by the same-language rules (stricter), or a loosely related article would reach the
+    story through its translation.
     """
     best: dict[int, float] = {}
     strong: set[int] = set()  # stories matched with text on both sides
@@ -528,6 +532,8 @@ def choose(
     for cand in shortlist(candidates):
         verdict = pair_verdict(fp, cand.fingerprint, window, embedding, cand.embedding)
         if verdict.same and verdict.reason == "vector: translation":
+            if embedding is not None and embedding.language in cand.story_languages:
+                continue
             if translation is None or verdict.score > translation[0]:
                 translation = (verdict.score, cand.story_id)
         elif verdict.same:
@@ -585,6 +591,7 @@ class MemoryStoryIndex:
         self._ids: list[str] = []
         self._story_first: dict[int, int] = {}
         self._merged: dict[int, int] = {}
+        self._languages: dict[int, set[str]] = {}  # story: languages of its vectored members
 
     def _resolve(self, story: int) -> int:
         while story in self._merged:
@@ -614,6 +621,7 @@ class MemoryStoryIndex:
             )
             if when_ok:
                 story = self._resolve(entry.story)
+                langs = frozenset(self._languages.get(story, ()))
                 candidates.append(
                     Candidate(
                         idx,
@@ -622,6 +630,7 @@ class MemoryStoryIndex:
                         entry.fingerprint,
                         entry.embedding,
                         vshared.get(idx, 0),
+                        langs,
                     )
                 )
         choice = choose(fp, candidates, self.window, embedding)
@@ -633,6 +642,9 @@ class MemoryStoryIndex:
             story, is_new = choice.story_id, False
             for other in choice.merge:
                 self._merged[other] = story
+                self._languages.setdefault(story, set()).update(self._languages.pop(other, ()))
+        if embedding is not None:
+            self._languages.setdefault(story, set()).add(embedding.language)
         self._entries.append(_Entry(fp, story, keys, embedding))
         self._ids.append(article_id)
         for key in keys:

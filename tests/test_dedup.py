@@ -349,3 +349,38 @@ def test_explain_command_on_a_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert "decision: NOT ONE STORY (outside window)" in out and "600.0 h apart" in out
     assert main(["stories", "explain", "nope", "k833dde1909", "--articles", str(ARTICLES)]) == 2
     assert "no article 'nope'" in capsys.readouterr().err
+
+
+def test_a_translation_does_not_open_a_story_that_has_my_language() -> None:
+    """A story with an English and a Polish member: a new English article that only resembles
+    the Polish one loosely (a translation's cosine) stays out; it would have to match the
+    English member by the same-language rule."""
+    rng = np.random.default_rng(8)
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return (x / np.linalg.norm(x)).astype(np.float32)
+
+    t0 = datetime(2024, 1, 1, 12, tzinfo=UTC)
+    base = rng.standard_normal(512).astype(np.float32)
+    polish_v = unit(base)
+    english_v = unit(base + 1.0 * rng.standard_normal(512).astype(np.float32))  # ~0.7
+    index = dedup.MemoryStoryIndex(WINDOW)
+    index.assign(
+        "pl",
+        dedup.fingerprint("Korea apeluje do ONZ", "Napięcie rośnie.", t0),
+        dedup.Embedding(polish_v, "pl"),
+    )
+    joined = index.assign(
+        "en1",
+        dedup.fingerprint("North Korea appeals to the UN", "Tension rises.", t0),
+        dedup.Embedding(english_v, "en"),
+    )
+    assert not joined.is_new  # a translation into a story without English yet
+    loose = unit(base + 1.2 * rng.standard_normal(512).astype(np.float32))
+    assert float(loose @ polish_v) >= dedup.CROSS_COS and float(loose @ english_v) < 0.7
+    other = index.assign(
+        "en2",
+        dedup.fingerprint("Envoy speaks at the Council", "Blames Washington.", t0),
+        dedup.Embedding(loose, "en"),
+    )
+    assert other.is_new

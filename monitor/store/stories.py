@@ -174,6 +174,11 @@ def _candidates(
     shared = {a: c for a, _s, c in rows}
     vshared = {a: c for a, _s, c in vrows}
     stories = {a: s for a, s, _c in (*vrows, *rows)}
+    languages: dict[int, frozenset[str]] = {}
+    if vector is not None and any(
+        e.language != vector.embedding.language for e in embeddings.values()
+    ):  # a translation may match: which languages do those stories hold already?
+        languages = _story_languages(conn, list(set(stories.values())))
     found: list[dedup.Candidate] = []
     for article_id, story_id in stories.items():
         text = texts.get(article_id)
@@ -190,9 +195,22 @@ def _candidates(
                 fp,
                 embeddings.get(article_id),
                 vshared.get(article_id, 0),
+                languages.get(story_id, frozenset()),
             )
         )
     return found
+
+
+def _story_languages(conn: Connection, story_ids: Sequence[int]) -> dict[int, frozenset[str]]:
+    found: dict[int, set[str]] = {}
+    rows = conn.execute(
+        select(_VECTOR.c.story_id, _VECTOR.c.language)
+        .where(_VECTOR.c.story_id.in_(list(story_ids)))
+        .distinct()
+    )
+    for story_id, language in rows:
+        found.setdefault(int(story_id), set()).add(str(language))
+    return {k: frozenset(v) for k, v in found.items()}
 
 
 def _texts(conn: Connection, ids: Sequence[int]) -> _Texts:
