@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property, lru_cache
@@ -337,6 +337,7 @@ SAME_COS, SAME_SLOPE, SAME_HOURS = 0.70, 0.004, 36.0
 #: Other language: a translation scores lower (0.47 and 0.65 on the dev pairs, both within
 #: 6 h), so it must be close in time, the nearest of its language, and free of conflicts.
 CROSS_COS, CROSS_HOURS = 0.45, 12.0
+VECTOR_HOURS = max(SAME_HOURS, CROSS_HOURS)  # the vector rules' reach in time
 VECTOR_REASONS = frozenset({"vector: close", "vector: translation"})
 
 
@@ -392,6 +393,17 @@ def cosine(a: Embedding, b: Embedding) -> float:
     if a.vector.shape != b.vector.shape:
         return 0.0
     return float(np.dot(a.vector, b.vector))
+
+
+def close_enough(embedding: Embedding, others: Mapping[int, Embedding]) -> set[int]:
+    """Keys of `others` whose cosine to `embedding` reaches CROSS_COS, the lowest any vector
+    rule accepts (one matrix product): the rest need no fingerprint or verification."""
+    keys = [k for k, e in others.items() if e.vector.shape == embedding.vector.shape]
+    if not keys:
+        return set()
+    matrix = np.stack([others[k].vector for k in keys])
+    cosines = matrix @ embedding.vector
+    return {k for k, c in zip(keys, cosines.tolist(), strict=True) if c >= CROSS_COS}
 
 
 def hours_apart(a: Fingerprint, b: Fingerprint) -> float:

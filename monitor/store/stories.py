@@ -150,29 +150,43 @@ def _candidates(
     conn = session.connection()
     lo, hi = when - window, when + window
     rows: list[tuple[int, int, int]] = []
-    texts: _Texts = {}
-    if keys:
-        if conn.dialect.paramstyle == "qmark":
-            rows, texts = _sqlite_candidates(conn, keys, lo, hi, exclude)
-        else:
-            params = {"keys": list(keys), "lo": lo, "hi": hi, "self_id": exclude}
-            rows = [(int(a), int(s), int(c)) for a, s, c in conn.execute(_FIND, params)]
     vrows: list[tuple[int, int, int]] = []
-    if vector is not None and vector.bands:
-        params = {"keys": list(vector.bands), "lo": lo, "hi": hi, "self_id": exclude}
-        vrows = [(int(a), int(s), int(c)) for a, s, c in conn.execute(_VFIND, params)]
+    texts: _Texts = {}
+    embeddings: dict[int, dedup.Embedding] = {}
+    # The vector rules accept nothing further apart than VECTOR_HOURS: a shorter range to scan.
+    reach = min(window, timedelta(hours=dedup.VECTOR_HOURS))
+    vlo, vhi = when - reach, when + reach
+    sqlite = conn.dialect.paramstyle == "qmark"
+    if sqlite and vector is not None:  # three driver queries: both finds, then texts + vectors
+        rows = _sqlite_find(conn, "story_band", keys, lo, hi, exclude)
+        vrows = _sqlite_find(conn, "story_vector_band", vector.bands, vlo, vhi, exclude)
+        ids = list(dict.fromkeys(r[0] for r in (*rows, *vrows)))
+        texts, embeddings = _sqlite_texts_vectors(conn, ids, vector.model)
+    else:
+        if keys:
+            if sqlite:
+                rows, texts = _sqlite_candidates(conn, keys, lo, hi, exclude)
+            else:
+                params = {"keys": list(keys), "lo": lo, "hi": hi, "self_id": exclude}
+                rows = [(int(a), int(s), int(c)) for a, s, c in conn.execute(_FIND, params)]
+        if vector is not None and vector.bands:
+            params = {"keys": list(vector.bands), "lo": vlo, "hi": vhi, "self_id": exclude}
+            vrows = [(int(a), int(s), int(c)) for a, s, c in conn.execute(_VFIND, params)]
+        if not rows and not vrows:
+            return []
+        missing = [i for i in dict.fromkeys(r[0] for r in (*rows, *vrows)) if i not in texts]
+        if missing:
+            texts.update(_texts(conn, missing))
+        if vector is not None:
+            ids = list(dict.fromkeys(r[0] for r in (*rows, *vrows)))
+            embeddings = _embeddings(conn, ids, vector.model)
     if not rows and not vrows:
         return []
-    missing = [i for i in dict.fromkeys(r[0] for r in (*rows, *vrows)) if i not in texts]
-    if missing:
-        texts.update(_texts(conn, missing))
-    embeddings: dict[int, dedup.Embedding] = {}
-    if vector is not None:
-        embeddings = _embeddings(
-            conn, list(dict.fromkeys(r[0] for r in (*rows, *vrows))), vector.model
-        )
     shared = {a: c for a, _s, c in rows}
     vshared = {a: c for a, _s, c in vrows}
+    if vector is not None:  # vector-only candidates too far by cosine can neither join nor veto
+        near = dedup.close_enough(vector.embedding, embeddings)
+        vrows = [r for r in vrows if r[0] in shared or r[0] in near]
     stories = {a: s for a, s, _c in (*vrows, *rows)}
     languages: dict[int, frozenset[str]] = {}
     if vector is not None and any(
@@ -230,6 +244,58 @@ def _embeddings(conn: Connection, ids: Sequence[int], model: str) -> dict[int, d
             vec = np.frombuffer(raw, dtype="<f4").astype(np.float32)
             out[int(aid)] = dedup.Embedding(vec, str(language))
     return out
+
+
+def _sqlite_find(
+    conn: Connection,
+    table: str,
+    keys: Sequence[int],
+    lo: datetime,
+    hi: datetime,
+    exclude: int,
+) -> list[tuple[int, int, int]]:
+    """`_FIND` (story_band) or `_VFIND` (story_vector_band) through the driver."""
+    if not keys:
+        return []
+    to_db = _BAND.c.created_at.type._cached_bind_processor(conn.dialect)
+    marks = ",".join("?" * len(keys))
+    sql = (
+        f"SELECT article_id, story_id, count(*) AS shared FROM {table}"
+        f" WHERE band IN ({marks}) AND created_at >= ? AND created_at <= ? AND article_id != ?"
+        " GROUP BY article_id, story_id HAVING count(*) >= ?"
+        " ORDER BY shared DESC, article_id LIMIT ?"
+    )
+    bounds = (to_db(lo), to_db(hi)) if to_db is not None else (lo, hi)
+    params = (*keys, *bounds, exclude, dedup.MIN_SHARED, dedup.MAX_CANDIDATES)
+    return [(int(a), int(s), int(c)) for a, s, c in conn.exec_driver_sql(sql, params)]
+
+
+def _sqlite_texts_vectors(
+    conn: Connection, ids: Sequence[int], model: str
+) -> tuple[_Texts, dict[int, dedup.Embedding]]:
+    """Candidates' texts and their vectors under `model`, in one driver query."""
+    if not ids:
+        return {}, {}
+    dialect = conn.dialect
+    from_pub = _ARTICLE.c.published.type._cached_result_processor(dialect, None)
+    from_seen = _ARTICLE.c.first_seen.type._cached_result_processor(dialect, None)
+    sql = (
+        "SELECT a.id, a.title, a.summary, a.published, a.first_seen, v.model, v.language,"
+        " v.vector FROM article a LEFT JOIN story_vector v ON v.article_id = a.id"
+        f" WHERE a.id IN ({','.join('?' * len(ids))})"
+    )
+    texts: _Texts = {}
+    vectors: dict[int, dedup.Embedding] = {}
+    for aid, title, summary, published, seen, vmodel, lang, raw in conn.exec_driver_sql(
+        sql, tuple(ids)
+    ):
+        pub: datetime | None = from_pub(published) if from_pub is not None else published
+        first = cast(datetime, from_seen(seen) if from_seen is not None else seen)
+        texts[int(aid)] = (str(title or ""), str(summary or ""), pub, first)
+        if raw is not None and vmodel == model:
+            vec = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+            vectors[int(aid)] = dedup.Embedding(vec, str(lang))
+    return texts, vectors
 
 
 def _sqlite_candidates(
@@ -325,6 +391,19 @@ def _add_vector(
     """Store the article's vector and its SimHash band rows (on SQLite through the driver)."""
     raw = vector.embedding.vector.astype("<f4").tobytes()
     language = vector.embedding.language[:8]
+    if conn.dialect.paramstyle == "qmark":
+        proc = _VBAND.c.created_at.type._cached_bind_processor(conn.dialect)
+        at = proc(when) if proc is not None else when
+        conn.exec_driver_sql(
+            "INSERT INTO story_vector (article_id, story_id, model, language, vector, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (article_id, story_id, vector.model, language, raw, at),
+        )
+        if vector.bands:
+            conn.exec_driver_sql(
+                _ADD_VBANDS_SQL, [(k, article_id, story_id, at) for k in vector.bands]
+            )
+        return
     conn.execute(
         insert(_VECTOR),
         {
@@ -338,16 +417,13 @@ def _add_vector(
     )
     if not vector.bands:
         return
-    if conn.dialect.paramstyle == "qmark":
-        proc = _VBAND.c.created_at.type._cached_bind_processor(conn.dialect)
-        at = proc(when) if proc is not None else when
-        conn.exec_driver_sql(_ADD_VBANDS_SQL, [(k, article_id, story_id, at) for k in vector.bands])
-        return
-    rows = [
-        {"band": k, "article_id": article_id, "story_id": story_id, "created_at": when}
-        for k in vector.bands
-    ]
-    conn.execute(insert(_VBAND), rows)
+    conn.execute(
+        insert(_VBAND),
+        [
+            {"band": k, "article_id": article_id, "story_id": story_id, "created_at": when}
+            for k in vector.bands
+        ],
+    )
 
 
 @dataclass(frozen=True, slots=True)
