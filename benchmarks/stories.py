@@ -1,6 +1,7 @@
 """Benchmark: cost of assigning a story with N stored articles, and the memory of the index.
 
 Usage:  .venv/bin/python benchmarks/stories.py [--sizes 10000,100000] [--probe 400] [--no-baseline]
+                                               [--no-vectors]
 
 For each size N the script fills a real SQLite database (WAL, the service's engine settings)
 with N articles: the older ones bulk-loaded with band rows computed by monitor.dedup exactly as
@@ -12,6 +13,15 @@ MinHash (128 permutations) + MinHashLSH in memory, insert N then query+insert th
 
 Article texts are drawn from the words of the shared corpus (real vocabulary, synthetic
 sentences), spread over 30 days so a 72 h window holds about a tenth of the store.
+
+The vector signal (MinHash + vectors rows): every article also gets a 512-dimensional unit
+vector drawn around one of 40 topic centres (articles of one topic at cosine about 0.45, as
+news of one desk are; an edited copy at about 0.9 to its original), stored in story_vector and
+story_vector_band exactly as `assign_story` writes them. "all" vectors every stored article
+(MONITOR_STORY_VECTORS=all, the worst case); "gated" one in 20 (the default: only articles that
+passed a watchlist's gate; the probes all carry a vector, so the figure is the cost of one
+vectored article, an upper bound of the mean). Embedding itself is not timed: it is the text
+model's cost, paid once per article and shared with the watchlist models.
 """
 
 from __future__ import annotations
@@ -25,9 +35,11 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,12 +50,21 @@ from sqlalchemy.orm import Session  # noqa: E402
 from monitor import dedup  # noqa: E402
 from monitor.model import Article  # noqa: E402
 from monitor.store import articles, db, stories  # noqa: E402
-from monitor.store.tables import ArticleRow, Story, StoryBand  # noqa: E402
+from monitor.store.tables import (  # noqa: E402
+    ArticleRow,
+    Story,
+    StoryBand,
+    StoryVector,
+    StoryVectorBand,
+)
 
 CORPUS = ROOT / "tests" / "data" / "corpus" / "articles.jsonl"
 START = datetime(2024, 1, 1, tzinfo=UTC)
 SPAN = timedelta(days=30)
 WARM = 16384  # newest stored articles assigned through the real path
+MODEL = "bench-512"
+TOPICS = np.random.default_rng(40).standard_normal((40, 512)).astype(np.float32)
+TOPICS /= np.linalg.norm(TOPICS, axis=1, keepdims=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +72,17 @@ class Doc:
     title: str
     text: str
     when: datetime
+    vector: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x)).astype(np.float32)
+
+
+def topic_vector(rng: random.Random) -> np.ndarray:
+    """A unit vector near one of the topic centres: two of a topic at cosine about 0.45."""
+    noise = np.random.default_rng(rng.getrandbits(32)).standard_normal(512).astype(np.float32)
+    return _unit(TOPICS[rng.randrange(len(TOPICS))] + 0.9 * _unit(noise))
 
 
 def rss_mb() -> float:
@@ -72,14 +104,16 @@ def make_docs(n: int, vocab: list[str], rng: random.Random) -> list[Doc]:
     for i in range(n):
         title = " ".join(rng.choices(vocab, k=rng.randint(7, 13)))
         text = " ".join(rng.choices(vocab, k=rng.randint(0, 60)))
-        docs.append(Doc(title, text, START + SPAN * (i / n)))
+        docs.append(Doc(title, text, START + SPAN * (i / n), topic_vector(rng)))
     return docs
 
 
 def edited(doc: Doc, vocab: list[str], rng: random.Random, when: datetime) -> Doc:
     words = doc.title.split()
     words[rng.randrange(len(words))] = rng.choice(vocab)
-    return Doc(" ".join(words), doc.text + " " + " ".join(rng.choices(vocab, k=8)), when)
+    noise = np.random.default_rng(rng.getrandbits(32)).standard_normal(512).astype(np.float32)
+    vector = _unit(doc.vector + 0.45 * _unit(noise))  # cosine about 0.9
+    return Doc(" ".join(words), doc.text + " " + " ".join(rng.choices(vocab, k=8)), when, vector)
 
 
 def probes(stored: list[Doc], count: int, vocab: list[str], rng: random.Random) -> list[Doc]:
@@ -92,22 +126,27 @@ def probes(stored: list[Doc], count: int, vocab: list[str], rng: random.Random) 
             found.append(edited(rng.choice(recent), vocab, rng, when))
         else:
             fresh = make_docs(1, vocab, rng)[0]
-            found.append(Doc(fresh.title, fresh.text, when))
+            found.append(Doc(fresh.title, fresh.text, when, fresh.vector))
     return found
 
 
-def fill(url: str, docs: list[Doc]) -> None:
-    """Bulk-load N articles with one story each and their band rows (what assign_story writes)."""
+def fill(url: str, docs: list[Doc], every: int = 0) -> None:
+    """Bulk-load N articles with one story each and their band rows (what assign_story writes);
+    with `every`, one article in `every` also gets its vector rows."""
     engine = db.make_engine(url)
     art_t = ArticleRow.__table__  # type: ignore[attr-defined]
     story_t = Story.__table__  # type: ignore[attr-defined]
     band_t = StoryBand.__table__  # type: ignore[attr-defined]
+    vec_t = StoryVector.__table__  # type: ignore[attr-defined]
+    vband_t = StoryVectorBand.__table__  # type: ignore[attr-defined]
     batch = 5000
     with Session(engine) as session:
         for start in range(0, len(docs), batch):
             chunk = docs[start : start + batch]
             with session.begin():
                 arts, story_rows, bands = [], [], []
+                vecs: list[dict[str, object]] = []
+                vbands: list[dict[str, object]] = []
                 for offset, doc in enumerate(chunk):
                     aid = start + offset + 1
                     arts.append(
@@ -138,13 +177,35 @@ def fill(url: str, docs: list[Doc]) -> None:
                         {"band": k, "article_id": aid, "story_id": aid, "created_at": doc.when}
                         for k in dedup.band_keys(fp)
                     ]
+                    if every and aid % every == 0:
+                        vecs.append(
+                            {
+                                "article_id": aid,
+                                "story_id": aid,
+                                "model": MODEL,
+                                "language": "en",
+                                "vector": doc.vector.astype("<f4").tobytes(),
+                                "created_at": doc.when,
+                            }
+                        )
+                        vbands += [
+                            {"band": k, "article_id": aid, "story_id": aid, "created_at": doc.when}
+                            for k in dedup.vector_band_keys(doc.vector)
+                        ]
                 session.execute(insert(art_t), arts)
                 session.execute(insert(story_t), story_rows)
                 session.execute(insert(band_t), bands)
+                if vecs:
+                    session.execute(insert(vec_t), vecs)
+                    session.execute(insert(vband_t), vbands)
     engine.dispose()
 
 
-def bench_db(url: str, probe_docs: list[Doc], prefix: str = "p") -> dict[str, float]:
+def bench_db(
+    url: str, probe_docs: list[Doc], prefix: str = "p", every: int = 0
+) -> dict[str, float]:
+    """Time `assign_story` on the probes; with `every`, one in `every` carries its vector
+    (1: all of them), prepared before the transaction as the poll does."""
     engine = db.make_engine(url)
     gc.collect()
     before = rss_mb()
@@ -160,8 +221,11 @@ def bench_db(url: str, probe_docs: list[Doc], prefix: str = "p") -> dict[str, fl
                     )
                     aid = articles.insert_article(session, art, now=doc.when, catchup=False)
                     assert aid is not None
+                    vectored = every and i % every == 0
+                    embedding = dedup.Embedding(doc.vector, "en") if vectored else None
+                    keys = stories.story_keys(art, doc.when, MODEL, embedding)
                     t, c = time.perf_counter(), time.process_time()
-                    result = stories.assign_story(session, aid, art, doc.when, 72.0)
+                    result = stories.assign_story(session, aid, art, doc.when, 72.0, keys)
                     assign_times.append(time.perf_counter() - t)
                     cpu += time.process_time() - c
                     joined += not result.is_new
@@ -238,6 +302,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--probe", type=int, default=400)
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--no-vectors", action="store_true", help="MinHash rows only")
     parser.add_argument("--seed", type=int, default=6)
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -267,6 +332,27 @@ def main() -> int:
             engine.dispose()
             again = probes(stored, args.probe, vocab, rng)
             rows.append(("monitor, pruned to 2x window", size, bench_db(url, again, "q"), size_mb))
+        for label, every in (() if args.no_vectors else (("gated", 20), ("all", 1))):
+            with tempfile.TemporaryDirectory() as tmp:
+                url = f"sqlite:///{tmp}/bench.db"
+                db.upgrade(url)
+                t = time.perf_counter()
+                recent = min(len(stored), WARM)
+                fill(url, stored[: len(stored) - recent], every)
+                stories._cache.clear()
+                bench_db(url, stored[len(stored) - recent :], prefix="w", every=every)
+                print(
+                    f"filled {size} articles with vectors ({label}) in "
+                    f"{time.perf_counter() - t:.1f} s",
+                    file=sys.stderr,
+                )
+                engine = db.make_engine(url)
+                with Session(engine) as session, session.begin():
+                    stories.prune_bands(session, START + SPAN, timedelta(hours=144))
+                engine.dispose()
+                size_mb = os.path.getsize(f"{tmp}/bench.db") / 2**20
+                result = bench_db(url, probes(stored, args.probe, vocab, rng), "v", every=1)
+                rows.append((f"monitor, MinHash + vectors ({label})", size, result, size_mb))
         if not args.no_baseline:
             rows.append(
                 ("datasketch MinHashLSH, memory", size, bench_datasketch(stored, probe_docs), 0.0)
@@ -291,6 +377,8 @@ def main() -> int:
         "\nmonitor rows: SQLite, the story_band table as the index; 'pruned' keeps band rows of"
         " the last 144 h only (what stories_tick maintains), the articles stay."
         "\nDB MB: the SQLite file (articles, stories, band rows and their indexes)."
+        "\nMinHash + vectors: pruned to 2x window; every probe carries a vector (the cost of one"
+        " vectored article); 'gated' stores a vector for 1 in 20 articles, 'all' for every one."
     )
     print(
         f"fingerprint cache at capacity ({stories._cache.size} entries): {cache_mb(vocab):.1f} MB"

@@ -27,9 +27,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from monitor import storyvec
 from monitor.clock import as_utc_or_none
+from monitor.console import languages
 from monitor.logs import get_logger
-from monitor.model import AlertKind, AlertStatus, Channel, IngestedItem, Match
+from monitor.model import AlertKind, AlertStatus, Article, Channel, IngestedItem, Match
 from monitor.render import AlertContent
 from monitor.settings import Settings
 from monitor.store import alerts as outbox
@@ -129,7 +131,14 @@ def content_for(
         highlights=tuple((s.start, s.end) for s in match.highlights) if match.snippet else (),
         story_id=item.story.story_id if item.story else None,
         reason=match.judgement.reason if match.judgement else "",
+        language=_language(article),
     )
+
+
+def _language(article: Article) -> str:
+    """The article's language by name, for "Also reported by PAP (Polish)"; empty if unsure."""
+    code = storyvec.language_of(article)
+    return "" if code == "?" else languages.name(code)
 
 
 @dataclass

@@ -116,15 +116,19 @@ def group(
     items: Iterable[CorpusItem],
     window_hours: float,
     on_item: Callable[[], None] | None = None,
+    embeddings: Mapping[str, dedup.Embedding] | None = None,
 ) -> dict[str, str]:
     """Article id → story key, assigning in publication order as ingest would (`on_item` is
-    called after each one: a progress bar)."""
+    called after each one: a progress bar). With `embeddings` (article id → vector and
+    language) the vector signal joins the text one, as in the service."""
     latest = datetime.max.replace(tzinfo=UTC)
     ordered = sorted(items, key=lambda i: (i.article.published or latest, i.line))
     index = dedup.MemoryStoryIndex(timedelta(hours=window_hours))
+    vectors = embeddings or {}
     for item in ordered:
         art = item.article
-        index.assign(item.id, dedup.fingerprint(art.title, art.text, art.published))
+        fp = dedup.fingerprint(art.title, art.text, art.published)
+        index.assign(item.id, fp, vectors.get(item.id))
         if on_item is not None:
             on_item()
     return {item.id: index.story_of(i) for i, item in enumerate(ordered)}

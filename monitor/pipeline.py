@@ -21,8 +21,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from monitor import alerting
+from monitor import alerting, storyvec
 from monitor.clock import as_utc, utcnow
+from monitor.dedup import Embedding
 from monitor.logs import get_logger
 from monitor.model import (
     Article,
@@ -40,7 +41,7 @@ from monitor.normalize import normalize_entry
 from monitor.parse import ParseError, parse_feed, parse_html_page
 from monitor.query.matcher import Matcher
 from monitor.redact import redact_text, redact_url
-from monitor.relevance.embed import article_text, text_key
+from monitor.relevance.embed import Embedder, article_text, text_key
 from monitor.relevance.models import RelevanceModels, Vector, accepted
 from monitor.schedule import next_poll_at
 from monitor.settings import Settings
@@ -89,6 +90,7 @@ class PollContext:
     watchlists: Mapping[str, Watchlist]
     dry_run: bool = False
     relevance: RelevanceModels = field(default_factory=RelevanceModels)
+    story_embedder: Embedder | None = None  # the vector signal of stories (None: MinHash alone)
 
 
 class LostLease(Exception):
@@ -115,7 +117,8 @@ def poll_fetched(
     fresh = entries_to_write(ctx.engine, claim.id, kept)  # a short read: new and edited only
     catchup = not claim.first_poll_done  # a new source's first poll stores and alerts nobody
     judged = judge_articles(ctx, fresh, catchup)  # gate, then the watchlists' models
-    prepared = [prepare(ctx, a, now, judged) for a in fresh]  # matches, story keys (pure)
+    embedded = story_embeddings(ctx, fresh, judged, catchup)  # the vector signal of stories
+    prepared = [prepare(ctx, a, now, judged, embedded) for a in fresh]  # matches, story keys
     notes = _notes(claim, feed, len(kept), skipped, fetched.url)
     update = replace(
         success_update(ctx.settings, claim, fetched, now, feed, PollStatus.OK),
@@ -212,16 +215,56 @@ class Judged:
 
     matches: Mapping[str, tuple[Match, ...]]  # by entry key
     vectors: Mapping[str, Mapping[str, Vector]]  # entry key: {text key: vector}, new ones only
+    gated: frozenset[str] = frozenset()  # entry keys that passed some watchlist's gate
+    used: Mapping[str, Vector] = field(default_factory=dict)  # entry key: the vector judged
 
 
-def prepare(ctx: PollContext, article: Article, now: datetime, judged: Judged) -> PreparedEntry:
+def prepare(
+    ctx: PollContext,
+    article: Article,
+    now: datetime,
+    judged: Judged,
+    embedded: Mapping[str, Embedding] | None = None,
+) -> PreparedEntry:
     """The watchlist matches and story keys of one normalized entry (pure)."""
+    embedding = (embedded or {}).get(article.entry_key)
+    model = ctx.story_embedder.name if ctx.story_embedder is not None else None
     return PreparedEntry(
         article,
         judged.matches.get(article.entry_key, ()),
-        stories.story_keys(article, now),
+        stories.story_keys(article, now, model, embedding),
         judged.vectors.get(article.entry_key, {}),
     )
+
+
+def story_embeddings(
+    ctx: PollContext, articles: Sequence[Article], judged: Judged, catchup: bool
+) -> dict[str, Embedding]:
+    """The vector and language of the articles that get the story vector signal (outside any
+    transaction), by entry key: with MONITOR_STORY_VECTORS=gated those that passed a watchlist's
+    gate outside a catch-up (every article that can alert or follow one up), with `all` every
+    new article. A vector the watchlist models just used is reused, not embedded again."""
+    embedder = ctx.story_embedder
+    mode = ctx.settings.story_vectors
+    if embedder is None or mode == "off":
+        return {}
+    if mode == "gated":
+        wanted = [a for a in articles if not catchup and a.entry_key in judged.gated]
+    else:
+        wanted = list(articles)
+    if not wanted:
+        return {}
+    same_model = ctx.relevance.embedder is not None and ctx.relevance.embedder.name == embedder.name
+    reuse = judged.used if same_model else {}
+    out = {
+        a.entry_key: Embedding(reuse[a.entry_key], storyvec.language_of(a))
+        for a in wanted
+        if a.entry_key in reuse
+    }
+    missing = [a for a in wanted if a.entry_key not in out]
+    for article, made in zip(missing, storyvec.embeddings(embedder, missing), strict=True):
+        out[article.entry_key] = made
+    return out
 
 
 def match_article(ctx: PollContext, article: Article) -> tuple[Match, ...]:
@@ -236,12 +279,13 @@ def judge_articles(ctx: PollContext, articles: Sequence[Article], catchup: bool)
     in a short read first) only when it passed the gate of a watchlist that has a model; a
     catch-up poll alerts nobody, so it is not judged."""
     gated = {a.entry_key: match_article(ctx, a) for a in articles}
+    passed = frozenset(k for k, m in gated.items() if m)
     models = ctx.relevance
     if catchup or models.embedder is None:
-        return Judged(gated, {})
+        return Judged(gated, {}, passed)
     wanted = [a for a in articles if models.wants_vector(gated[a.entry_key])]
     if not wanted:
-        return Judged(gated, {})
+        return Judged(gated, {}, passed)
     embedder = models.embedder
     keys = {a.entry_key: text_key(embedder.name, article_text(a)) for a in wanted}
     with db.transaction(ctx.engine) as session:
@@ -254,9 +298,11 @@ def judge_articles(ctx: PollContext, articles: Sequence[Article], catchup: bool)
         if fresh is not None
     }
     out = dict(gated)
+    used: dict[str, Vector] = {}
     for article in wanted:
         key = keys[article.entry_key]
         vector = known[key] if key in known else made[article.entry_key][key]
+        used[article.entry_key] = vector
         judged = models.judge(article, vector, gated[article.entry_key])
         for match in judged:
             if match.judgement is not None and not match.judgement.relevant:
@@ -267,7 +313,7 @@ def judge_articles(ctx: PollContext, articles: Sequence[Article], catchup: bool)
                     reason=match.judgement.reason,
                 )
         out[article.entry_key] = accepted(judged)
-    return Judged(out, made)
+    return Judged(out, made, passed, used)
 
 
 # --- write: short transactions, fenced by the lease ---------------------------------------------

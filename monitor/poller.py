@@ -17,6 +17,7 @@ from monitor.logs import get_logger
 from monitor.model import FetchError, FetchRequest, FetchResult, PollStatus, Watchlist
 from monitor.pipeline import PollContext, PollReport, poll_fetched, quiet_status, success_update
 from monitor.query.matcher import Matcher
+from monitor.relevance.embed import Embedder
 from monitor.relevance.models import RelevanceModels
 from monitor.settings import Settings
 from monitor.store import sources
@@ -52,6 +53,7 @@ class Poller:
         owner: str,
         dry_run: bool = False,
         on_report: Callable[[PollReport], None] | None = None,
+        story_embedder: Embedder | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -60,6 +62,7 @@ class Poller:
         self.owner = owner
         self.dry_run = dry_run
         self.on_report = on_report
+        self.story_embedder = story_embedder
         self.draining = False
         self._fetching: set[asyncio.Task[PollReport]] = set()
         self._storing: set[asyncio.Future[PollReport]] = set()
@@ -136,6 +139,7 @@ class Poller:
             self.live.watchlists,
             self.dry_run,
             self.live.relevance,
+            self.story_embedder,
         )
 
     async def poll_source(self, claim: ClaimedSource) -> PollReport:

@@ -53,6 +53,13 @@ class AlertContent:
     period: str = ""  # digest: the schedule text
     extra: dict[str, str] = field(default_factory=dict)
     reason: str = ""  # the watchlist model's decision and why (empty: the query alone)
+    language: str = ""  # the article's language by name ("Polish"); empty when unknown
+
+    @property
+    def outlet(self) -> str:
+        """The outlet with its language, as follow-ups name it: "PAP (Polish)"."""
+        source = self.source or "another outlet"
+        return f"{source} ({self.language})" if self.language else source
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
@@ -81,6 +88,7 @@ class AlertContent:
             period=str(data.get("period", "")),
             extra={str(k): str(v) for k, v in (data.get("extra") or {}).items()},
             reason=str(data.get("reason", "")),
+            language=str(data.get("language", "")),
         )
 
 
@@ -394,12 +402,14 @@ def _slack_context(content: AlertContent) -> str:
 def _slack_also(content: AlertContent) -> SlackMessage:
     source = slack_text(content.source or "another outlet", 100)
     title = slack_text(content.title or "(no title)", 300)
-    line = f"Also reported by *{source}*: {_slack_link(content.url, title)}"
+    language = f" ({slack_text(content.language, 40)})" if content.language else ""
+    line = f"Also reported by *{source}*{language}: {_slack_link(content.url, title)}"
     when = _slack_date(content.published)
     if when:
         line += f" · {when}"
     block = {"type": "section", "text": {"type": "mrkdwn", "text": line, "verbatim": True}}
-    return SlackMessage(text=f"Also reported by {source}: {title}", blocks=[block])
+    plain = slack_text(content.outlet, 150)
+    return SlackMessage(text=f"Also reported by {plain}: {title}", blocks=[block])
 
 
 def summary_what(content: AlertContent) -> str:
@@ -504,7 +514,7 @@ def email_subject(content: AlertContent) -> str:
         what = summary_what(content)
         text = f"[{content.watchlist_name}] {content.total} {what} from {content.source}"
     elif content.kind == "also":
-        text = f"[{content.watchlist_name}] Also reported by {content.source}: {content.title}"
+        text = f"[{content.watchlist_name}] Also reported by {content.outlet}: {content.title}"
     elif content.kind == "update":
         text = f"[{content.watchlist_name}] Updated: {content.title}"
     else:
@@ -558,7 +568,8 @@ def render_console(content: AlertContent, destination: str = "console") -> str:
                 lines.append(console_safe(f"    also reported by {names}"))
     else:
         lines.append(console_safe(truncate(c.title or "(no title)", 300)))
-        meta = [c.source, _human_time(c.published), f"score {c.score:.1f}"]
+        source = c.outlet if c.kind == "also" else c.source
+        meta = [source, _human_time(c.published), f"score {c.score:.1f}"]
         lines.append(console_safe(" · ".join(m for m in meta if m)))
         if c.terms:
             lines.append(console_safe(f"matched: {_terms(c)}"))

@@ -75,6 +75,13 @@ class Service:
             owner=self.owner,
             dry_run=dry_run,
             on_report=self._count,
+            # The vector rule's thresholds are measured with USE; the hashing stand-in's
+            # cosines mean something else, so with it stories keep MinHash alone.
+            story_embedder=(
+                app.embedder
+                if settings.story_vectors != "off" and settings.embedder == "use"
+                else None
+            ),
         )
         self.dispatcher = Dispatcher(
             settings,

@@ -182,6 +182,12 @@ class Settings(BaseSettings):
     story_window_hours: float = Field(
         72.0, description="Near-duplicates within this window join the same story."
     )
+    story_vectors: Literal["gated", "all", "off"] = Field(
+        "gated",
+        description="Which new articles get a text vector for story grouping: gated (those "
+        "that passed a watchlist's gate: every article that can alert), all, or off (MinHash "
+        "alone).",
+    )
 
     # --- operations ---
     http_host: str = Field("0.0.0.0", description="Address of the health/metrics listener.")

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
@@ -17,7 +18,7 @@ from monitor.corpus import CorpusItem, read_articles
 from monitor.model import Article, StoryAssignment
 from monitor.settings import get_settings
 from monitor.store import articles, db, stories
-from monitor.store.tables import ArticleRow, Story, StoryBand
+from monitor.store.tables import ArticleRow, Story, StoryBand, StoryVector, StoryVectorBand
 from tests.support.paths import CORPUS
 
 T0 = datetime(2023, 3, 19, 6, 0, tzinfo=UTC)
@@ -293,3 +294,145 @@ def test_band_rows_older_than_twice_the_window_are_pruned(engine: Engine) -> Non
         left = set(session.scalars(select(col(StoryBand.article_id))).all())
         assert left == {new_id} and old_id not in left
         assert session.get(ArticleRow, old_id) is not None
+
+
+# --- the vector signal in the database ------------------------------------------------------------
+
+MODEL = "test-model"
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x)).astype(np.float32)
+
+
+_RNG = np.random.default_rng(11)
+EVENT = _unit(_RNG.standard_normal(512))
+CLOSE = _unit(EVENT + 0.35 * _unit(_RNG.standard_normal(512)))  # cosine about 0.94
+TRANSLATED = _unit(EVENT + 1.2 * _unit(_RNG.standard_normal(512)))  # cosine about 0.64
+
+
+def _ingest_vec(
+    engine: Engine, article: Article, now: datetime, vector: np.ndarray, language: str = "en"
+) -> tuple[int, StoryAssignment]:
+    """Store an article with its vector signal, the way the poll prepares it."""
+    keys = stories.story_keys(article, now, MODEL, dedup.Embedding(vector, language))
+    with Session(engine) as session, session.begin():
+        article_id = articles.insert_article(session, article, now=now, catchup=False)
+        assert article_id is not None
+        return article_id, stories.assign_story(session, article_id, article, now, 72.0, keys)
+
+
+DRONE_CNN = _article(
+    "cnn",
+    "North Korea says it tested underwater nuclear attack drone",
+    "Pyongyang claims a new weapon system can unleash a radioactive tsunami.",
+    T0,
+)
+DRONE_NBC = _article(
+    "nbc",
+    "Kim's regime touts trial of secret undersea weapon",
+    "State media described the device as able to cause radioactive waves near enemy ports.",
+    T0 + timedelta(hours=3),
+)
+DRONE_PAP = _article(
+    "pap",
+    "Korea Północna testowała podwodnego drona",
+    "Według państwowych mediów broń może wywołać radioaktywne tsunami.",
+    T0 + timedelta(hours=4),
+)
+
+
+def test_other_words_join_by_vector_and_share_the_index(engine: Engine) -> None:
+    """Two outlets' own copy of one event (no shared headline words) and a Polish report: one
+    story, found through the SimHash rows in the database; the vectors are stored."""
+    cnn_id, first = _ingest_vec(engine, DRONE_CNN, T0, EVENT)
+    nbc_id, second = _ingest_vec(engine, DRONE_NBC, T0, CLOSE)
+    pap_id, third = _ingest_vec(engine, DRONE_PAP, T0, TRANSLATED, language="pl")
+    assert first.is_new and not second.is_new and not third.is_new
+    assert first.story_id == second.story_id == third.story_id
+    with Session(engine) as session:
+        rows = session.execute(select(StoryVector.article_id, StoryVector.language)).all()
+        bands = session.scalar(select(func.count()).select_from(StoryVectorBand))
+    assert sorted(rows) == [(cnn_id, "en"), (nbc_id, "en"), (pap_id, "pl")]
+    assert bands == 3 * dedup.VECTOR_BANDS
+    # Without a vector, another outlet's own words are too different for MinHash.
+    own = _article(
+        "abc",
+        "Pyongyang unveils nuclear-capable undersea drone",
+        "Officials said the system was tried off the east coast this week.",
+        T0 + timedelta(hours=3),
+    )
+    _, alone = _ingest(engine, own, T0)
+    assert alone.is_new
+
+
+def test_close_vectors_with_conflicting_dates_stay_apart(engine: Engine) -> None:
+    """Different Security Council meetings read alike to any embedding: the dates guard vetoes."""
+    a = _article(
+        "un", "Security Council meets on North Korea", "The meeting on July 13 heard the envoy.", T0
+    )
+    b = _article(
+        "cna",
+        "UN envoys clash over Pyongyang",
+        "The session on July 14 heard the ambassador.",
+        T0 + timedelta(hours=20),
+    )
+    _, first = _ingest_vec(engine, a, T0, EVENT)
+    _, second = _ingest_vec(engine, b, T0, CLOSE)
+    assert first.is_new and second.is_new
+
+
+def test_prune_and_rebuild_keep_the_vector_index(engine: Engine) -> None:
+    _ingest_vec(engine, DRONE_CNN, T0, EVENT)
+    with Session(engine) as session, session.begin():
+        assert stories.rebuild_bands(session, T0 - timedelta(days=1)) == 1
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(StoryVectorBand)) == (
+            dedup.VECTOR_BANDS
+        )
+    later = T0 + timedelta(days=30)
+    with Session(engine) as session, session.begin():
+        pruned = stories.prune_bands(session, later, timedelta(hours=144))
+    assert pruned >= dedup.VECTOR_BANDS
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(StoryVectorBand)) == 0
+        assert session.scalar(select(func.count()).select_from(StoryVector)) == 0
+
+
+def test_reconcile_merges_stories_found_by_vector(engine: Engine) -> None:
+    """Two replicas each started a story for one event (simulated: the second article was
+    stored without the vector signal); reconcile finds it by its stored vector and merges."""
+    cnn_id, first = _ingest_vec(engine, DRONE_CNN, T0, EVENT)
+    with Session(engine) as session, session.begin():
+        nbc_id = articles.insert_article(session, DRONE_NBC, now=T0, catchup=False)
+        assert nbc_id is not None
+        second = stories.assign_story(session, nbc_id, DRONE_NBC, T0, 72.0)
+        # the vector arrives as the other replica would have written it
+        keys = stories.vector_keys(MODEL, dedup.Embedding(CLOSE, "en"))
+        stories._add_vector(
+            session.connection(), keys, nbc_id, second.story_id, DRONE_NBC.published
+        )
+    assert second.is_new and second.story_id != first.story_id
+    with Session(engine) as session, session.begin():
+        merged = stories.reconcile_stories(session, T0, 72.0, timedelta(hours=1))
+    assert merged == 1
+    with Session(engine) as session:
+        owners = dict(session.execute(select(StoryVector.article_id, StoryVector.story_id)).all())
+    assert owners == {cnn_id: first.story_id, nbc_id: first.story_id}
+
+
+def test_explain_command_on_stored_articles(
+    db_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cnn_id, _ = _ingest_vec(engine, DRONE_CNN, T0, EVENT)
+    nbc_id, _ = _ingest(engine, DRONE_NBC, T0)
+    monkeypatch.setenv("MONITOR_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    try:
+        code = main(["stories", "explain", str(cnn_id), str(nbc_id), "--embedder", "none"])
+    finally:
+        get_settings.cache_clear()
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "decision: NOT ONE STORY (not alike)" in out
+    assert "stored: different stories" in out and "vector: no vector" in out

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from monitor.corpus import CorpusItem, InputError, read_articles, read_pairs
+from monitor.dedup import Embedding
 from monitor.evaluation import group, score_pairs
 from monitor.timeparse import duration_arg
 
@@ -25,6 +27,37 @@ def _window(args: argparse.Namespace, app: App) -> float:
     return app.settings.story_window_hours
 
 
+def _embedder_name(args: argparse.Namespace, app: App) -> str:
+    """`--embedder`, else MONITOR_EMBEDDER (none when MONITOR_STORY_VECTORS=off)."""
+    if args.embedder is not None:
+        return str(args.embedder)
+    return "none" if app.settings.story_vectors == "off" else app.settings.embedder
+
+
+def _embeddings(
+    args: argparse.Namespace, app: App, articles: list[CorpusItem]
+) -> dict[str, Any] | None:
+    """Every article's vector and language under the chosen embedder (None: MinHash alone).
+
+    In a file every article stands for one that could alert, so all are embedded."""
+    name = _embedder_name(args, app)
+    if name == "none":
+        return None
+    from monitor import progress, storyvec
+    from monitor.relevance.embed import make_embedder
+
+    embedder = make_embedder(name)
+    out: dict[str, Any] = {}
+    batch = storyvec.BATCH
+    with progress.counter(f"embedding articles ({embedder.name})", len(articles)) as advance:
+        for start in range(0, len(articles), batch):
+            chunk = articles[start : start + batch]
+            made = storyvec.embeddings(embedder, [a.article for a in chunk])
+            out.update((a.id, e) for a, e in zip(chunk, made, strict=True))
+            advance(len(chunk))
+    return out
+
+
 def _cmd_test(args: argparse.Namespace, app: App) -> int:
     try:
         articles = read_articles(Path(args.articles))
@@ -34,7 +67,12 @@ def _cmd_test(args: argparse.Namespace, app: App) -> int:
     from monitor import progress
 
     with progress.counter("grouping articles", len(articles)) as advance:
-        stories = group(articles, _window(args, app), on_item=lambda: advance(1))
+        stories = group(
+            articles,
+            _window(args, app),
+            on_item=lambda: advance(1),
+            embeddings=_embeddings(args, app, articles),
+        )
     out = sys.stdout
     if args.format == "jsonl":
         for art in articles:
@@ -59,7 +97,8 @@ def _cmd_eval(args: argparse.Namespace, app: App) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = score_pairs(group(articles, _window(args, app)), pairs)
+    grouped = group(articles, _window(args, app), embeddings=_embeddings(args, app, articles))
+    result = score_pairs(grouped, pairs)
     if args.format == "json":
         print(
             json.dumps(
@@ -87,6 +126,129 @@ def _cmd_eval(args: argparse.Namespace, app: App) -> int:
         print(f"missed (labelled same, grouped apart): {a} {b}")
     for a, b in result.wrong:
         print(f"wrong (labelled different, grouped together): {a} {b}")
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Side:
+    """One article of `explain`, from the database or a file."""
+
+    ref: str
+    source: str
+    title: str
+    text: str
+    when: datetime | None
+    story: str
+    embedding: Embedding | None
+
+
+def _explain_sides(args: argparse.Namespace, app: App) -> tuple[_Side, _Side] | str:
+    """The two articles of `explain` with their vectors, or what is wrong."""
+    from monitor import storyvec
+    from monitor.model import Article
+    from monitor.relevance.embed import make_embedder
+
+    name = _embedder_name(args, app)
+    embedder = make_embedder(name) if name != "none" else None
+
+    def embed(title: str, text: str) -> Embedding | None:
+        if embedder is None:
+            return None
+        article = Article("", "", "", title, text, None, "")
+        return storyvec.embeddings(embedder, [article])[0]
+
+    if args.articles:
+        try:
+            items = {a.id: a for a in read_articles(Path(args.articles))}
+        except InputError as exc:
+            return str(exc)
+        sides = []
+        for ref in (args.a, args.b):
+            item = items.get(ref)
+            if item is None:
+                return f"no article {ref!r} in {args.articles}"
+            art = item.article
+            sides.append(
+                _Side(ref, art.source_id, art.title, art.text, art.published, "",
+                      embed(art.title, art.text))
+            )
+        return sides[0], sides[1]
+    from monitor.store import stories
+
+    if not (args.a.isdigit() and args.b.isdigit()):
+        return "give two stored article ids (see `monitor articles list`), or --articles FILE"
+    found = stories.read_article_signals(app.engine, [int(args.a), int(args.b)])
+    out = []
+    for ref in (args.a, args.b):
+        row = found.get(int(ref))
+        if row is None:
+            return f"no stored article {ref}"
+        vector = None
+        if embedder is not None:
+            if row.vector is not None and row.vector[0] == embedder.name:
+                vector = row.vector[1]
+            else:  # not embedded at ingest (not gated, or another model): embed it now
+                vector = embed(row.title, row.text)
+        story = f"story {row.story_id}" if row.story_id is not None else "no story"
+        out.append(_Side(ref, row.source_id, row.title, row.text, row.when, story, vector))
+    return out[0], out[1]
+
+
+def _cmd_explain(args: argparse.Namespace, app: App) -> int:
+    from monitor import dedup
+    from monitor.console.languages import guess
+
+    sides = _explain_sides(args, app)
+    if isinstance(sides, str):
+        print(f"error: {sides}", file=sys.stderr)
+        return 2
+    a, b = sides
+    window = timedelta(hours=_window(args, app))
+    fa = dedup.fingerprint(a.title, a.text, a.when)
+    fb = dedup.fingerprint(b.title, b.text, b.when)
+    ex = dedup.explain_pair(fa, fb, window, a.embedding, b.embedding)
+    if args.format == "json":
+        print(json.dumps({"a": a.ref, "b": b.ref, **ex.as_dict()}))
+        return 0
+    for label, side in (("A", a), ("B", b)):
+        when = f"{side.when:%Y-%m-%d %H:%M} UTC" if side.when else "no date"
+        lang = side.embedding.language if side.embedding else guess(side.title, side.text)
+        extra = f"  {side.story}" if side.story else ""
+        print(f"{label}  {side.ref}  {side.source[:30]}  {when}  language {lang}{extra}")
+        print(f"   {side.title[:110]}")
+    hours = "unknown" if ex.hours_apart is None else f"{ex.hours_apart:.1f} h"
+    print(f"time: {hours} apart (window {ex.window_hours:g} h)")
+    print(
+        f"text (MinHash): headline Jaccard {ex.title_jaccard:.2f}, containment "
+        f"{ex.title_containment:.2f}; words {ex.words_containment:.2f}; word trigrams "
+        f"{ex.shingles_containment:.2f}; band keys shared {ex.bands_shared} of "
+        f"{ex.bands_total} (candidates need {dedup.MIN_SHARED}) -> "
+        f"{'same' if ex.text.same else 'different'} ({ex.text.reason}, score {ex.text.score:.2f})"
+    )
+
+    def both(pair: tuple[tuple[str, ...], tuple[str, ...]]) -> str:
+        return " / ".join(", ".join(x) or "-" for x in pair)
+
+    print(f"guards: headline numbers {both(ex.numbers)}; dates {both(ex.dates)}; "
+          f"names the other lacks {both(ex.names_missing)}")
+    if ex.vector is None or ex.cosine is None:
+        print("vector: no vector for one side (--embedder none, or MONITOR_STORY_VECTORS=off)")
+    else:
+        langs = "/".join(ex.languages)
+        print(
+            f"vector: cosine {ex.cosine:.3f} (needed {ex.cosine_needed:.3f}, languages {langs}); "
+            f"SimHash keys shared {ex.vector_bands_shared} of {dedup.VECTOR_BANDS} -> "
+            f"{'same' if ex.vector.same else 'different'} ({ex.vector.reason})"
+        )
+    verdict = "ONE STORY" if ex.decision.same else "NOT ONE STORY"
+    print(f"decision: {verdict} ({ex.decision.reason})")
+    if a.story and b.story:
+        stored = "the same story" if a.story == b.story else "different stories"
+        print(f"stored: {stored} ({a.story}, {b.story})")
+    print(
+        "note: this is the pair alone; in a story, a conflict with another of its members also "
+        "vetoes, and of several translations only the closest joins"
+    )
     return 0
 
 
@@ -142,8 +304,17 @@ def _cmd_rebuild(args: argparse.Namespace, app: App) -> int:
     return 0
 
 
+def _embedder_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--embedder",
+        choices=("use", "hashing", "none"),
+        default=None,
+        help="text model of the vector signal (default: MONITOR_EMBEDDER; none: MinHash alone)",
+    )
+
+
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    """Add `monitor stories list|show|test|eval|reconcile|rebuild-index`."""
+    """Add `monitor stories list|show|test|eval|explain|reconcile|rebuild-index`."""
     parser = sub.add_parser("stories", help="near-duplicate stories across outlets")
     cmds = parser.add_subparsers(dest="stories_command", metavar="SUBCOMMAND", required=True)
 
@@ -161,6 +332,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--format", choices=("jsonl", "text"), default="jsonl")
     p.add_argument("--all", action="store_true", help="text format: list single stories too")
     p.add_argument("--window-hours", type=float, default=None)
+    _embedder_arg(p)
     p.set_defaults(func=_cmd_test)
 
     p = cmds.add_parser("eval", help="pair precision and recall against labelled pairs")
@@ -168,7 +340,17 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--pairs", required=True, help='JSONL of {"a","b","same_story"}')
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument("--window-hours", type=float, default=None)
+    _embedder_arg(p)
     p.set_defaults(func=_cmd_eval)
+
+    p = cmds.add_parser("explain", help="why two articles are or are not one story")
+    p.add_argument("a", help="article id (stored, or in --articles)")
+    p.add_argument("b", help="article id (stored, or in --articles)")
+    p.add_argument("--articles", help="corpus-format JSONL holding both ids (no database)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--window-hours", type=float, default=None)
+    _embedder_arg(p)
+    p.set_defaults(func=_cmd_explain)
 
     p = cmds.add_parser(
         "reconcile", help="merge stories replicas started concurrently; prune old band rows"

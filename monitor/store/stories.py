@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import numpy as np
 from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
@@ -30,11 +31,13 @@ from sqlmodel import col
 from monitor import dedup
 from monitor.clock import as_utc
 from monitor.model import Article, StoryAssignment
-from monitor.store.tables import ArticleRow, Story, StoryBand
+from monitor.store.tables import ArticleRow, Story, StoryBand, StoryVector, StoryVectorBand
 
 _STORY = cast(Table, Story.__table__)  # type: ignore[attr-defined]
 _BAND = cast(Table, StoryBand.__table__)  # type: ignore[attr-defined]
 _ARTICLE = cast(Table, ArticleRow.__table__)  # type: ignore[attr-defined]
+_VECTOR = cast(Table, StoryVector.__table__)  # type: ignore[attr-defined]
+_VBAND = cast(Table, StoryVectorBand.__table__)  # type: ignore[attr-defined]
 TITLE_MAX = 500
 
 
@@ -92,6 +95,25 @@ _FIND = (
     .order_by(_SHARED.desc(), _BAND.c.article_id)
     .limit(dedup.MAX_CANDIDATES)
 )
+_VFIND = (
+    select(_VBAND.c.article_id, _VBAND.c.story_id, _SHARED)
+    .where(
+        _VBAND.c.band.in_(bindparam("keys", expanding=True)),
+        _VBAND.c.created_at >= bindparam("lo"),
+        _VBAND.c.created_at <= bindparam("hi"),
+        _VBAND.c.article_id != bindparam("self_id"),
+    )
+    .group_by(_VBAND.c.article_id, _VBAND.c.story_id)
+    .having(func.count() >= dedup.MIN_SHARED)
+    .order_by(_SHARED.desc(), _VBAND.c.article_id)
+    .limit(dedup.MAX_CANDIDATES)
+)
+_VECTORS = select(
+    _VECTOR.c.article_id, _VECTOR.c.model, _VECTOR.c.language, _VECTOR.c.vector
+).where(_VECTOR.c.article_id.in_(bindparam("ids", expanding=True)))
+_ADD_VBANDS_SQL = (
+    "INSERT INTO story_vector_band (band, article_id, story_id, created_at) VALUES (?, ?, ?, ?)"
+)
 _TEXTS = select(
     _ARTICLE.c.id,
     _ARTICLE.c.title,
@@ -115,39 +137,168 @@ _SET_STORY = (
 )
 
 
+_Texts = dict[int, tuple[str, str, datetime | None, datetime]]
+
+
 def _candidates(
     session: Session,
     keys: Sequence[int],
     when: datetime,
     window: timedelta,
     exclude: int,
+    vector: VectorKeys | None = None,
 ) -> list[dedup.Candidate]:
-    if not keys:
-        return []
+    """Earlier articles sharing MinHash keys, and (with `vector`) SimHash keys, in the window;
+    each with its fingerprint and, when it has one under the same model, its vector."""
     conn = session.connection()
-    if conn.dialect.paramstyle == "qmark":
-        rows, texts = _sqlite_candidates(conn, keys, when - window, when + window, exclude)
+    lo, hi = when - window, when + window
+    rows: list[tuple[int, int, int]] = []
+    vrows: list[tuple[int, int, int]] = []
+    texts: _Texts = {}
+    embeddings: dict[int, dedup.Embedding] = {}
+    # The vector rules accept nothing further apart than VECTOR_HOURS: a shorter range to scan.
+    reach = min(window, timedelta(hours=dedup.VECTOR_HOURS))
+    vlo, vhi = when - reach, when + reach
+    sqlite = conn.dialect.paramstyle == "qmark"
+    if sqlite and vector is not None:  # three driver queries: both finds, then texts + vectors
+        rows = _sqlite_find(conn, "story_band", keys, lo, hi, exclude)
+        vrows = _sqlite_find(conn, "story_vector_band", vector.bands, vlo, vhi, exclude)
+        ids = list(dict.fromkeys(r[0] for r in (*rows, *vrows)))
+        texts, embeddings = _sqlite_texts_vectors(conn, ids, vector.model)
     else:
-        params = {"keys": list(keys), "lo": when - window, "hi": when + window, "self_id": exclude}
-        rows = [(int(a), int(s), int(c)) for a, s, c in conn.execute(_FIND, params)]
-        ids = [r[0] for r in rows]
-        texts = {
-            int(r[0]): (str(r[1] or ""), str(r[2] or ""), r[3], r[4])
-            for r in (conn.execute(_TEXTS, {"ids": ids}) if ids else ())
-        }
+        if keys:
+            if sqlite:
+                rows, texts = _sqlite_candidates(conn, keys, lo, hi, exclude)
+            else:
+                params = {"keys": list(keys), "lo": lo, "hi": hi, "self_id": exclude}
+                rows = [(int(a), int(s), int(c)) for a, s, c in conn.execute(_FIND, params)]
+        if vector is not None and vector.bands:
+            params = {"keys": list(vector.bands), "lo": vlo, "hi": vhi, "self_id": exclude}
+            vrows = [(int(a), int(s), int(c)) for a, s, c in conn.execute(_VFIND, params)]
+        if not rows and not vrows:
+            return []
+        missing = [i for i in dict.fromkeys(r[0] for r in (*rows, *vrows)) if i not in texts]
+        if missing:
+            texts.update(_texts(conn, missing))
+        if vector is not None:
+            ids = list(dict.fromkeys(r[0] for r in (*rows, *vrows)))
+            embeddings = _embeddings(conn, ids, vector.model)
+    if not rows and not vrows:
+        return []
+    shared = {a: c for a, _s, c in rows}
+    vshared = {a: c for a, _s, c in vrows}
+    if vector is not None:  # vector-only candidates too far by cosine can neither join nor veto
+        near = dedup.close_enough(vector.embedding, embeddings)
+        vrows = [r for r in vrows if r[0] in shared or r[0] in near]
+    stories = {a: s for a, s, _c in (*vrows, *rows)}
+    languages: dict[int, frozenset[str]] = {}
+    if vector is not None and any(
+        e.language != vector.embedding.language for e in embeddings.values()
+    ):  # a translation may match: which languages do those stories hold already?
+        languages = _story_languages(conn, list(set(stories.values())))
     found: list[dedup.Candidate] = []
-    for article_id, story_id, count in rows:
+    for article_id, story_id in stories.items():
         text = texts.get(article_id)
         if text is None:
             continue
         title, summary, published, first_seen = text
         at = article_time(published, first_seen)
         fp = _cache.get(article_id, title or "", summary or "", at)
-        found.append(dedup.Candidate(article_id, story_id, count, fp))
+        found.append(
+            dedup.Candidate(
+                article_id,
+                story_id,
+                shared.get(article_id, 0),
+                fp,
+                embeddings.get(article_id),
+                vshared.get(article_id, 0),
+                languages.get(story_id, frozenset()),
+            )
+        )
     return found
 
 
-_Texts = dict[int, tuple[str, str, datetime | None, datetime]]
+def _story_languages(conn: Connection, story_ids: Sequence[int]) -> dict[int, frozenset[str]]:
+    found: dict[int, set[str]] = {}
+    rows = conn.execute(
+        select(_VECTOR.c.story_id, _VECTOR.c.language)
+        .where(_VECTOR.c.story_id.in_(list(story_ids)))
+        .distinct()
+    )
+    for story_id, language in rows:
+        found.setdefault(int(story_id), set()).add(str(language))
+    return {k: frozenset(v) for k, v in found.items()}
+
+
+def _texts(conn: Connection, ids: Sequence[int]) -> _Texts:
+    return {
+        int(r[0]): (str(r[1] or ""), str(r[2] or ""), r[3], r[4])
+        for r in conn.execute(_TEXTS, {"ids": list(ids)})
+    }
+
+
+def _embeddings(conn: Connection, ids: Sequence[int], model: str) -> dict[int, dedup.Embedding]:
+    """The stored vectors of these articles under `model` (another model's are not comparable)."""
+    if not ids:
+        return {}
+    out: dict[int, dedup.Embedding] = {}
+    for aid, stored_model, language, raw in conn.execute(_VECTORS, {"ids": list(ids)}):
+        if stored_model == model:
+            vec = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+            out[int(aid)] = dedup.Embedding(vec, str(language))
+    return out
+
+
+def _sqlite_find(
+    conn: Connection,
+    table: str,
+    keys: Sequence[int],
+    lo: datetime,
+    hi: datetime,
+    exclude: int,
+) -> list[tuple[int, int, int]]:
+    """`_FIND` (story_band) or `_VFIND` (story_vector_band) through the driver."""
+    if not keys:
+        return []
+    to_db = _BAND.c.created_at.type._cached_bind_processor(conn.dialect)
+    marks = ",".join("?" * len(keys))
+    sql = (
+        f"SELECT article_id, story_id, count(*) AS shared FROM {table}"
+        f" WHERE band IN ({marks}) AND created_at >= ? AND created_at <= ? AND article_id != ?"
+        " GROUP BY article_id, story_id HAVING count(*) >= ?"
+        " ORDER BY shared DESC, article_id LIMIT ?"
+    )
+    bounds = (to_db(lo), to_db(hi)) if to_db is not None else (lo, hi)
+    params = (*keys, *bounds, exclude, dedup.MIN_SHARED, dedup.MAX_CANDIDATES)
+    return [(int(a), int(s), int(c)) for a, s, c in conn.exec_driver_sql(sql, params)]
+
+
+def _sqlite_texts_vectors(
+    conn: Connection, ids: Sequence[int], model: str
+) -> tuple[_Texts, dict[int, dedup.Embedding]]:
+    """Candidates' texts and their vectors under `model`, in one driver query."""
+    if not ids:
+        return {}, {}
+    dialect = conn.dialect
+    from_pub = _ARTICLE.c.published.type._cached_result_processor(dialect, None)
+    from_seen = _ARTICLE.c.first_seen.type._cached_result_processor(dialect, None)
+    sql = (
+        "SELECT a.id, a.title, a.summary, a.published, a.first_seen, v.model, v.language,"
+        " v.vector FROM article a LEFT JOIN story_vector v ON v.article_id = a.id"
+        f" WHERE a.id IN ({','.join('?' * len(ids))})"
+    )
+    texts: _Texts = {}
+    vectors: dict[int, dedup.Embedding] = {}
+    for aid, title, summary, published, seen, vmodel, lang, raw in conn.exec_driver_sql(
+        sql, tuple(ids)
+    ):
+        pub: datetime | None = from_pub(published) if from_pub is not None else published
+        first = cast(datetime, from_seen(seen) if from_seen is not None else seen)
+        texts[int(aid)] = (str(title or ""), str(summary or ""), pub, first)
+        if raw is not None and vmodel == model:
+            vec = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+            vectors[int(aid)] = dedup.Embedding(vec, str(lang))
+    return texts, vectors
 
 
 def _sqlite_candidates(
@@ -198,6 +349,10 @@ def _merge(session: Session, keep: int, others: Sequence[int], now: datetime) ->
     if moved:
         session.execute(update(_ARTICLE).where(_ARTICLE.c.id.in_(moved)).values(story_id=keep))
         session.execute(update(_BAND).where(_BAND.c.article_id.in_(moved)).values(story_id=keep))
+        session.execute(update(_VBAND).where(_VBAND.c.article_id.in_(moved)).values(story_id=keep))
+        session.execute(
+            update(_VECTOR).where(_VECTOR.c.article_id.in_(moved)).values(story_id=keep)
+        )
     session.execute(update(_STORY).where(_STORY.c.id.in_(list(others))).values(article_count=0))
     # Recounted, not incremented: a replica may have joined a merged story meanwhile.
     count = (
@@ -233,22 +388,86 @@ def _add_bands(
     conn.execute(_ADD_BANDS, rows)
 
 
+def _add_vector(
+    conn: Connection, vector: VectorKeys, article_id: int, story_id: int, when: datetime
+) -> None:
+    """Store the article's vector and its SimHash band rows (on SQLite through the driver)."""
+    raw = vector.embedding.vector.astype("<f4").tobytes()
+    language = vector.embedding.language[:8]
+    if conn.dialect.paramstyle == "qmark":
+        proc = _VBAND.c.created_at.type._cached_bind_processor(conn.dialect)
+        at = proc(when) if proc is not None else when
+        conn.exec_driver_sql(
+            "INSERT INTO story_vector (article_id, story_id, model, language, vector, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (article_id, story_id, vector.model, language, raw, at),
+        )
+        if vector.bands:
+            conn.exec_driver_sql(
+                _ADD_VBANDS_SQL, [(k, article_id, story_id, at) for k in vector.bands]
+            )
+        return
+    conn.execute(
+        insert(_VECTOR),
+        {
+            "article_id": article_id,
+            "story_id": story_id,
+            "model": vector.model,
+            "language": language,
+            "vector": raw,
+            "created_at": when,
+        },
+    )
+    if not vector.bands:
+        return
+    conn.execute(
+        insert(_VBAND),
+        [
+            {"band": k, "article_id": article_id, "story_id": story_id, "created_at": when}
+            for k in vector.bands
+        ],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class VectorKeys:
+    """The vector signal of an article: its embedding (vector and language) under `model`, and
+    the SimHash band keys of the vector."""
+
+    model: str
+    embedding: dedup.Embedding
+    bands: tuple[int, ...]
+
+
+def vector_keys(model: str, embedding: dedup.Embedding) -> VectorKeys:
+    return VectorKeys(model, embedding, dedup.vector_band_keys(embedding.vector))
+
+
 @dataclass(frozen=True, slots=True)
 class StoryKeys:
     """What placing an article in a story needs from the article alone: its time, fingerprint
-    and LSH band keys. Pure CPU (most of `assign_story`'s cost), so the poll makes it before
-    its write transaction; only the candidate look-up and the decision run inside."""
+    and LSH band keys, and its vector signal when it has one. Pure CPU (most of
+    `assign_story`'s cost), so the poll makes it before its write transaction; only the
+    candidate look-up and the decision run inside."""
 
     when: datetime
     fingerprint: dedup.Fingerprint
     bands: tuple[int, ...]
+    vector: VectorKeys | None = None
 
 
-def story_keys(article: Article, now: datetime) -> StoryKeys:
-    """The `StoryKeys` of an article first seen at `now` (pure: no session)."""
+def story_keys(
+    article: Article,
+    now: datetime,
+    model: str | None = None,
+    embedding: dedup.Embedding | None = None,
+) -> StoryKeys:
+    """The `StoryKeys` of an article first seen at `now` (pure: no session); with an
+    embedding (made under `model`), the vector signal too."""
     when = article_time(article.published, now)
     fp = dedup.fingerprint(article.title, article.text, when)
-    return StoryKeys(when, fp, tuple(dedup.band_keys(fp)))
+    vec = vector_keys(model, embedding) if model is not None and embedding is not None else None
+    return StoryKeys(when, fp, tuple(dedup.band_keys(fp)), vec)
 
 
 def assign_story(
@@ -267,11 +486,12 @@ def assign_story(
     """
     now = as_utc(now)
     prepared = keys if keys is not None else story_keys(article, now)
-    when, fp, bands = prepared.when, prepared.fingerprint, prepared.bands
+    when, fp, bands, vec = prepared.when, prepared.fingerprint, prepared.bands, prepared.vector
     window = timedelta(hours=window_hours)
     session.flush()  # ORM objects the caller added must be visible to the Core statements
     conn = session.connection()
-    choice = dedup.choose(fp, _candidates(session, bands, when, window, article_id), window)
+    found = _candidates(session, bands, when, window, article_id, vec)
+    choice = dedup.choose(fp, found, window, vec.embedding if vec is not None else None)
     if choice.story_id is None:
         key = dedup.story_key(f"{article.source_id}\x1f{article.entry_key}")
         values = {
@@ -290,6 +510,8 @@ def assign_story(
         row = conn.execute(_JOIN_STORY, {"sid": story_id, "seen": now}).one()
         key, first = str(row[0]), int(row[1])
     _add_bands(conn, bands, article_id, story_id, when)
+    if vec is not None:
+        _add_vector(conn, vec, article_id, story_id, when)
     _cache.put(article_id, article.title, article.text, fp)
     conn.execute(_SET_STORY, {"aid": article_id, "sid": story_id})
     return StoryAssignment(story_id, key, is_new, first)
@@ -352,16 +574,35 @@ def reconcile_stories(
         when = article_time(row.published, row.first_seen)
         fp = _cache.get(int(first_id), row.title or "", row.summary or "", when)
         keys = dedup.band_keys(fp)
+        vec = _stored_vector_keys(session, first_id)
         older = [
             c
-            for c in _candidates(session, keys, when, window, int(first_id))
+            for c in _candidates(session, keys, when, window, int(first_id), vec)
             if c.story_id < story_id
         ]
-        choice = dedup.choose(fp, older, window)
+        choice = dedup.choose(fp, older, window, vec.embedding if vec is not None else None)
         if choice.story_id is not None:
             _merge(session, choice.story_id, [story_id, *choice.merge], now)
             merged += 1 + len(choice.merge)
     return merged
+
+
+def _stored_vector_keys(session: Session, article_id: int) -> VectorKeys | None:
+    row = session.execute(
+        select(_VECTOR.c.model, _VECTOR.c.language, _VECTOR.c.vector).where(
+            _VECTOR.c.article_id == article_id
+        )
+    ).first()
+    if row is None:
+        return None
+    vec = np.frombuffer(row.vector, dtype="<f4").astype(np.float32)
+    return vector_keys(str(row.model), dedup.Embedding(vec, str(row.language)))
+
+
+def stored_embedding(session: Session, article_id: int) -> tuple[str, dedup.Embedding] | None:
+    """(model, embedding) of a stored article, when it got a vector."""
+    found = _stored_vector_keys(session, article_id)
+    return (found.model, found.embedding) if found is not None else None
 
 
 def prune_bands(session: Session, now: datetime, keep: timedelta) -> int:
@@ -380,7 +621,9 @@ def prune_bands(session: Session, now: datetime, keep: timedelta) -> int:
             return 0
         cut += 1
     result = session.execute(_BAND.delete().where(_BAND.c.article_id < int(cut)))
-    return int(getattr(result, "rowcount", 0) or 0)
+    vresult = session.execute(_VBAND.delete().where(_VBAND.c.article_id < int(cut)))
+    session.execute(_VECTOR.delete().where(_VECTOR.c.article_id < int(cut)))
+    return int(getattr(result, "rowcount", 0) or 0) + int(getattr(vresult, "rowcount", 0) or 0)
 
 
 def stories_tick(
@@ -438,11 +681,38 @@ def rebuild_bands(session: Session, since: datetime) -> int:
     ).all()
     ids = [int(r.id) for r in rows]
     for start in range(0, len(ids), 500):
-        conn.execute(_BAND.delete().where(_BAND.c.article_id.in_(ids[start : start + 500])))
+        chunk = ids[start : start + 500]
+        conn.execute(_BAND.delete().where(_BAND.c.article_id.in_(chunk)))
+        conn.execute(_VBAND.delete().where(_VBAND.c.article_id.in_(chunk)))
     for r in rows:
         when = article_time(r.published, r.first_seen)
         fp = dedup.fingerprint(r.title or "", r.summary or "", when)
         _add_bands(conn, dedup.band_keys(fp), int(r.id), int(r.story_id), when)
+    vectors = (
+        conn.execute(
+            select(
+                _VECTOR.c.article_id, _VECTOR.c.story_id, _VECTOR.c.vector, _VECTOR.c.created_at
+            ).where(_VECTOR.c.article_id.in_(bindparam("ids", expanding=True))),
+            {"ids": ids},
+        ).all()
+        if ids
+        else []
+    )
+    for v in vectors:
+        keys = dedup.vector_band_keys(np.frombuffer(v.vector, dtype="<f4").astype(np.float32))
+        if keys:
+            conn.execute(
+                insert(_VBAND),
+                [
+                    {
+                        "band": k,
+                        "article_id": int(v.article_id),
+                        "story_id": int(v.story_id),
+                        "created_at": v.created_at,
+                    }
+                    for k in keys
+                ],
+            )
     _cache.clear()
     return len(rows)
 
@@ -528,3 +798,44 @@ def read_story(engine: Engine, ref: str) -> tuple[StorySummary, list[StoryArticl
     """`get_story` in a session of its own."""
     with Session(engine) as session:
         return get_story(session, ref)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredArticleSignals:
+    """What `monitor stories explain` needs of one stored article."""
+
+    id: int
+    source_id: str
+    title: str
+    text: str
+    when: datetime
+    story_id: int | None
+    vector: tuple[str, dedup.Embedding] | None  # (model, embedding), when it got one
+
+
+def read_article_signals(engine: Engine, ids: Sequence[int]) -> dict[int, StoredArticleSignals]:
+    """The stored text, time, story and vector of these articles (missing ids are left out)."""
+    with Session(engine) as session:
+        rows = session.execute(
+            select(
+                _ARTICLE.c.id,
+                _ARTICLE.c.source_id,
+                _ARTICLE.c.title,
+                _ARTICLE.c.summary,
+                _ARTICLE.c.published,
+                _ARTICLE.c.first_seen,
+                _ARTICLE.c.story_id,
+            ).where(_ARTICLE.c.id.in_(list(ids)))
+        ).all()
+        return {
+            int(r.id): StoredArticleSignals(
+                int(r.id),
+                str(r.source_id),
+                str(r.title or ""),
+                str(r.summary or ""),
+                article_time(r.published, r.first_seen),
+                int(r.story_id) if r.story_id is not None else None,
+                stored_embedding(session, int(r.id)),
+            )
+            for r in rows
+        }

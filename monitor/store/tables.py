@@ -146,6 +146,37 @@ class StoryBand(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class StoryVector(SQLModel, table=True):
+    """The vector signal of one article for story grouping: its text vector (float32,
+    little-endian, under `model`) and language, kept in the database so every replica and a
+    restart verify candidates alike. Only articles that got a vector (MONITOR_STORY_VECTORS)."""
+
+    __tablename__ = "story_vector"
+
+    article_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    story_id: int = Field(index=True)
+    model: str = Field(max_length=60)
+    language: str = Field(max_length=8)
+    vector: bytes
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class StoryVectorBand(SQLModel, table=True):
+    """One SimHash band key of an article's vector: the nearest-neighbour index of the story
+    window, beside the MinHash bands and covered the same way (band, time, article, story)."""
+
+    __tablename__ = "story_vector_band"
+    __table_args__ = (
+        Index("ix_story_vector_band_band", "band", "created_at", "article_id", "story_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    band: int = Field(sa_column=Column(BigInteger, nullable=False))
+    article_id: int = Field(index=True)
+    story_id: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class AlertRow(SQLModel, table=True):
     """The transactional outbox: one row per (alert, destination), written with the article."""
 
