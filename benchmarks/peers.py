@@ -328,12 +328,16 @@ def timed_run(argv: list[str], env: dict[str, str], expect: int) -> tuple[float,
         outputs[name] = stream.read()
 
     readers = [
-        threading.Thread(target=drain, args=("out", proc.stdout)),
-        threading.Thread(target=drain, args=("err", proc.stderr)),
+        threading.Thread(target=drain, args=("out", proc.stdout), daemon=True),
+        threading.Thread(target=drain, args=("err", proc.stderr), daemon=True),
     ]
     for t in readers:
         t.start()
-    _, status, usage = os.wait4(proc.pid, 0)
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:  # Ctrl-C: stop the tool too
+        proc.kill()
+        raise
     wall = time.monotonic() - start
     for t in readers:
         t.join()
