@@ -317,6 +317,10 @@ def bare_loop(state_file: Path, urls_file: Path) -> None:
 # --- the benchmark ------------------------------------------------------------------------
 
 
+class RunFailed(Exception):
+    """A tool exited non-zero; the message is its last line of stderr."""
+
+
 def timed_run(argv: list[str], env: dict[str, str], expect: int) -> tuple[float, float]:
     """(wall seconds, peak RSS MiB) of one process; checks it covered every feed."""
     start = time.monotonic()
@@ -344,8 +348,11 @@ def timed_run(argv: list[str], env: dict[str, str], expect: int) -> tuple[float,
     proc.returncode = os.waitstatus_to_exitcode(status)
     out = outputs.get("out", b"").decode(errors="replace")
     err = outputs.get("err", b"").decode(errors="replace")
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv[:4])} exited {proc.returncode}:\n{err[-3000:]}")
+    if proc.returncode != 0:  # counted as a failed run: the table says how many
+        lines = err.strip().splitlines()
+        why = lines[-1] if lines else f"exit {proc.returncode}"
+        print(f"{' '.join(argv[:4])} exited {proc.returncode}:\n{err[:3000]}", file=sys.stderr)
+        raise RunFailed(why)
     if argv[0] == MONITOR:
         summary = [ln for ln in out.splitlines() if ln.startswith("polled ")]
         if not summary or not summary[-1].startswith(f"polled {expect} source(s): {expect} ok"):
@@ -399,9 +406,12 @@ def main() -> None:
         )
         big = Setup(urls, work / "big", env, r2e, args.models)
         little = Setup(urls[:small], work / "small", env, r2e, args.models)
-        results: dict[str, dict[str, list[tuple[float, float]]]] = {
+        results: dict[str, dict[str, list[tuple[float, float] | None]]] = {
             run_name: {tool: [] for tool in TOOLS}
             for run_name in ("new", "unchanged", "unchanged-small")
+        }
+        failures: dict[str, dict[str, list[str]]] = {
+            run_name: {tool: [] for tool in TOOLS} for run_name in results
         }
         for rep in range(args.runs + 1):  # the first repetition warms caches, uncounted
             order = TOOLS[rep % 3 :] + TOOLS[: rep % 3]
@@ -413,7 +423,12 @@ def main() -> None:
                 envs = {t: monitor_env if t == "monitor" else env for t in TOOLS}
                 for run_name in run_names:
                     for tool in order:
-                        sample = timed_run(commands[tool], envs[tool], len(setup.urls))
+                        try:
+                            sample = timed_run(commands[tool], envs[tool], len(setup.urls))
+                        except RunFailed as exc:
+                            sample = None
+                            if run_name and rep > 0:
+                                failures[run_name][tool].append(str(exc))
                         if run_name and rep > 0:
                             results[run_name][tool].append(sample)
             print(f"repetition {rep}/{args.runs} done", file=sys.stderr)
@@ -440,19 +455,43 @@ def main() -> None:
         + " | monitor ÷ rss2email | monitor ÷ bare |"
     )
     print("|---|" + "---:|" * (len(TOOLS) + 2))
+    print_table(results, failures, titles)
+
+
+def print_table(
+    results: dict[str, dict[str, list[tuple[float, float] | None]]],
+    failures: dict[str, dict[str, list[str]]],
+    titles: dict[str, str],
+) -> None:
+    """One row per run: each tool's median, spread and peak RSS, then monitor's ratios."""
     for run_name, by_tool in results.items():
         cells = []
         for tool in TOOLS:
-            walls = [w for w, _ in by_tool[tool]]
-            rss = statistics.median(r for _, r in by_tool[tool])
-            cells.append(
-                f"{statistics.median(walls):.2f} s ({min(walls):.2f}–{max(walls):.2f}), "
-                f"{rss:.0f} MiB"
-            )
+            done = [x for x in by_tool[tool] if x is not None]
+            failed = failures[run_name][tool]
+            cell = "–"
+            if done:
+                walls = [w for w, _ in done]
+                rss = statistics.median(r for _, r in done)
+                cell = (
+                    f"{statistics.median(walls):.2f} s ({min(walls):.2f}–{max(walls):.2f}), "
+                    f"{rss:.0f} MiB"
+                )
+            if failed:
+                cell += f"; {len(failed)} failed: {failed[0][:80]}"
+            cells.append(cell)
         ratios = []
         for peer in ("rss2email", "bare"):
-            pairs = [m[0] / p[0] for m, p in zip(by_tool["monitor"], by_tool[peer], strict=True)]
-            ratios.append(f"{statistics.median(pairs):.2f}× ({min(pairs):.2f}–{max(pairs):.2f})")
+            pairs = [
+                m[0] / p[0]
+                for m, p in zip(by_tool["monitor"], by_tool[peer], strict=True)
+                if m is not None and p is not None
+            ]
+            ratios.append(
+                f"{statistics.median(pairs):.2f}× ({min(pairs):.2f}–{max(pairs):.2f})"
+                if pairs
+                else "–"
+            )
         print(f"| {titles[run_name]} | " + " | ".join(cells + ratios) + " |")
 
 
