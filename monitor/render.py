@@ -14,13 +14,14 @@ import unicodedata
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
-
-import jinja2
 
 from monitor.clock import as_utc
 from monitor.model import AlertKind
+
+if TYPE_CHECKING:
+    import jinja2
 
 HEADER_LIMIT = 150  # Slack header block, plain_text
 SECTION_LIMIT = 3000  # Slack section text
@@ -493,6 +494,8 @@ def group_stories(
 
 @lru_cache(maxsize=1)
 def _jinja() -> jinja2.Environment:
+    import jinja2  # only emails use templates; `monitor poll` and `health` start without it
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("monitor", "templates"),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),

@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     health.add_argument("--url", default=None, help="base URL (default http://127.0.0.1:PORT)")
     health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait (default 3)")
     health.add_argument("--quiet", "-q", action="store_true", help="print nothing")
-    health.set_defaults(func=cmd_health)
+    health.set_defaults(func=cmd_health, without_app=True)  # no settings, no database
 
 
 def local_base_url() -> str:
@@ -93,7 +93,8 @@ def _summary(body: bytes, *, live: bool, status: int) -> str:
     return "not ready: " + "; ".join(failed)
 
 
-def cmd_health(args: argparse.Namespace, app: App) -> int:
+def cmd_health(args: argparse.Namespace, app: App | None = None) -> int:
+    """Run before any App is built (`without_app`): the HEALTHCHECK pays for urllib only."""
     try:
         base = args.url or local_base_url()
     except ValueError as exc:
