@@ -8,10 +8,10 @@ Last-Modified, so unchanged feeds answer 304). Three tools poll them, each as a 
   validators kept in a JSON file (this script with `--bare-loop`);
 - `monitor poll --once --all` with `MONITOR_POLL_BATCH` above the feed count (one claim), 10
   fetches in flight and per host, the shipped watchlists' queries and a SQLite database:
-  everything the service does per poll (store, stories, matching, outbox planning). The
-  watchlists' example files are left out by default, since `poll --once` would train their
-  models on every run (a running service trains them once at start); `--models` keeps them
-  (`MONITOR_EMBEDDER=hashing` unless `--embedder use`).
+  everything the service does per poll (store, stories, matching, outbox planning), with the
+  shipped watchlists' examples: `poll --once` trains the models only when a poll judges (a
+  catch-up and a 304 never do), so they cost these runs nothing; `--no-models` drops the
+  example files (queries only). `--embedder` (default `use`) sets `MONITOR_EMBEDDER`.
 
 Runs: "new" (a catch-up from empty state: every item is new), "unchanged" (the same feeds
 again: all 304) and "unchanged, small" (a tenth of the feeds, e.g. 50, all 304). Each
@@ -195,7 +195,7 @@ class Setup:
         (self.work / "urls.txt").write_text("\n".join(self.urls) + "\n")
         watchlists = self.work / "watchlists"
         shutil.copytree(REPO / "watchlists", watchlists)
-        if not self.models:  # the queries only: `poll --once` would train the models each run
+        if not self.models:  # `--no-models`: the queries only
             for path in watchlists.glob("*.examples.jsonl"):
                 path.unlink()
             for path in watchlists.glob("*.yaml"):
@@ -367,9 +367,12 @@ def main() -> None:
     parser.add_argument("--feeds", type=int, default=500)
     parser.add_argument("--items", type=int, default=30)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--embedder", choices=("hashing", "use"), default="hashing")
+    parser.add_argument("--embedder", choices=("hashing", "use"), default="use")
     parser.add_argument(
-        "--models", action="store_true", help="keep the watchlists' examples (train models)"
+        "--no-models",
+        dest="models",
+        action="store_false",
+        help="drop the watchlists' examples (queries only)",
     )
     parser.add_argument("--quick", action="store_true", help="100 feeds, 2 runs")
     parser.add_argument("--bare-loop", nargs=2, metavar=("STATE", "URLS"), help=argparse.SUPPRESS)
