@@ -307,7 +307,11 @@ def test_a_5000_item_feed_leaves_the_write_lock_to_the_others(
     big = server.add("/big.xml", feed(distinct_items(5000, "b", match_every=9)))
     small = server.add("/small.xml", feed([("s0", "Small", "small", None)]))
     feeds = {"big": big, "small": small}
-    desk = Desk(tmp_path, sqlite_url, feeds, max_entries_per_document=5000)
+    # Chunks of 50: the big write spans 100 transactions, so the others' turns between them
+    # are seen even when the whole ingest takes well under a second (the matcher is fast).
+    desk = Desk(
+        tmp_path, sqlite_url, feeds, max_entries_per_document=5000, write_chunk_entries=50
+    )
     other = Desk(tmp_path, sqlite_url, feeds, instance_name="other")
     _short_busy_timeout(other.engine, busy)
     cfg = alert_settings(database_url=sqlite_url, deliver_batch=1)
