@@ -27,9 +27,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from monitor import storyvec
+from monitor import languages, storyvec
 from monitor.clock import as_utc_or_none
-from monitor.console import languages
 from monitor.logs import get_logger
 from monitor.model import AlertKind, AlertStatus, Article, Channel, IngestedItem, Match
 from monitor.render import AlertContent

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from monitor.console.languages import guess
 from monitor.dedup import Embedding
+from monitor.languages import guess
 from monitor.model import Article
 from monitor.relevance.embed import Embedder, Vectors, article_text
 

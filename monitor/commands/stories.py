@@ -196,7 +196,7 @@ def _explain_sides(args: argparse.Namespace, app: App) -> tuple[_Side, _Side] | 
 
 def _cmd_explain(args: argparse.Namespace, app: App) -> int:
     from monitor import dedup
-    from monitor.console.languages import guess
+    from monitor.languages import guess
 
     sides = _explain_sides(args, app)
     if isinstance(sides, str):

@@ -26,8 +26,8 @@ from urllib.parse import quote, urlsplit
 from aiohttp import web
 from jinja2 import Environment, PackageLoader
 
-from monitor import __version__
-from monitor.console import advice, languages
+from monitor import __version__, languages
+from monitor.console import advice
 from monitor.console.auth import COOKIE, LoginThrottle, Role, Session, Sessions
 from monitor.console.backtest import Backtest, Models, Quality, run_backtest
 from monitor.console.draft import (

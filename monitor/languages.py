@@ -1,4 +1,5 @@
-"""Which language an article is written in, for a story's "languages" (py3langid: a small
+"""Which language an article is written in: a story's languages in the console, "Also reported by
+<outlet> (<language>)" in follow-ups, and the vector rule of stories (py3langid: a small
 model shipped in the package, offline, about 0.1 ms per article)."""
 
 from __future__ import annotations
