@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from tests.support import console as support
+from tests.support.cli import run_monitor
 from tests.support.feedserver import FeedServer, rss
 
 LAUNCH = "North Korea fires ballistic missile into the sea, Japan says"
@@ -38,14 +38,7 @@ def test_a_catch_up_trains_nothing_and_the_first_judging_poll_trains_once(
         )
 
         def poll() -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [sys.executable, "-m", "monitor", "poll", "--once", "--all"],
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=180,
-                check=False,
-            )
+            return run_monitor(env, "poll", "--once", "--all")
 
         first = poll()  # every source is new: a catch-up
         assert first.returncode == 0, first.stderr
