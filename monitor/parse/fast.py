@@ -503,8 +503,6 @@ class _Reader:
             attrs["href"] = _urljoin(self.baseuri or "", attrs["href"])
             if attrs.get("rel") == "alternate" and _map_type(attrs["type"]) in _HTML_TYPES:
                 context["link"] = attrs["href"]
-        elif not (self.infeed or self.inentry or self.insource):
-            raise _Unsure("a link outside the feed")
 
     def _start_guid(self, el: Any, attrs: dict[str, str]) -> None:
         self.guidislink = attrs.get("ispermalink", "true") == "true"
@@ -573,7 +571,9 @@ class _Reader:
 
     def _end_link(self, el: Any) -> None:
         if "href" not in self._link_attrs(el):
-            self._pop("link", _text(el))
+            text = _text(el)
+            if self.infeed or self.inentry or self.insource:  # else feedparser expects no text
+                self._pop("link", text)
 
     def _link_attrs(self, el: Any) -> dict[str, str]:
         attrs = self._attrs(el) if len(el.attrib) else {}
