@@ -38,6 +38,7 @@ _map_type: Callable[[str], str] = _FeedParserMixin.map_content_type
 _XML_NS = "{http://www.w3.org/XML/1998/namespace}"
 _DECLARATIONS = re.compile(rb"<!(?:doctype|entity)", re.I)
 _ELEMENT_START = re.compile(rb"<\w")
+_C1 = re.compile("[\x80-\x9f]")  # what feedparser's _cp1252 table maps
 _ENTITY_LIKE = re.compile("&([A-Za-z0-9_]+);")
 _EMAIL = re.compile(
     r"(([a-zA-Z0-9\_\-\.\+]+)@((\[[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.)|(([a-zA-Z0-9\-]+\.)+))"
@@ -312,9 +313,11 @@ class _Reader:
             and _looks_like_html(output)
         ):
             self.ctype = "text/html"
-        with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
-            output = output.encode("iso-8859-1").decode("utf-8")
-        output = output.translate(_cp1252)
+        if not output.isascii():  # both repairs leave ASCII as it is
+            with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
+                output = output.encode("iso-8859-1").decode("utf-8")
+            if _C1.search(output):
+                output = output.translate(_cp1252)
         if element == "title" and -1 < self.title_depth <= self.depth:
             return output
         self._store(element, output)
