@@ -38,7 +38,7 @@ from monitor.model import (
     Watchlist,
 )
 from monitor.normalize import normalize_entry
-from monitor.parse import ParseError, parse_feed, parse_html_page
+from monitor.parse import ParseError, ParserChoice, parse_feed, parse_html_page
 from monitor.query.matcher import Matcher
 from monitor.redact import redact_text, redact_url
 from monitor.relevance.embed import Embedder, article_text, text_key
@@ -107,7 +107,7 @@ def poll_fetched(
     if quiet is not None:  # 304, or the very bytes of last time: only the schedule moves
         return _complete(ctx, claim, success_update(ctx.settings, claim, fetched, now, None, quiet))
     try:
-        feed = parse(claim, fetched)  # parse (pure)
+        feed = parse(claim, fetched, ctx.settings.parser)  # parse (pure)
     except ParseError as exc:  # parsers quote the URL, feedparser's complaints may too
         message = redact_text(str(exc), claim.url, fetched.url)
         error = FetchError(claim.id, exc.kind, False, message, status=fetched.status)
@@ -440,13 +440,13 @@ def _judge(
     return IngestedItem(entry.article_id, article, "new", matches, story, catchup)
 
 
-def parse(claim: ClaimedSource, fetched: FetchResult) -> ParsedFeed:
+def parse(claim: ClaimedSource, fetched: FetchResult, parser: ParserChoice = "auto") -> ParsedFeed:
     assert fetched.body is not None
     if claim.kind == SourceKind.HTML:
         if claim.selectors is None:
             raise ParseError("parse_error", "kind: html source has no selectors")
         return parse_html_page(fetched.body, fetched.headers, fetched.url, claim.selectors)
-    return parse_feed(fetched.body, fetched.headers, fetched.url)
+    return parse_feed(fetched.body, fetched.headers, fetched.url, parser=parser)
 
 
 def quiet_status(claim: ClaimedSource, fetched: FetchResult) -> PollStatus | None:

@@ -68,6 +68,11 @@ class Settings(BaseSettings):
         description="Most entries taken from one fetched document: the newest (by date, else "
         "document order); the rest are skipped and the poll says how many.",
     )
+    parser: Literal["auto", "feedparser"] = Field(
+        "auto",
+        description="Feed parser: auto (lxml for clean RSS/Atom documents, feedparser for the "
+        "rest; the same entries, several times faster) or feedparser (always).",
+    )
     write_chunk_entries: int = Field(
         200,
         ge=1,

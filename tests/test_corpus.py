@@ -15,6 +15,7 @@ import pytest
 from monitor.model import Article
 from monitor.normalize import normalize_entry
 from monitor.parse import ParseError, parse_feed
+from tests.support.parsers import each_parser  # noqa: F401  (both parse paths)
 from tests.support.paths import FEEDPARSER_TESTS, FEEDS
 
 # file → (entries, distinct entry keys); None: the document must be refused with ParseError.

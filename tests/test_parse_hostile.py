@@ -9,12 +9,15 @@ import time
 import typing
 from datetime import UTC, datetime
 
-import feedparser
 import pytest
 
 from monitor.model import ErrorKind, HtmlSelectors
 from monitor.parse import ParseError, ParseErrorKind, parse_feed, parse_html_page
 from monitor.parse.dates import parse_date
+from tests.support.parsers import (  # each_parser: every test on both parse paths
+    each_parser,  # noqa: F401
+    no_parser_reached,
+)
 
 URL = "https://news.example.org/feed"
 XML = {"content-type": "application/rss+xml"}
@@ -32,12 +35,9 @@ def _bomb(prolog: str, *, value_kb: int = 4, refs: int = 200, declaration: str =
 
 @pytest.fixture
 def no_feedparser(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The refusal must come before feedparser, whose loose parser is the cost."""
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("feedparser.parse was reached")
-
-    monkeypatch.setattr(feedparser, "parse", refuse)
+    """The refusal must come before feedparser, whose loose parser is the cost, and before the
+    fast path."""
+    no_parser_reached(monkeypatch)
 
 
 def _refused(body: bytes, headers: dict[str, str] | None = None) -> ParseError:
