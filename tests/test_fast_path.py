@@ -5,7 +5,9 @@ corpus article × every shipped and synthetic watchlist, and on generated querie
 
 from __future__ import annotations
 
+import pickle
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from hypothesis import strategies as st
 
 from benchmarks.match import synthetic
 from monitor.corpus import read_articles
-from monitor.model import Article, Watchlist
+from monitor.model import Article, Judgement, Match, Watchlist
 from monitor.query.evaluate import (
     DEFAULT_FIELDS,
     CAlias,
@@ -151,6 +153,43 @@ def test_fast_path_equals_full_evaluation_on_a_corpus_sample() -> None:
     extra = synthetic(100, _vocabulary(articles), random.Random(7))
     matcher = compile_matcher([*_shipped(), *extra])
     assert _same_everywhere(matcher, articles[::15]) > 20
+
+
+def _unread(match: Match, name: str) -> bool:
+    """Whether a match's evidence slot is still unset (a pending match not yet read)."""
+    try:
+        getattr(Match, name).__get__(match, Match)
+    except AttributeError:
+        return True
+    return False
+
+
+def test_matches_work_out_their_evidence_when_read_and_then_equal_the_full_evaluation() -> None:
+    """The gate decides without evidence; read in any order, through `with_judgement` or a
+    pickle, a pending match has the full evaluation's score, terms, snippet and highlights."""
+    articles = _articles()[::5]
+    matcher = compile_matcher(_shipped())
+    judgement = Judgement(True, 0.9, 0.5)
+    pending = 0
+    for article in articles:
+        fast = matcher.match(article)
+        full = matcher.match_exhaustive(article)
+        assert [m.watchlist_id for m in fast] == [m.watchlist_id for m in full]
+        for i, (match, expected) in enumerate(zip(fast, full, strict=True)):
+            if len(fast) == 1:  # one match needs no order, so nothing of it was read
+                assert all(_unread(match, n) for n in ("score", "terms", "snippet"))
+                pending += 1
+            assert _unread(match, "snippet")  # ordering reads scores, never snippets
+            if i % 3 == 0:
+                assert (match.snippet, match.highlights) == (expected.snippet, expected.highlights)
+                assert (match.score, match.terms) == (expected.score, expected.terms)
+            elif i % 3 == 1:
+                judged = match.with_judgement(judgement)
+                assert judged == replace(expected, judgement=judgement)
+                assert match == expected  # read through the copy, the same values
+            else:
+                assert pickle.loads(pickle.dumps(match)) == expected
+    assert pending > 20
 
 
 # --------------------------------------------------------------- generated queries
