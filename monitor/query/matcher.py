@@ -212,13 +212,16 @@ class Matcher:
 
     def candidates(self, article: Article) -> list[int]:
         """Indices of the watchlists whose required literals all occur in the article."""
-        return self._prefilter.candidates(fold_words(article.title), fold_words(article.text))[0]
+        title, text = fold_words(article.title), fold_words(article.text)
+        return self._prefilter.candidates(title, text, (article.title, article.text))[0]
 
     def match(self, article: Article) -> list[Match]:
         """Every watchlist that matches, best score first."""
         folded = (fold(article.title), fold(article.text))
         title, text = split_folded(folded[0]), split_folded(folded[1])
-        indices, present, hay = self._prefilter.candidates(title, text)
+        indices, present, hay = self._prefilter.candidates(
+            title, text, (article.title, article.text)
+        )
         if not indices:
             return []
         doc = Doc(article, (title, text), folded, present, hay)
