@@ -19,6 +19,7 @@ from monitor.corpus import read_articles
 from monitor.model import Article, Judgement, Match, Watchlist
 from monitor.query.evaluate import (
     DEFAULT_FIELDS,
+    FIELD_WEIGHT,
     CAlias,
     CField,
     CNear,
@@ -29,7 +30,7 @@ from monitor.query.evaluate import (
     Doc,
     Hit,
 )
-from monitor.query.matcher import Matcher, compile_matcher, compile_signals
+from monitor.query.matcher import Matcher, _score, compile_matcher, compile_signals
 from monitor.textnorm import words
 from monitor.watchlists import AlertSpec, load_watchlists
 from tests.support.paths import CORPUS, REPO
@@ -190,6 +191,61 @@ def test_matches_work_out_their_evidence_when_read_and_then_equal_the_full_evalu
             else:
                 assert pickle.loads(pickle.dumps(match)) == expected
     assert pending > 20
+
+
+def _score_by_pairs(hits: list[Hit]) -> tuple[float, tuple[str, ...]]:
+    """The scoring rule as first written (each hit against every credited range), the
+    reference for `_score`'s one look-up per hit."""
+    by_label: dict[str, list[Hit]] = {}
+    for hit in hits:
+        by_label.setdefault(hit[0], []).append(hit)
+    order = sorted(by_label, key=lambda label: -max(h[3] - h[2] for h in by_label[label]))
+    credited: tuple[list[tuple[int, int]], ...] = ([], [], [], [])
+    kept: dict[str, float] = {}
+    for label in order:
+        fresh = [
+            h
+            for h in by_label[label]
+            if not any(s <= h[2] and h[3] <= e for s, e in credited[h[1]])
+        ]
+        if fresh:
+            kept[label] = max(FIELD_WEIGHT[h[1]] for h in fresh)
+            for h in fresh:
+                credited[h[1]].append((h[2], h[3]))
+    return round(sum(kept.values()), 3), tuple(label for label in by_label if label in kept)
+
+
+_HITS = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b", "c", "d"]),
+        st.integers(0, 3),
+        st.integers(0, 12),
+        st.integers(0, 4),
+    ).map(lambda t: (t[0], t[1], t[2], t[2] + t[3])),
+    max_size=14,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_HITS)
+def test_score_credits_text_once_as_the_pairwise_rule_does(hits: list[Hit]) -> None:
+    score, terms = _score(hits)
+    assert (score, terms) == _score_by_pairs(hits)
+    assert type(score) is type(_score_by_pairs(hits)[0])
+
+
+def test_score_equals_the_pairwise_rule_on_the_corpus() -> None:
+    """On the hits of every shipped watchlist's matches (long alias lists, repeated terms)."""
+    matcher = compile_matcher(_shipped())
+    compared = 0
+    for article in _articles()[::3]:
+        doc = Doc(article)
+        for item in matcher.compiled:
+            hits: list[Hit] = []
+            if item.query.evaluate(doc, DEFAULT_FIELDS, hits):
+                assert _score(hits) == _score_by_pairs(hits)
+                compared += len(hits) > 5
+    assert compared > 50
 
 
 # --------------------------------------------------------------- generated queries

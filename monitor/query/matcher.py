@@ -78,23 +78,29 @@ def _score(hits: list[Hit]) -> tuple[float, tuple[str, ...]]:
     """
     by_label: dict[str, list[Hit]] = {}
     for hit in hits:
-        by_label.setdefault(hit[0], []).append(hit)
+        found = by_label.get(hit[0])
+        if found is None:
+            by_label[hit[0]] = [hit]
+        else:
+            found.append(hit)
+    if len(by_label) <= 1:  # nothing credited before the one term: all of it counts
+        if not hits:
+            return 0, ()
+        return round(max(FIELD_WEIGHT[h[1]] for h in hits), 3), (hits[0][0],)
     order = sorted(by_label, key=lambda label: -max(h[3] - h[2] for h in by_label[label]))
-    credited: tuple[list[tuple[int, int]], ...] = ([], [], [], [])  # word ranges by field
+    # Per field, each credited word: the furthest end of a credited range over it. A hit lies
+    # inside a credited range exactly when the one over its first word reaches its last.
+    reach: tuple[dict[int, int], ...] = ({}, {}, {}, {})
     kept: dict[str, float] = {}
     for label in order:
-        fresh: list[Hit] = []
-        for h in by_label[label]:
-            ranges = credited[h[1]]
-            if ranges:
-                first, last = h[2], h[3]
-                if any(s <= first and last <= e for s, e in ranges):
-                    continue
-            fresh.append(h)
+        fresh = [h for h in by_label[label] if reach[h[1]].get(h[2], -1) < h[3]]
         if fresh:
             kept[label] = max(FIELD_WEIGHT[h[1]] for h in fresh)
-            for h in fresh:
-                credited[h[1]].append((h[2], h[3]))
+            for _, field, first, last in fresh:
+                marks = reach[field]
+                for word in range(first, last + 1):
+                    if marks.get(word, -1) < last:
+                        marks[word] = last
     terms = tuple(label for label in by_label if label in kept)
     return round(sum(kept.values()), 3), terms
 
