@@ -28,7 +28,7 @@ class Prefilter:
         # by substring search; prefix and Hangul keys go through the Aho-Corasick automaton.
         self._by_word: dict[str, list[tuple[str | None, int]]] = {}  # key None: the word itself
         self._by_ac: dict[str, list[int]] = {}
-        self._rest: list[tuple[Clause, ...]] = []
+        self._rest: list[tuple[Clause | frozenset[str], ...]] = []
         self._checked: list[int] = []  # only regex literals required: every clause checked
         for index, item_requires in enumerate(requires):
             if not item_requires:
@@ -38,9 +38,9 @@ class Prefilter:
             best = max(item_requires, key=rarity)
             if any(key.startswith(RAW) for key in best):  # nothing to index
                 self._checked.append(index)
-                self._rest.append(tuple(Clause(c) for c in item_requires))
+                self._rest.append(tuple(_clause(c) for c in item_requires))
                 continue
-            self._rest.append(tuple(Clause(c) for c in item_requires if c is not best))
+            self._rest.append(tuple(_clause(c) for c in item_requires if c is not best))
             for key in best:
                 if len(key) > 2 and key[0] == " " and key[-1] == " ":
                     word = max(key.split(), key=key_rarity)
@@ -86,13 +86,24 @@ class Prefilter:
                 if present is None:
                     present = set(words)
                 for clause in clauses:
-                    if not clause.met(present, hay, raw):
+                    if isinstance(clause, frozenset):  # single words only (`_clause`)
+                        if clause.isdisjoint(present):
+                            break
+                    elif not clause.met(present, hay, raw):
                         break
                 else:
                     found.add(index)
                 continue
             found.add(index)
         return sorted(found), present, hay
+
+
+def _clause(keys: frozenset[str]) -> Clause | frozenset[str]:
+    """A set of single whole words is checked as the words themselves (one C call, the
+    commonest kind: "launch OR fired OR tests"); any other set by a `Clause`."""
+    if all(len(k) > 2 and k[0] == " " == k[-1] and " " not in k[1:-1] for k in keys):
+        return frozenset(k[1:-1] for k in keys)
+    return Clause(keys)
 
 
 class Clause:
