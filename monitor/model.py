@@ -7,11 +7,11 @@ leave `monitor/parse/`, so every stage can be tested with plain values.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 
 class SourceKind(StrEnum):
@@ -215,9 +215,31 @@ class Span:
     end: int
 
 
+class Evidence(Protocol):
+    """What a match found, worked out only when asked: the matcher's gate decides first, and
+    most matches are never scored (no model) or shown (rejected by the model, a catch-up)."""
+
+    def scored(self) -> tuple[float, tuple[str, ...]]:
+        """The score and the terms credited."""
+        ...
+
+    def shown(self) -> tuple[str, tuple[Span, ...]]:
+        """The snippet and its highlights."""
+        ...
+
+
+_SCORED = frozenset({"score", "terms"})
+_SHOWN = frozenset({"snippet", "highlights"})
+
+
 @dataclass(frozen=True, slots=True)
 class Match:
-    """One watchlist matching one article, with its evidence."""
+    """One watchlist matching one article, with its evidence.
+
+    A match from `Match.pending` leaves score, terms, snippet and highlights unset until first
+    read (then `Evidence` fills them in, once); equality, repr and `replace` read them, so a
+    pending match is indistinguishable from one built with its values.
+    """
 
     watchlist_id: str
     watchlist_name: str
@@ -226,6 +248,56 @@ class Match:
     snippet: str = ""
     highlights: tuple[Span, ...] = field(default_factory=tuple)
     judgement: Judgement | None = None  # the watchlist's model, when it has examples
+    _evidence: Evidence | None = field(default=None, init=False, repr=False, compare=False)
+
+    @classmethod
+    def pending(
+        cls,
+        watchlist_id: str,
+        watchlist_name: str,
+        evidence: Evidence,
+        judgement: Judgement | None = None,
+    ) -> Match:
+        """A match whose evidence is worked out on first read."""
+        match = object.__new__(cls)
+        setattr_ = object.__setattr__
+        setattr_(match, "watchlist_id", watchlist_id)
+        setattr_(match, "watchlist_name", watchlist_name)
+        setattr_(match, "judgement", judgement)
+        setattr_(match, "_evidence", evidence)
+        return match
+
+    def with_judgement(self, judgement: Judgement) -> Match:
+        """This match with a model's judgement, its evidence still unread if it was."""
+        evidence = self._evidence
+        if evidence is None:
+            return replace(self, judgement=judgement)
+        return Match.pending(self.watchlist_id, self.watchlist_name, evidence, judgement)
+
+    if not TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> object:
+            # Called only for a slot left unset by `pending`.
+            evidence = object.__getattribute__(self, "_evidence")
+            if evidence is None or name not in _SCORED | _SHOWN:
+                raise AttributeError(name)
+            if name in _SCORED:
+                score, terms = evidence.scored()
+                object.__setattr__(self, "score", score)
+                object.__setattr__(self, "terms", terms)
+                return score if name == "score" else terms
+            snippet, highlights = evidence.shown()
+            object.__setattr__(self, "snippet", snippet)
+            object.__setattr__(self, "highlights", highlights)
+            return snippet if name == "snippet" else highlights
+
+        def __getstate__(self) -> list[object]:
+            """Pickled with its evidence read (the article's index stays behind)."""
+            return [getattr(self, f.name) if f.name != "_evidence" else None for f in fields(self)]
+
+        def __setstate__(self, state: list[object]) -> None:
+            for f, value in zip(fields(self), state, strict=True):
+                object.__setattr__(self, f.name, value)
 
 
 @dataclass(frozen=True, slots=True)

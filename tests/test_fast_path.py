@@ -5,7 +5,9 @@ corpus article × every shipped and synthetic watchlist, and on generated querie
 
 from __future__ import annotations
 
+import pickle
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,9 +16,10 @@ from hypothesis import strategies as st
 
 from benchmarks.match import synthetic
 from monitor.corpus import read_articles
-from monitor.model import Article, Watchlist
+from monitor.model import Article, Judgement, Match, Watchlist
 from monitor.query.evaluate import (
     DEFAULT_FIELDS,
+    FIELD_WEIGHT,
     CAlias,
     CField,
     CNear,
@@ -27,7 +30,7 @@ from monitor.query.evaluate import (
     Doc,
     Hit,
 )
-from monitor.query.matcher import Matcher, compile_matcher, compile_signals
+from monitor.query.matcher import Matcher, _score, compile_matcher, compile_signals
 from monitor.textnorm import words
 from monitor.watchlists import AlertSpec, load_watchlists
 from tests.support.paths import CORPUS, REPO
@@ -151,6 +154,98 @@ def test_fast_path_equals_full_evaluation_on_a_corpus_sample() -> None:
     extra = synthetic(100, _vocabulary(articles), random.Random(7))
     matcher = compile_matcher([*_shipped(), *extra])
     assert _same_everywhere(matcher, articles[::15]) > 20
+
+
+def _unread(match: Match, name: str) -> bool:
+    """Whether a match's evidence slot is still unset (a pending match not yet read)."""
+    try:
+        getattr(Match, name).__get__(match, Match)
+    except AttributeError:
+        return True
+    return False
+
+
+def test_matches_work_out_their_evidence_when_read_and_then_equal_the_full_evaluation() -> None:
+    """The gate decides without evidence; read in any order, through `with_judgement` or a
+    pickle, a pending match has the full evaluation's score, terms, snippet and highlights."""
+    articles = _articles()[::5]
+    matcher = compile_matcher(_shipped())
+    judgement = Judgement(True, 0.9, 0.5)
+    pending = 0
+    for article in articles:
+        fast = matcher.match(article)
+        full = matcher.match_exhaustive(article)
+        assert [m.watchlist_id for m in fast] == [m.watchlist_id for m in full]
+        for i, (match, expected) in enumerate(zip(fast, full, strict=True)):
+            if len(fast) == 1:  # one match needs no order, so nothing of it was read
+                assert all(_unread(match, n) for n in ("score", "terms", "snippet"))
+                pending += 1
+            assert _unread(match, "snippet")  # ordering reads scores, never snippets
+            if i % 3 == 0:
+                assert (match.snippet, match.highlights) == (expected.snippet, expected.highlights)
+                assert (match.score, match.terms) == (expected.score, expected.terms)
+            elif i % 3 == 1:
+                judged = match.with_judgement(judgement)
+                assert judged == replace(expected, judgement=judgement)
+                assert match == expected  # read through the copy, the same values
+            else:
+                assert pickle.loads(pickle.dumps(match)) == expected
+    assert pending > 20
+
+
+def _score_by_pairs(hits: list[Hit]) -> tuple[float, tuple[str, ...]]:
+    """The scoring rule as first written (each hit against every credited range), the
+    reference for `_score`'s one look-up per hit."""
+    by_label: dict[str, list[Hit]] = {}
+    for hit in hits:
+        by_label.setdefault(hit[0], []).append(hit)
+    order = sorted(by_label, key=lambda label: -max(h[3] - h[2] for h in by_label[label]))
+    credited: tuple[list[tuple[int, int]], ...] = ([], [], [], [])
+    kept: dict[str, float] = {}
+    for label in order:
+        fresh = [
+            h
+            for h in by_label[label]
+            if not any(s <= h[2] and h[3] <= e for s, e in credited[h[1]])
+        ]
+        if fresh:
+            kept[label] = max(FIELD_WEIGHT[h[1]] for h in fresh)
+            for h in fresh:
+                credited[h[1]].append((h[2], h[3]))
+    return round(sum(kept.values()), 3), tuple(label for label in by_label if label in kept)
+
+
+_HITS = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b", "c", "d"]),
+        st.integers(0, 3),
+        st.integers(0, 12),
+        st.integers(0, 4),
+    ).map(lambda t: (t[0], t[1], t[2], t[2] + t[3])),
+    max_size=14,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_HITS)
+def test_score_credits_text_once_as_the_pairwise_rule_does(hits: list[Hit]) -> None:
+    score, terms = _score(hits)
+    assert (score, terms) == _score_by_pairs(hits)
+    assert type(score) is type(_score_by_pairs(hits)[0])
+
+
+def test_score_equals_the_pairwise_rule_on_the_corpus() -> None:
+    """On the hits of every shipped watchlist's matches (long alias lists, repeated terms)."""
+    matcher = compile_matcher(_shipped())
+    compared = 0
+    for article in _articles()[::3]:
+        doc = Doc(article)
+        for item in matcher.compiled:
+            hits: list[Hit] = []
+            if item.query.evaluate(doc, DEFAULT_FIELDS, hits):
+                assert _score(hits) == _score_by_pairs(hits)
+                compared += len(hits) > 5
+    assert compared > 50
 
 
 # --------------------------------------------------------------- generated queries

@@ -27,6 +27,7 @@ import re2
 
 from monitor.model import Article
 from monitor.query import syntax as q
+from monitor.query.literals import required_literals
 from monitor.textnorm import UNSPACED_RE, WORD_RE, Folded, fold_mapped, fold_term, fold_words
 from monitor.textnorm import is_unspaced_word as _hangul
 
@@ -53,6 +54,9 @@ _COMMON_WORDS = """a an the of in on at to and or for by with from as is are was
     warns warned calls called call move moves set sets open opens end ends"""
 _COMMON = frozenset(_COMMON_WORDS.split())
 
+#: Marks a prefilter key that is a regex's literal, to find as written in the title or the
+#: summary (case-sensitive), not among the folded words.
+RAW = "\0"
 Fields = frozenset[int]
 Hit = tuple[str, int, int, int]  # (term label, field, first word, last word) within the field
 Spans = list[tuple[int, int]]  # [first word position, last word position]
@@ -618,6 +622,9 @@ class CRegex:
             ) from exc
         self.label = "/" + pattern + "/"
         self.need: Need = None
+        # Strings one of which every match contains as written: most articles have none, and
+        # then RE2 is not run at all (a substring search each is cheaper).
+        self.literals = tuple(sorted(required_literals(pattern)))
 
     def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
         """A match counts when it overlaps a word (so it can be scored and highlighted)."""
@@ -631,12 +638,17 @@ class CRegex:
         if cached is None:
             # Most articles have no match at all: then their word bounds are never needed.
             texts = doc.texts
-            if any(texts[f] and self.regex.search(texts[f]) for f in fields):
+            search, may = self.regex.search, self._may
+            if any(texts[f] and may(texts[f]) and search(texts[f]) for f in fields):
                 cached = self.positions(doc, fields)
             else:
                 cached = []
             doc.cache[key] = cached
         return cached
+
+    def _may(self, text: str) -> bool:
+        literals = self.literals
+        return not literals or any(literal in text for literal in literals)
 
     def test(self, doc: Doc, fields: Fields) -> bool:
         return bool(self.spans(doc, fields))
@@ -667,7 +679,9 @@ class CRegex:
         return out
 
     def clauses(self) -> Clauses:
-        return []
+        if not self.literals:
+            return []
+        return [frozenset(RAW + literal for literal in self.literals)]
 
 
 class CAnd:
@@ -702,7 +716,11 @@ class CAnd:
 
 
 def key_rarity(key: str) -> int:
-    """A corpus-free guess at how rare a prefilter key is: long, uncommon words score high."""
+    """A corpus-free guess at how rare a prefilter key is: long, uncommon words score high.
+
+    A literal of a regex (`RAW`) ranks lowest: it is checked, never indexed."""
+    if key.startswith(RAW):
+        return 0
     stripped = key.strip()
     if _hangul(stripped):
         return min(3 * len(stripped), 12)

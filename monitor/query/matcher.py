@@ -78,23 +78,29 @@ def _score(hits: list[Hit]) -> tuple[float, tuple[str, ...]]:
     """
     by_label: dict[str, list[Hit]] = {}
     for hit in hits:
-        by_label.setdefault(hit[0], []).append(hit)
+        found = by_label.get(hit[0])
+        if found is None:
+            by_label[hit[0]] = [hit]
+        else:
+            found.append(hit)
+    if len(by_label) <= 1:  # nothing credited before the one term: all of it counts
+        if not hits:
+            return 0, ()
+        return round(max(FIELD_WEIGHT[h[1]] for h in hits), 3), (hits[0][0],)
     order = sorted(by_label, key=lambda label: -max(h[3] - h[2] for h in by_label[label]))
-    credited: tuple[list[tuple[int, int]], ...] = ([], [], [], [])  # word ranges by field
+    # Per field, each credited word: the furthest end of a credited range over it. A hit lies
+    # inside a credited range exactly when the one over its first word reaches its last.
+    reach: tuple[dict[int, int], ...] = ({}, {}, {}, {})
     kept: dict[str, float] = {}
     for label in order:
-        fresh: list[Hit] = []
-        for h in by_label[label]:
-            ranges = credited[h[1]]
-            if ranges:
-                first, last = h[2], h[3]
-                if any(s <= first and last <= e for s, e in ranges):
-                    continue
-            fresh.append(h)
+        fresh = [h for h in by_label[label] if reach[h[1]].get(h[2], -1) < h[3]]
         if fresh:
             kept[label] = max(FIELD_WEIGHT[h[1]] for h in fresh)
-            for h in fresh:
-                credited[h[1]].append((h[2], h[3]))
+            for _, field, first, last in fresh:
+                marks = reach[field]
+                for word in range(first, last + 1):
+                    if marks.get(word, -1) < last:
+                        marks[word] = last
     terms = tuple(label for label in by_label if label in kept)
     return round(sum(kept.values()), 3), terms
 
@@ -151,6 +157,49 @@ def _snippet(doc: Doc, hits: list[Hit]) -> tuple[str, tuple[Span, ...]]:
     return snippet, tuple(Span(s, e) for s, e in merged)
 
 
+def _veto(vetoed: list[Hit]) -> Miss:
+    vetoing = ", ".join(dict.fromkeys(h[0] for h in vetoed)) or "exclude"
+    return Miss(MissKind.EXCLUDED, f"vetoed by exclude ({vetoing})")
+
+
+class _Evidence:
+    """A match's hits, score and snippet, collected from the article's `Doc` when first read
+    (`Match.pending`); the `Doc` is let go once both are known."""
+
+    __slots__ = ("_doc", "_hits", "_query", "_scored", "_shown")
+
+    def __init__(self, query: CNode, doc: Doc) -> None:
+        self._query: CNode | None = query
+        self._doc: Doc | None = doc
+        self._hits: list[Hit] | None = None
+        self._scored: tuple[float, tuple[str, ...]] | None = None
+        self._shown: tuple[str, tuple[Span, ...]] | None = None
+
+    def _collected(self) -> tuple[Doc, list[Hit]]:
+        doc, hits = self._doc, self._hits
+        assert doc is not None and self._query is not None
+        if hits is None:
+            hits = self._hits = []
+            self._query.collect(doc, DEFAULT_FIELDS, hits)
+        return doc, hits
+
+    def scored(self) -> tuple[float, tuple[str, ...]]:
+        if self._scored is None:
+            self._scored = _score(self._collected()[1])
+            self._release()
+        return self._scored
+
+    def shown(self) -> tuple[str, tuple[Span, ...]]:
+        if self._shown is None:
+            self._shown = _snippet(*self._collected())
+            self._release()
+        return self._shown
+
+    def _release(self) -> None:
+        if self._scored is not None and self._shown is not None:
+            self._doc = self._query = self._hits = None
+
+
 class Matcher:
     """Every watchlist compiled together behind one Aho-Corasick automaton.
 
@@ -169,13 +218,16 @@ class Matcher:
 
     def candidates(self, article: Article) -> list[int]:
         """Indices of the watchlists whose required literals all occur in the article."""
-        return self._prefilter.candidates(fold_words(article.title), fold_words(article.text))[0]
+        title, text = fold_words(article.title), fold_words(article.text)
+        return self._prefilter.candidates(title, text, (article.title, article.text))[0]
 
     def match(self, article: Article) -> list[Match]:
         """Every watchlist that matches, best score first."""
         folded = (fold(article.title), fold(article.text))
         title, text = split_folded(folded[0]), split_folded(folded[1])
-        indices, present, hay = self._prefilter.candidates(title, text)
+        indices, present, hay = self._prefilter.candidates(
+            title, text, (article.title, article.text)
+        )
         if not indices:
             return []
         doc = Doc(article, (title, text), folded, present, hay)
@@ -185,7 +237,8 @@ class Matcher:
             result = self._run(item, article, doc)
             if isinstance(result, Match):
                 out.append(result)
-        out.sort(key=lambda m: (-m.score, m.watchlist_id))
+        if len(out) > 1:
+            out.sort(key=lambda m: (-m.score, m.watchlist_id))
         return out
 
     def match_exhaustive(self, article: Article) -> list[Match]:
@@ -211,22 +264,33 @@ class Matcher:
                 return Miss(MissKind.NO_MATCH, "no match")
         elif not item.query.test(doc, DEFAULT_FIELDS):
             return Miss(MissKind.NO_MATCH, "no match")
+        elif wl.min_score <= 0:
+            # A score is never negative, so the decision needs no evidence: the match works
+            # it out when read (`_Evidence`), which most matches never are.
+            if item.exclude is not None and item.exclude.test(doc, DEFAULT_FIELDS):
+                return self._vetoed(item, doc)
+            return Match.pending(wl.id, wl.name, _Evidence(item.query, doc))
         else:
             item.query.collect(doc, DEFAULT_FIELDS, hits)
         score, terms = _score(hits)
         if item.exclude is not None:
             vetoed: list[Hit] = []
             if full:
-                excluded = item.exclude.evaluate(doc, DEFAULT_FIELDS, vetoed)
-            elif excluded := item.exclude.test(doc, DEFAULT_FIELDS):
-                item.exclude.collect(doc, DEFAULT_FIELDS, vetoed)
-            if excluded:
-                vetoing = ", ".join(dict.fromkeys(h[0] for h in vetoed)) or "exclude"
-                return Miss(MissKind.EXCLUDED, f"vetoed by exclude ({vetoing})")
+                if item.exclude.evaluate(doc, DEFAULT_FIELDS, vetoed):
+                    return _veto(vetoed)
+            elif item.exclude.test(doc, DEFAULT_FIELDS):
+                return self._vetoed(item, doc)
         if score < wl.min_score:
             return Miss(MissKind.LOW_SCORE, f"score {score:g} is below min_score {wl.min_score:g}")
         snippet, highlights = _snippet(doc, hits)
         return Match(wl.id, wl.name, score, terms, snippet, highlights)
+
+    @staticmethod
+    def _vetoed(item: CompiledWatchlist, doc: Doc) -> Miss:
+        vetoed: list[Hit] = []
+        assert item.exclude is not None
+        item.exclude.collect(doc, DEFAULT_FIELDS, vetoed)
+        return _veto(vetoed)
 
     def explain(self, article: Article, watchlist_id: str) -> Explanation:
         """Run one watchlist without the prefilter and say why it matched or not."""

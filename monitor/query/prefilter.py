@@ -3,8 +3,10 @@
 Every compiled query states the literals any match must contain, as an AND of OR-sets
 (`CNode.clauses()`). The most selective set of each watchlist is indexed: whole words by a set
 intersection with the article's words, prefixes and Hangul by an Aho-Corasick automaton; the
-other sets are checked by substring search. Watchlists with no such literal (a lone NOT, a bare
-regex, `source:` filters) always pass. Pure.
+other sets are checked by substring search. A regex contributes the strings one of which its
+every match contains as written (`monitor.query.literals`, marked `RAW`), looked for in the raw
+title and summary. Watchlists with no such literal (a lone NOT, a regex without literals,
+`source:` filters) always pass. Pure.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import ahocorasick
 
-from monitor.query.evaluate import key_rarity, rarity
+from monitor.query.evaluate import RAW, key_rarity, rarity
 
 
 class Prefilter:
@@ -26,14 +28,19 @@ class Prefilter:
         # by substring search; prefix and Hangul keys go through the Aho-Corasick automaton.
         self._by_word: dict[str, list[tuple[str | None, int]]] = {}  # key None: the word itself
         self._by_ac: dict[str, list[int]] = {}
-        self._rest: list[tuple[Clause, ...]] = []
+        self._rest: list[tuple[Clause | frozenset[str], ...]] = []
+        self._checked: list[int] = []  # only regex literals required: every clause checked
         for index, item_requires in enumerate(requires):
             if not item_requires:
                 self._always.append(index)
                 self._rest.append(())
                 continue
             best = max(item_requires, key=rarity)
-            self._rest.append(tuple(Clause(c) for c in item_requires if c is not best))
+            if any(key.startswith(RAW) for key in best):  # nothing to index
+                self._checked.append(index)
+                self._rest.append(tuple(_clause(c) for c in item_requires))
+                continue
+            self._rest.append(tuple(_clause(c) for c in item_requires if c is not best))
             for key in best:
                 if len(key) > 2 and key[0] == " " and key[-1] == " ":
                     word = max(key.split(), key=key_rarity)
@@ -48,17 +55,20 @@ class Prefilter:
         self._ac_other = _automaton([k for k in self._by_ac if not k.isascii()])
 
     def candidates(
-        self, title: list[str], text: list[str]
+        self, title: list[str], text: list[str], raw: tuple[str, str] | None = None
     ) -> tuple[list[int], set[str] | None, str]:
         """Indices whose every required literal occurs, the article's word set if it was
-        built on the way and the words joined as searched (the evaluator reuses both)."""
+        built on the way and the words joined as searched (the evaluator reuses both).
+
+        `raw` is the title and summary as written, where regexes' literals are looked for;
+        without it those count as present."""
         found: set[int] = set(self._always)
         # Two spaces between the fields: a phrase key never spans title and summary.
         hay = " " + " ".join(title) + "  " + " ".join(text) + " "
         words = title + text
         present: set[str] | None = None
         rest = self._rest
-        hits: list[int] = []
+        hits: list[int] = list(self._checked)
         by_word = self._by_word
         for word in self._word_keys.intersection(words):
             for key, index in by_word[word]:
@@ -76,7 +86,10 @@ class Prefilter:
                 if present is None:
                     present = set(words)
                 for clause in clauses:
-                    if not clause.met(present, hay):
+                    if isinstance(clause, frozenset):  # single words only (`_clause`)
+                        if clause.isdisjoint(present):
+                            break
+                    elif not clause.met(present, hay, raw):
                         break
                 else:
                     found.add(index)
@@ -85,19 +98,28 @@ class Prefilter:
         return sorted(found), present, hay
 
 
+def _clause(keys: frozenset[str]) -> Clause | frozenset[str]:
+    """A set of single whole words is checked as the words themselves (one C call, the
+    commonest kind: "launch OR fired OR tests"); any other set by a `Clause`."""
+    if all(len(k) > 2 and k[0] == " " == k[-1] and " " not in k[1:-1] for k in keys):
+        return frozenset(k[1:-1] for k in keys)
+    return Clause(keys)
+
+
 class Clause:
     """One required key set beyond the indexed one, checked cheapest first: single whole words
     against the article's word set; a longer key only when a whole word it contains is among
     the article's words (then by substring search); keys without such a word (a lone prefix,
     Hangul) by substring search, the non-ASCII ones only in non-ASCII text."""
 
-    __slots__ = ("bare", "by_word", "loose", "loose_other", "words")
+    __slots__ = ("bare", "by_word", "loose", "loose_other", "raw", "words")
 
     def __init__(self, clause: frozenset[str]) -> None:
         bare: set[str] = set()
         by_word: dict[str, list[str]] = {}
         loose: list[str] = []
-        for key in sorted(clause):
+        self.raw = tuple(sorted(k[len(RAW) :] for k in clause if k.startswith(RAW)))
+        for key in sorted(k for k in clause if not k.startswith(RAW)):
             inner = key.split()
             whole = inner[:-1] if not key.endswith(" ") else inner  # the last may be a prefix
             if len(inner) == 1 and key == f" {inner[0]} ":
@@ -112,7 +134,7 @@ class Clause:
         self.loose = tuple(k for k in loose if k.isascii())
         self.loose_other = tuple(k for k in loose if not k.isascii())
 
-    def met(self, present: set[str], hay: str) -> bool:
+    def met(self, present: set[str], hay: str, raw: tuple[str, str] | None = None) -> bool:
         if not self.bare.isdisjoint(present):
             return True
         for word in self.words.intersection(present):
@@ -122,8 +144,13 @@ class Clause:
         for key in self.loose:
             if key in hay:
                 return True
-        if self.loose_other and not hay.isascii():
-            return any(key in hay for key in self.loose_other)
+        if self.loose_other and not hay.isascii() and any(k in hay for k in self.loose_other):
+            return True
+        if self.raw:  # a regex's literals, in one field as written (a match never spans two)
+            if raw is None:
+                return True
+            title, text = raw
+            return any(key in title or key in text for key in self.raw)
         return False
 
 

@@ -152,7 +152,7 @@ class RelevanceModels:
                 continue
             signals = self.signals[match.watchlist_id].hits(article)
             sample = Sample(vector, signals, match.score, article.title)
-            out.append(replace(match, judgement=model.judge(sample)))
+            out.append(match.with_judgement(model.judge(sample)))
         return out
 
 
