@@ -1,4 +1,4 @@
-"""`store/coretables.py` repeats two tables of `tables.py` in SQLAlchemy Core (so a poll runs
+"""`store/coretables.py` repeats three tables of `tables.py` in SQLAlchemy Core (so a poll runs
 without SQLModel's table classes): both must describe the same columns, or a poll would write
 what the schema does not have."""
 
@@ -47,6 +47,7 @@ def described(table: Table) -> list[tuple[Any, ...]]:
     [
         (coretables.source, tables.SourceRow.__table__),  # type: ignore[attr-defined]
         (coretables.poll_event, tables.PollEventRow.__table__),  # type: ignore[attr-defined]
+        (coretables.synced_file, tables.SyncedFileRow.__table__),  # type: ignore[attr-defined]
     ],
 )
 def test_core_table_is_the_model_table(core: Table, model: Table) -> None:

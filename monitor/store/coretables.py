@@ -1,10 +1,10 @@
-"""The `source` and `poll_event` tables as SQLAlchemy Core tables, for `store/sources.py`.
+"""The `source`, `poll_event` and `synced_file` tables in SQLAlchemy Core, for `store/sources.py`.
 
 Claiming sources, recording 304s and syncing the sources file are the statements of every
 `monitor poll --once`; with these tables they run without SQLModel and the ORM table classes of
 `tables.py` (importing those costs about as much as a poll of 500 unchanged feeds does
 otherwise). `tables.py` stays the schema (Alembic, the ORM everywhere else);
-`tests/test_store_coretables.py` checks that these two tables are the same as its.
+`tests/test_store_coretables.py` checks that these tables are the same as its.
 """
 
 from __future__ import annotations
@@ -109,4 +109,12 @@ poll_event = Table(
     Column("new_entries", Integer, nullable=True),
     Column("failures", Integer, nullable=False, default=0),
     Index("ix_poll_event_source_recent", "source_id", "id"),
+)
+
+synced_file = Table(
+    "synced_file",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("digest", String(64), nullable=False),
+    Column("synced_at", UtcTime, nullable=False, default=utcnow),
 )

@@ -28,6 +28,7 @@ from monitor.model import ErrorKind, HtmlSelectors, PollStatus, SourceConfig, So
 from monitor.redact import redact_text, redact_url
 from monitor.store.coretables import poll_event as events_table
 from monitor.store.coretables import source as table
+from monitor.store.coretables import synced_file
 
 #: Poll events kept per source (older ones are deleted as new ones are written).
 POLL_EVENTS_KEPT = 100
@@ -212,18 +213,51 @@ def sync_sources(session: Session, configs: Sequence[SourceConfig], now: datetim
 
 
 def sync_from_config(
-    engine: Engine, configs: Sequence[SourceConfig], now: datetime, *, attempts: int = 3
+    engine: Engine,
+    configs: Sequence[SourceConfig],
+    now: datetime,
+    *,
+    attempts: int = 3,
+    digest: str | None = None,
 ) -> None:
     """`sync_sources` in its own transaction; replicas starting together insert the same new
-    sources, so a conflict is read again (up to `attempts` times)."""
+    sources, so a conflict is read again (up to `attempts` times). `digest` (of the file the
+    configs came from) is recorded in the same transaction, for `synced_digest`."""
     for attempt in range(attempts):
         try:
             with Session(engine) as session, session.begin():
                 sync_sources(session, configs, now)
+                if digest is not None:
+                    _record_digest(session, SOURCES_FILE, digest, now)
             return
         except IntegrityError:
             if attempt == attempts - 1:
                 raise
+
+
+#: The `synced_file` row of the sources file.
+SOURCES_FILE = "sources"
+#: Part of the recorded digest: bump it when `monitor/sources.py` or `sync_sources` maps the
+#: same file to other rows, so databases synced by the old rules sync again.
+SYNC_RULES = 1
+
+
+def synced_digest(engine: Engine, name: str = SOURCES_FILE) -> str | None:
+    """The digest recorded by the last sync of file `name` (None: never synced this way)."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            select(synced_file.c.digest).where(synced_file.c.name == name)
+        ).scalar()
+        return None if found is None else str(found)
+
+
+def _record_digest(session: Session, name: str, digest: str, now: datetime) -> None:
+    c = synced_file.c
+    done = session.execute(
+        update(synced_file).where(c.name == name).values(digest=digest, synced_at=now)
+    )
+    if done.rowcount == 0:  # type: ignore[attr-defined]
+        session.execute(insert(synced_file).values(name=name, digest=digest, synced_at=now))
 
 
 def has_sources(engine: Engine) -> bool:
@@ -497,4 +531,5 @@ __all__ = [
     "renew_lease",
     "sync_from_config",
     "sync_sources",
+    "synced_digest",
 ]
