@@ -27,7 +27,6 @@ from monitor.dedup import Embedding
 from monitor.logs import get_logger
 from monitor.model import (
     Article,
-    ErrorKind,
     FetchError,
     FetchResult,
     IngestedItem,
@@ -38,9 +37,12 @@ from monitor.model import (
     Watchlist,
 )
 from monitor.normalize import normalize_entry
+
+# The parts the unchanged-source path uses live in `monitor.outcome` (no ingest imports).
+from monitor.outcome import PollReport, quiet_status, success_update
 from monitor.parse import ParseError, ParserChoice, parse_feed, parse_html_page
 from monitor.query.matcher import Matcher
-from monitor.redact import redact_text, redact_url
+from monitor.redact import redact_text
 from monitor.relevance.embed import Embedder, article_text, text_key
 from monitor.relevance.models import RelevanceModels, Vector, accepted
 from monitor.schedule import next_poll_at
@@ -48,34 +50,10 @@ from monitor.settings import Settings
 from monitor.store import db, sources, stories, vectors
 from monitor.store.articles import Sighting, StoredEntry, entries_to_write, store_entries
 from monitor.store.db import Engine, Session
-from monitor.store.sources import ClaimedSource, SourceUpdate, Validators
+from monitor.store.sources import ClaimedSource, SourceUpdate
 from monitor.store.stories import StoryKeys
 
 log = get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class PollReport:
-    """What one poll of one source did, for the CLI line, logs and metrics."""
-
-    source_id: str
-    status: PollStatus
-    new: int = 0
-    updated: int = 0
-    alerts: int = 0
-    seconds: float = 0.0
-    skipped: int = 0  # entries beyond MONITOR_MAX_ENTRIES_PER_DOCUMENT, the oldest ones
-    message: str = ""
-    matches: tuple[tuple[str, str, float], ...] = ()  # (article title, watchlist, score), dry runs
-    previews: tuple[str, ...] = ()  # dry runs: the alerts as they would be sent
-    error_kind: ErrorKind | None = None  # with status ERROR: how the poll failed
-
-    @property
-    def label(self) -> str:
-        """The status as the CLI and logs show it: `error:<kind>` for a failed poll."""
-        if self.status == PollStatus.ERROR:
-            return f"error:{self.error_kind}"
-        return str(self.status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,56 +425,6 @@ def parse(claim: ClaimedSource, fetched: FetchResult, parser: ParserChoice = "au
             raise ParseError("parse_error", "kind: html source has no selectors")
         return parse_html_page(fetched.body, fetched.headers, fetched.url, claim.selectors)
     return parse_feed(fetched.body, fetched.headers, fetched.url, parser=parser)
-
-
-def quiet_status(claim: ClaimedSource, fetched: FetchResult) -> PollStatus | None:
-    """NOT_MODIFIED for a 304, UNCHANGED for a body identical to the last one (a server that
-    ignores our validators); None when there is something to parse."""
-    if fetched.status == 304 or fetched.body is None:
-        return PollStatus.NOT_MODIFIED
-    if claim.first_poll_done and hashlib.sha256(fetched.body).hexdigest() == claim.body_hash:
-        return PollStatus.UNCHANGED
-    return None
-
-
-def success_update(
-    settings: Settings,
-    claim: ClaimedSource,
-    result: FetchResult,
-    now: datetime,
-    parsed: ParsedFeed | None,
-    status: PollStatus,
-) -> SourceUpdate:
-    """The source's new state after an answer: next poll time, validators, a permanent move."""
-    when = next_poll_at(
-        now,
-        claim.every_seconds,
-        max_age_seconds=result.max_age_seconds,
-        ttl_seconds=parsed.ttl_seconds if parsed else None,
-        min_seconds=settings.min_interval_seconds,
-        max_seconds=settings.max_interval_seconds,
-    )
-    # Stored and shown redacted (the admin knows the secrets; polling uses the configured URL),
-    # so the redacted form is what tells a new move from the one already reported.
-    moved_to = redact_url(result.moved_to) if result.moved_to else None
-    if moved_to and moved_to != claim.moved_to:
-        log.warning(
-            "source moved permanently: update its url in the sources file",
-            source=claim.id,
-            url=claim.url,
-            moved_to=moved_to,
-        )
-    return SourceUpdate(
-        status=status,
-        polled_at=now,
-        next_poll_at=as_utc(when),
-        failures=0,
-        http_status=result.status,
-        succeeded=True,
-        moved_to=moved_to,
-        # A 304 confirms the stored validators: only a full answer replaces them.
-        validators=None if result.status == 304 else Validators(result.etag, result.last_modified),
-    )
 
 
 def failure_update(

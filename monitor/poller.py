@@ -1,5 +1,9 @@
 """The machinery around one poll (`pipeline.poll_fetched`): claim due sources, fetch them
-concurrently, batch the writes of unchanged sources, and drain cleanly on shutdown."""
+concurrently, batch the writes of unchanged sources, and drain cleanly on shutdown.
+
+A 304 or an unchanged body never imports `monitor.pipeline` (parsers, story grouping, matching,
+numpy): a one-shot poll of unchanged feeds starts fetching sooner and does less.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +13,23 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from monitor.clock import utcnow
-from monitor.fetch import Fetcher
 from monitor.logs import get_logger
 from monitor.model import FetchError, FetchRequest, FetchResult, PollStatus, Watchlist
-from monitor.pipeline import PollContext, PollReport, poll_fetched, quiet_status, success_update
-from monitor.query.matcher import Matcher
-from monitor.relevance.embed import Embedder
-from monitor.relevance.models import RelevanceModels
+from monitor.outcome import PollReport, quiet_status, success_update
 from monitor.settings import Settings
 from monitor.store import sources
 from monitor.store.db import Engine
 from monitor.store.sources import ClaimedSource, SourceUpdate
+
+if TYPE_CHECKING:  # the ingest path (`monitor.pipeline`) is imported by the first poll needing it
+    from monitor.fetch import Fetcher
+    from monitor.pipeline import PollContext
+    from monitor.query.matcher import Matcher
+    from monitor.relevance.embed import Embedder
+    from monitor.relevance.models import RelevanceModels
 
 log = get_logger(__name__)
 
@@ -54,7 +61,10 @@ class Poller:
         dry_run: bool = False,
         on_report: Callable[[PollReport], None] | None = None,
         story_embedder: Embedder | None = None,
+        story_embedder_factory: Callable[[], Embedder | None] | None = None,
     ) -> None:
+        """`story_embedder_factory` makes the story embedder when the first poll needs it
+        (instead of `story_embedder`; the text model is not loaded for unchanged feeds)."""
         self.settings = settings
         self.engine = engine
         self.fetcher = fetcher
@@ -62,7 +72,8 @@ class Poller:
         self.owner = owner
         self.dry_run = dry_run
         self.on_report = on_report
-        self.story_embedder = story_embedder
+        self._story_embedder = story_embedder
+        self._story_embedder_factory = story_embedder_factory
         self.draining = False
         self._fetching: set[asyncio.Task[PollReport]] = set()
         self._storing: set[asyncio.Future[PollReport]] = set()
@@ -129,8 +140,17 @@ class Poller:
             exclude=exclude,
         )
 
+    @property
+    def story_embedder(self) -> Embedder | None:
+        if self._story_embedder_factory is not None:
+            self._story_embedder = self._story_embedder_factory()
+            self._story_embedder_factory = None
+        return self._story_embedder
+
     def context(self) -> PollContext:
         """The watchlists in force now, for one poll."""
+        from monitor.pipeline import PollContext
+
         return PollContext(
             self.settings,
             self.engine,
@@ -144,7 +164,6 @@ class Poller:
 
     async def poll_source(self, claim: ClaimedSource) -> PollReport:
         started = time.monotonic()
-        ctx = self.context()
         request = FetchRequest(claim.id, claim.url, claim.etag, claim.last_modified)
         try:
             fetched = await self.fetcher.fetch(request)
@@ -156,6 +175,9 @@ class Poller:
             raise
         report = self._batch_if_quiet(claim, fetched)
         if report is None:
+            from monitor.pipeline import poll_fetched
+
+            ctx = self.context()
             # From here on the result is ours to keep: finish storing even while shutting down.
             store = asyncio.ensure_future(
                 asyncio.to_thread(poll_fetched, ctx, claim, fetched, utcnow())

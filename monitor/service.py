@@ -8,30 +8,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from monitor import __version__
 from monitor.app import App
 from monitor.clock import utcnow
-from monitor.deliver import Dispatcher
-from monitor.feedback import FeedbackDesk
-from monitor.fetch import Fetcher
 from monitor.logs import get_logger
-from monitor.metrics import ServiceMetrics
-from monitor.pipeline import PollReport
+from monitor.outcome import PollReport
 from monitor.poller import Poller
 from monitor.settings import Settings
-from monitor.sources import SourcesError, load_sources
-from monitor.store import db, replicas, sources, stories
-from monitor.store import feedback as feedback_store
+from monitor.store import db, sources
 from monitor.store.db import Engine
-from monitor.store.replicas import DatabaseInUse, SqliteInstanceLock
-from monitor.watchlists import WatchlistRegistry
+
+if TYPE_CHECKING:  # made on first use: a one-shot poll of unchanged feeds needs none of them
+    from monitor.deliver import Dispatcher
+    from monitor.feedback import FeedbackDesk
+    from monitor.fetch import Fetcher
+    from monitor.metrics import ServiceMetrics
+    from monitor.query.matcher import Matcher
+    from monitor.relevance.models import RelevanceModels
+    from monitor.store.replicas import SqliteInstanceLock
+    from monitor.watchlists import WatchlistRegistry
 
 log = get_logger(__name__)
 
@@ -53,52 +59,108 @@ class Health:
     draining: bool = False
 
 
-class Service:
-    """The poller, the dispatcher and the ticks, over the parts the App built once."""
+class WatchlistsOnFirstUse:
+    """The watchlists of a one-shot poll, loaded (and validated, errors logged) when the first
+    poll that has something to match asks for them: a 304 or an unchanged body never does, so
+    a run over unchanged feeds does not import the query language, the matcher or the models."""
 
-    def __init__(self, app: App, *, dry_run: bool = False) -> None:
+    def __init__(self, service: Service) -> None:
+        self._service = service
+        self._lock = threading.Lock()
+        self._loaded = False
+
+    def _registry(self) -> WatchlistRegistry:
+        with self._lock:
+            if not self._loaded:
+                self._service.load_watchlists()
+                self._loaded = True
+        return self._service.registry
+
+    @property
+    def watchlists(self) -> dict[str, Any]:
+        return self._registry().watchlists
+
+    @property
+    def matcher(self) -> Matcher:
+        return self._registry().matcher
+
+    @property
+    def relevance(self) -> RelevanceModels:
+        return self._registry().relevance
+
+
+class Service:
+    """The poller, the dispatcher and the ticks, over the parts the App built once.
+
+    `one_shot` (`monitor poll --once`): the watchlists load when the first poll needs them,
+    polls are not counted in metrics (nothing serves them) and no replica row is forgotten (a
+    one-shot poll never beats). The dispatcher, the feedback desk and the metrics are made on
+    first use, so a poll of unchanged feeds imports none of them."""
+
+    def __init__(self, app: App, *, dry_run: bool = False, one_shot: bool = False) -> None:
         settings = app.settings
         self.app = app
         self.settings = settings
         self.dry_run = dry_run
+        self.one_shot = one_shot
         self.owner = default_owner(settings)
         self.engine: Engine = app.engine
         self.health = Health()
-        self.metrics = ServiceMetrics()
-        self.registry: WatchlistRegistry = app.watchlists
         self.fetcher: Fetcher = app.fetcher
         self.poller = Poller(
             settings,
             self.engine,
             self.fetcher,
-            self.registry,
+            WatchlistsOnFirstUse(self) if one_shot else self.registry,
             owner=self.owner,
             dry_run=dry_run,
             on_report=self._count,
-            # The vector rule's thresholds are measured with USE; the hashing stand-in's
-            # cosines mean something else, so with it stories keep MinHash alone.
-            story_embedder=(
-                app.embedder
-                if settings.story_vectors != "off" and settings.embedder == "use"
-                else None
-            ),
+            story_embedder_factory=self._story_embedder,
         )
-        self.dispatcher = Dispatcher(
-            settings,
-            self.engine,
-            owner=self.owner,
-            dry_run=dry_run,
-            notifiers=app.notifiers,
-            on_result=self.metrics.observe_delivery,
-        )
-        self.metrics.watch_channels(self.dispatcher.notifiers)
-        self.feedback = FeedbackDesk(
-            self.engine, self.dispatcher.notifiers.get("slack"), read_only=dry_run
-        )
+        if not one_shot:
+            self.metrics.watch_channels(self.dispatcher.notifiers)
         self._sources_mtime: float | None = None
         self._lock: SqliteInstanceLock | None = None
         self._feedback_seen: tuple[int, int] | None = None
         self.feedback_generation = 0  # refits on desk feedback so far (console cache keys)
+
+    @cached_property
+    def registry(self) -> WatchlistRegistry:
+        return self.app.watchlists
+
+    @cached_property
+    def metrics(self) -> ServiceMetrics:
+        from monitor.metrics import ServiceMetrics
+
+        return ServiceMetrics()
+
+    @cached_property
+    def dispatcher(self) -> Dispatcher:
+        from monitor.deliver import Dispatcher
+
+        return Dispatcher(
+            self.settings,
+            self.engine,
+            owner=self.owner,
+            dry_run=self.dry_run,
+            notifiers=self.app.notifiers,
+            on_result=self.metrics.observe_delivery,
+        )
+
+    @cached_property
+    def feedback(self) -> FeedbackDesk:
+        from monitor.feedback import FeedbackDesk
+
+        return FeedbackDesk(
+            self.engine, self.dispatcher.notifiers.get("slack"), read_only=self.dry_run
+        )
+
+    def _story_embedder(self) -> Any:
+        """The vector rule's thresholds are measured with USE; the hashing stand-in's cosines
+        mean something else, so with it stories keep MinHash alone."""
+        if self.settings.story_vectors != "off" and self.settings.embedder == "use":
+            return self.app.embedder
+        return None
 
     # --- start -----------------------------------------------------------------------------
 
@@ -115,6 +177,8 @@ class Service:
             )
         path = db.sqlite_path(self.settings.db_url)
         if exclusive and path is not None:
+            from monitor.store.replicas import DatabaseInUse, SqliteInstanceLock
+
             self._lock = SqliteInstanceLock(path)
             try:
                 self._lock.acquire()
@@ -132,7 +196,10 @@ class Service:
                 "the database schema is not at the current version: run `monitor db upgrade` "
                 "(or set MONITOR_MIGRATE_ON_START=true)"
             )
-        self._feedback_seen = feedback_store.version(self.engine)
+        if not self.one_shot:  # the feedback tick's starting point (a one-shot poll has none)
+            from monitor.store import feedback as feedback_store
+
+            self._feedback_seen = feedback_store.version(self.engine)
         if watchlists:
             self.load_watchlists()
         self.sync_sources(force=True)
@@ -153,6 +220,14 @@ class Service:
         if not force and mtime == self._sources_mtime:
             return
         self._sources_mtime = mtime
+        digest = self._sources_digest(path)
+        if digest is not None and digest == sources.synced_digest(self.engine):
+            # The table follows this very file already (this process or another synced it):
+            # parsing 500 sources with ruamel takes longer than polling them when unchanged.
+            log.debug("sources unchanged since the last sync", file=str(path))
+            return
+        from monitor.sources import SourcesError, load_sources
+
         try:
             configs = load_sources(path)
         except SourcesError as exc:
@@ -162,8 +237,19 @@ class Service:
                 raise StartupError("no valid sources file:\n" + "\n".join(exc.errors)) from exc
             return
         # Replicas starting together insert the same new sources; the loser reads again.
-        sources.sync_from_config(self.engine, configs, utcnow())
+        sources.sync_from_config(self.engine, configs, utcnow(), digest=digest)
         log.info("sources synced", sources=len(configs), file=str(path))
+
+    @staticmethod
+    def _sources_digest(path: Path) -> str | None:
+        """What identifies a synced file: its bytes and the rules that map it to rows (a
+        new monitor version syncs again), None when it cannot be read (the load says why)."""
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        rules = f"{__version__}/{sources.SYNC_RULES}\0".encode()
+        return hashlib.sha256(rules + data).hexdigest()
 
     def _has_sources(self) -> bool:
         return sources.has_sources(self.engine)
@@ -171,6 +257,8 @@ class Service:
     def _count(self, report: PollReport) -> None:
         for preview in report.previews:  # --dry-run: show what would have been sent
             print(f"[dry run] would send:\n{preview}\n", flush=True)
+        if self.one_shot:
+            return
         self.metrics.observe_poll(
             report.status,
             report.seconds,
@@ -203,6 +291,8 @@ class Service:
     async def _stories(self) -> None:
         if self.dry_run:
             return
+        from monitor.store import stories
+
         merged, pruned = await asyncio.to_thread(
             stories.stories_tick,
             self.engine,
@@ -219,6 +309,8 @@ class Service:
     async def retrain_if_feedback_changed(self) -> bool:
         if self.dry_run:
             return False
+        from monitor.store import feedback as feedback_store
+
         seen = await asyncio.to_thread(feedback_store.version, self.engine)
         if seen == self._feedback_seen:
             return False
@@ -232,6 +324,8 @@ class Service:
         return True
 
     async def _heartbeat(self) -> None:
+        from monitor.store import replicas
+
         def beat() -> None:
             replicas.heartbeat(self.engine, self.owner, version=__version__, now=utcnow())
 
@@ -336,4 +430,8 @@ class Service:
             self._lock.release()
 
     def _forget_replica(self) -> None:
+        if self.one_shot:
+            return
+        from monitor.store import replicas
+
         replicas.forget(self.engine, self.owner)

@@ -73,8 +73,12 @@ class ServiceView(Protocol):
     settings: Settings
     engine: Engine
     owner: str
-    registry: WatchlistRegistry
-    metrics: ServiceMetrics
+
+    @property
+    def registry(self) -> WatchlistRegistry: ...
+
+    @property
+    def metrics(self) -> ServiceMetrics: ...
 
     @property
     def health(self) -> HealthView: ...

@@ -13,6 +13,7 @@ import argparse
 import importlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -257,3 +258,74 @@ def test_current_revision_reads_alembics_version_table(tmp_path: Path) -> None:
         assert db.schema_is_current(engine)
     finally:
         engine.dispose()
+
+
+#: What a poll of unchanged feeds does without: the ingest path (parsers, story grouping,
+#: matching, numpy), SQLModel's table classes, the watchlists, the sources file parser (its
+#: digest is unchanged) and structlog's optional rich/pygments.
+NOT_FOR_304S = (
+    "numpy",
+    "feedparser",
+    "sqlmodel",
+    "ruamel",
+    "rich",
+    "pygments",
+    "monitor.pipeline",
+    "monitor.store.tables",
+    "monitor.watchlists",
+    "monitor.query",
+    "monitor.relevance",
+    "monitor.deliver",
+    "monitor.sources",
+)
+
+
+def _loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if any(m == n or m.startswith(n + ".") for n in names))
+
+
+def test_poll_once_of_unchanged_feeds_needs_no_ingest_orm_watchlists_or_sources_parser(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    db.upgrade(url)
+    folder = tmp_path / "watchlists"
+    shutil.copytree(Path(__file__).parent / "data" / "watchlists" / "good", folder)
+    sources_file = folder / "sources.yaml"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
+    env.update(
+        MONITOR_DATABASE_URL=url,
+        MONITOR_WATCHLISTS_DIR=str(folder),
+        MONITOR_ALLOW_PRIVATE_HOSTS="127.0.0.1",
+        MONITOR_LOG_LEVEL="WARNING",
+        MONITOR_EMBEDDER="hashing",
+    )
+    with FeedServer() as server:
+        server.add("/a.xml", rss([("a1", "Item one")]))
+        server.add("/b.xml", rss([("b1", "Item two")]))
+        listing = "sources:\n  - id: a\n    name: A\n    url: {}\n".format(server.url("/a.xml"))
+        sources_file.write_text(listing)
+        first, first_modules = run_traced("poll", "--once", "--all", env=env)
+        assert "polled 1 source(s): 1 ok, 0 failed; 1 new article(s)" in first.stdout
+        # the first poll stored an entry: it did use the ingest path and the watchlists
+        assert "monitor.pipeline" in first_modules and "monitor.watchlists" in first_modules
+
+        again, modules = run_traced("poll", "--once", "--all", env=env)
+        assert again.returncode == 0, again.stderr
+        assert "a  " in again.stdout and "not_modified" in again.stdout
+        assert "polled 1 source(s): 1 ok, 0 failed; 0 new article(s)" in again.stdout
+        assert _loaded(modules, NOT_FOR_304S) == []
+
+        # an edited file is parsed and synced again: the new source is polled (a catch-up)
+        sources_file.write_text(
+            listing + "  - id: b\n    name: B\n    url: {}\n".format(server.url("/b.xml"))
+        )
+        edited, modules = run_traced("poll", "--once", "--all", env=env)
+        assert "polled 2 source(s): 2 ok, 0 failed; 1 new article(s)" in edited.stdout
+        assert "monitor.sources" in modules
+
+        # a broken edit is reported and the last good sources stay (both polled, 304s)
+        sources_file.write_text(listing + "  - id: [unclosed\n")
+        broken, _ = run_traced("poll", "--once", "--all", env=env)
+        assert "sources file invalid" in broken.stderr
+        assert "polled 2 source(s): 2 ok, 0 failed; 0 new article(s)" in broken.stdout

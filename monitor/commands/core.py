@@ -112,9 +112,10 @@ def cmd_poll(args: argparse.Namespace, app: App) -> int:
 
     _settings(app, logs_to_stderr=True)
     app.lazy_models = True  # trained by the first poll that judges; a catch-up never does
-    service = Service(app, dry_run=args.dry_run)
+    # one-shot: the watchlists load with the first poll that has entries to match
+    service = Service(app, dry_run=args.dry_run, one_shot=True)
     try:
-        service.prepare(exclusive=False)
+        service.prepare(exclusive=False, watchlists=False)
     except StartupError as exc:
         return _fail(str(exc), CANNOT_START)
 

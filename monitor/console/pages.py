@@ -72,7 +72,9 @@ class ConsoleService(Protocol):
     settings: Settings
     engine: Engine
     owner: str
-    registry: WatchlistRegistry
+
+    @property
+    def registry(self) -> WatchlistRegistry: ...
 
 
 def _env() -> Environment:

@@ -6,6 +6,10 @@ Completions are fenced by `lease_epoch`: a replica that lost its lease writes no
 
 Functions taking a `Session` never commit (the caller owns the transaction); those taking an
 `Engine` run in a transaction of their own.
+
+Statements go through the Core tables of `coretables.py` (no SQLModel, no ORM classes): they are
+what every `monitor poll --once` runs, and SQLModel's table classes take longer to import than a
+poll of hundreds of unchanged feeds takes.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ from typing import Any
 from sqlalchemy import Engine, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlmodel import col
 
 from monitor.model import ErrorKind, HtmlSelectors, PollStatus, SourceConfig, SourceKind
 from monitor.redact import redact_text, redact_url
-from monitor.store.tables import PollEventRow, SourceRow
+from monitor.store.coretables import poll_event as events_table
+from monitor.store.coretables import source as table
+from monitor.store.coretables import synced_file
 
 #: Poll events kept per source (older ones are deleted as new ones are written).
 POLL_EVENTS_KEPT = 100
@@ -142,74 +147,122 @@ def _selectors(raw: str | None) -> HtmlSelectors | None:
 
 
 def sync_sources(session: Session, configs: Sequence[SourceConfig], now: datetime) -> None:
-    """Make the source table follow the file: add, update, and disable what was removed."""
-    rows = {row.id: row for row in session.scalars(select(SourceRow))}
+    """Make the source table follow the file: add, update, and disable what was removed.
+
+    One read of the table, then statements only for what differs (a file that did not change
+    since the last run writes nothing)."""
+    c = table.c
+    rows = {row.id: row for row in session.execute(select(table))}
     wanted = {cfg.id for cfg in configs}
+    added: list[dict[str, object]] = []
     for cfg in configs:
         row = rows.get(cfg.id)
         selectors = _selectors_json(cfg.selectors)
         kind = str(cfg.kind)
         if row is None:
-            session.add(
-                SourceRow(
-                    id=cfg.id,
-                    name=cfg.name,
-                    url=cfg.url,
-                    kind=kind,
-                    every_seconds=cfg.every_seconds,
-                    selectors_json=selectors,
-                    enabled=cfg.enabled,
-                    next_poll_at=now,
-                    created_at=now,
-                    updated_at=now,
-                )
+            added.append(
+                {
+                    "id": cfg.id,
+                    "name": cfg.name,
+                    "url": cfg.url,
+                    "kind": kind,
+                    "every_seconds": cfg.every_seconds,
+                    "selectors_json": selectors,
+                    "enabled": cfg.enabled,
+                    "next_poll_at": now,
+                    "created_at": now,
+                    "updated_at": now,
+                }
             )
             continue
         changed = (row.name, row.url, row.kind, row.every_seconds, row.selectors_json, row.enabled)
         if changed == (cfg.name, cfg.url, kind, cfg.every_seconds, selectors, cfg.enabled):
             continue
+        values: dict[str, object] = {
+            "name": cfg.name,
+            "url": cfg.url,
+            "kind": kind,
+            "every_seconds": cfg.every_seconds,
+            "selectors_json": selectors,
+            "enabled": cfg.enabled,
+            "updated_at": now,
+        }
+        next_poll = row.next_poll_at
         if row.url != cfg.url:
             # Another document: forget validators and treat the next poll as a catch-up.
-            row.etag = row.last_modified = row.body_hash = None
-            row.first_poll_done = False
-            row.disabled_reason = row.moved_to = None
-            row.failures = 0
-            row.next_poll_at = now
+            values |= {
+                "etag": None,
+                "last_modified": None,
+                "body_hash": None,
+                "first_poll_done": False,
+                "disabled_reason": None,
+                "moved_to": None,
+                "failures": 0,
+            }
+            next_poll = now
         if cfg.every_seconds < row.every_seconds:
-            row.next_poll_at = min(row.next_poll_at, now + timedelta(seconds=cfg.every_seconds))
-        row.name, row.url, row.kind = cfg.name, cfg.url, kind
-        row.every_seconds, row.selectors_json, row.enabled = (
-            cfg.every_seconds,
-            selectors,
-            cfg.enabled,
-        )
-        row.updated_at = now
-        session.add(row)
-    for row_id, row in rows.items():
-        if row_id not in wanted and row.enabled:
-            row.enabled = False
-            row.updated_at = now
-            session.add(row)
+            next_poll = min(next_poll, now + timedelta(seconds=cfg.every_seconds))
+        if next_poll != row.next_poll_at:
+            values["next_poll_at"] = next_poll
+        session.execute(update(table).where(c.id == cfg.id).values(values))
+    if added:
+        session.execute(insert(table), added)
+    gone = [row_id for row_id, row in rows.items() if row_id not in wanted and row.enabled]
+    if gone:
+        session.execute(update(table).where(c.id.in_(gone)).values(enabled=False, updated_at=now))
 
 
 def sync_from_config(
-    engine: Engine, configs: Sequence[SourceConfig], now: datetime, *, attempts: int = 3
+    engine: Engine,
+    configs: Sequence[SourceConfig],
+    now: datetime,
+    *,
+    attempts: int = 3,
+    digest: str | None = None,
 ) -> None:
     """`sync_sources` in its own transaction; replicas starting together insert the same new
-    sources, so a conflict is read again (up to `attempts` times)."""
+    sources, so a conflict is read again (up to `attempts` times). `digest` (of the file the
+    configs came from) is recorded in the same transaction, for `synced_digest`."""
     for attempt in range(attempts):
         try:
             with Session(engine) as session, session.begin():
                 sync_sources(session, configs, now)
+                if digest is not None:
+                    _record_digest(session, SOURCES_FILE, digest, now)
             return
         except IntegrityError:
             if attempt == attempts - 1:
                 raise
 
 
+#: The `synced_file` row of the sources file.
+SOURCES_FILE = "sources"
+#: Part of the recorded digest: bump it when `monitor/sources.py` or `sync_sources` maps the
+#: same file to other rows, so databases synced by the old rules sync again.
+SYNC_RULES = 1
+
+
+def synced_digest(engine: Engine, name: str = SOURCES_FILE) -> str | None:
+    """The digest recorded by the last sync of file `name` (None: never synced this way)."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            select(synced_file.c.digest).where(synced_file.c.name == name)
+        ).scalar()
+        return None if found is None else str(found)
+
+
+def _record_digest(session: Session, name: str, digest: str, now: datetime) -> None:
+    c = synced_file.c
+    done = session.execute(
+        update(synced_file).where(c.name == name).values(digest=digest, synced_at=now)
+    )
+    if done.rowcount == 0:  # type: ignore[attr-defined]
+        session.execute(insert(synced_file).values(name=name, digest=digest, synced_at=now))
+
+
 def has_sources(engine: Engine) -> bool:
     with Session(engine) as session:
-        return session.scalar(select(col(SourceRow.id)).limit(1)) is not None
+        return session.scalar(select(table.c.id).limit(1)) is not None
 
 
 # --- claim / complete / release -----------------------------------------------------------------
@@ -228,35 +281,34 @@ def claim_sources(
 ) -> list[ClaimedSource]:
     """Lease up to `limit` due sources (all enabled ones with `force`) to `owner`, leaving out
     `exclude` (those a one-shot poll already did)."""
-    lease_free = or_(col(SourceRow.lease_until).is_(None), col(SourceRow.lease_until) < now)
-    conditions = [col(SourceRow.enabled), col(SourceRow.disabled_reason).is_(None), lease_free]
+    lease_free = or_(table.c.lease_until.is_(None), table.c.lease_until < now)
+    conditions = [table.c.enabled, table.c.disabled_reason.is_(None), lease_free]
     if not force:
-        conditions.append(col(SourceRow.next_poll_at) <= now)
+        conditions.append(table.c.next_poll_at <= now)
     ids = list(only or [])
     if ids:
-        conditions.append(col(SourceRow.id).in_(ids))
+        conditions.append(table.c.id.in_(ids))
     skip = list(exclude or [])
     if skip:
-        conditions.append(col(SourceRow.id).not_in(skip))
+        conditions.append(table.c.id.not_in(skip))
     inner = (
-        select(col(SourceRow.id))
+        select(table.c.id)
         .where(and_(*conditions))
-        .order_by(col(SourceRow.next_poll_at))
+        .order_by(table.c.next_poll_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
     stmt = (
-        update(SourceRow)
-        .where(col(SourceRow.id).in_(inner.scalar_subquery()))
+        update(table)
+        .where(table.c.id.in_(inner.scalar_subquery()))
         .values(
             lease_owner=owner,
             lease_until=now + timedelta(seconds=lease_seconds),
-            lease_epoch=col(SourceRow.lease_epoch) + 1,
+            lease_epoch=table.c.lease_epoch + 1,
         )
-        .returning(SourceRow)
-        .execution_options(synchronize_session=False)
+        .returning(*table.c)
     )
-    rows = session.execute(stmt).scalars().all()
+    rows = session.execute(stmt).all()
     return [
         ClaimedSource(
             id=row.id,
@@ -308,14 +360,13 @@ def renew_lease(session: Session, claim: ClaimedSource, *, owner: str, until: da
     it at the start of each but the last, which fences the chunk and, on PostgreSQL, locks the
     row until the chunk commits, so no replica can claim the source in the middle of one."""
     stmt = (
-        update(SourceRow)
+        update(table)
         .where(
-            col(SourceRow.id) == claim.id,
-            col(SourceRow.lease_owner) == owner,
-            col(SourceRow.lease_epoch) == claim.lease_epoch,
+            table.c.id == claim.id,
+            table.c.lease_owner == owner,
+            table.c.lease_epoch == claim.lease_epoch,
         )
         .values(lease_until=until)
-        .execution_options(synchronize_session=False)
     )
     return session.execute(stmt).rowcount == 1  # type: ignore[attr-defined, no-any-return]
 
@@ -352,19 +403,20 @@ def _record_events(session: Session, done: Sequence[tuple[ClaimedSource, SourceU
     ]
     if not rows:
         return
-    session.execute(insert(PollEventRow), rows)
-    table = PollEventRow.__table__  # type: ignore[attr-defined]
+    session.execute(insert(events_table), rows)
     for source_id in {str(r["source_id"]) for r in rows}:
         oldest_kept = (
-            select(table.c.id)
-            .where(table.c.source_id == source_id)
-            .order_by(table.c.id.desc())
+            select(events_table.c.id)
+            .where(events_table.c.source_id == source_id)
+            .order_by(events_table.c.id.desc())
             .offset(POLL_EVENTS_KEPT - 1)
             .limit(1)
             .scalar_subquery()
         )
         session.execute(
-            delete(table).where(table.c.source_id == source_id, table.c.id < oldest_kept)
+            delete(events_table).where(
+                events_table.c.source_id == source_id, events_table.c.id < oldest_kept
+            )
         )
 
 
@@ -372,14 +424,13 @@ def _complete(
     session: Session, claim: ClaimedSource, owner: str, values: dict[str, object]
 ) -> bool:
     stmt = (
-        update(SourceRow)
+        update(table)
         .where(
-            col(SourceRow.id) == claim.id,
-            col(SourceRow.lease_owner) == owner,
-            col(SourceRow.lease_epoch) == claim.lease_epoch,
+            table.c.id == claim.id,
+            table.c.lease_owner == owner,
+            table.c.lease_epoch == claim.lease_epoch,
         )
-        .values(lease_owner=None, lease_until=None, polls=col(SourceRow.polls) + 1, **values)
-        .execution_options(synchronize_session=False)
+        .values(lease_owner=None, lease_until=None, polls=table.c.polls + 1, **values)
     )
     return session.execute(stmt).rowcount == 1  # type: ignore[attr-defined, no-any-return]
 
@@ -402,7 +453,6 @@ def complete_sources(
     when every row matched its fence; otherwise (a lease lost meanwhile, which is rare) it is
     undone and written row by row to learn which ones were fenced off.
     """
-    table = SourceRow.__table__  # type: ignore[attr-defined]
     groups: dict[tuple[str, ...], list[tuple[ClaimedSource, dict[str, object]]]] = {}
     for claim, change in outcomes:
         values = _columns(change)
@@ -451,13 +501,11 @@ def complete_many(
 
 def release_sources(session: Session, owner: str, ids: Iterable[str] | None = None) -> int:
     """Give back unfinished claims at shutdown so other replicas take them at once."""
-    stmt = update(SourceRow).where(col(SourceRow.lease_owner) == owner)
+    stmt = update(table).where(table.c.lease_owner == owner)
     id_list = list(ids or [])
     if id_list:
-        stmt = stmt.where(col(SourceRow.id).in_(id_list))
-    stmt = stmt.values(lease_owner=None, lease_until=None).execution_options(
-        synchronize_session=False
-    )
+        stmt = stmt.where(table.c.id.in_(id_list))
+    stmt = stmt.values(lease_owner=None, lease_until=None)
     return session.execute(stmt).rowcount  # type: ignore[attr-defined, no-any-return]
 
 
@@ -483,4 +531,5 @@ __all__ = [
     "renew_lease",
     "sync_from_config",
     "sync_sources",
+    "synced_digest",
 ]

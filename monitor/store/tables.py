@@ -325,3 +325,14 @@ class FeedbackRow(SQLModel, table=True):
     undone_by: str | None = Field(default=None, max_length=200)
     rejected_at: datetime | None = None
     rejected_by: str | None = Field(default=None, max_length=200)
+
+
+class SyncedFileRow(SQLModel, table=True):
+    """The digest of a configuration file as last synced into the database (`sources`: the
+    sources file), so a run whose file did not change skips parsing and syncing it."""
+
+    __tablename__ = "synced_file"
+
+    name: str = Field(primary_key=True, max_length=100)
+    digest: str = Field(max_length=64)
+    synced_at: datetime = Field(default_factory=utcnow)

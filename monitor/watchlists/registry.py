@@ -16,8 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import structlog
-
+from monitor.logs import get_logger
 from monitor.model import Watchlist
 from monitor.query import syntax as q
 from monitor.query.matcher import Matcher, compile_matcher
@@ -25,7 +24,7 @@ from monitor.relevance.models import LazyRelevanceModels, RelevanceModels
 from monitor.watchlists.errors import WatchlistError
 from monitor.watchlists.files import config_hash, load_watchlists
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 #: Builds the models of a watchlist set (the App's `train_models`).
 Trainer = Callable[[Iterable[Watchlist]], RelevanceModels]
