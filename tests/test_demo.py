@@ -138,7 +138,8 @@ def test_demo_shows_the_product_in_under_a_minute(tmp_path: Path) -> None:
     grouped = [line for line in out.splitlines() if "grouped as one story: " in line]
     assert grouped, out[-3000:]
     joined = out[out.index("grouped as one story: ") :]
-    assert any(t in grouped[0] for t in ("Korea Północna wystrzeliła", "North Korea Fires")), grouped
+    titles = ("Korea Północna wystrzeliła", "North Korea Fires")
+    assert any(t in grouped[0] for t in titles), grouped
     assert all(f in joined.split(")")[0] for f in ("epoch-times", "forsal", "interia", "bankier"))
     assert "Summary" in out and "Next" in out and "monitor watchlists check" in out
     # It ran on the given database: the stored stories are there to look at afterwards.
