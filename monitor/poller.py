@@ -8,9 +8,12 @@ numpy): a one-shot poll of unchanged feeds starts fetching sooner and does less.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
@@ -81,6 +84,10 @@ class Poller:
         # transaction each (1,000 unchanged sources must poll in well under two seconds).
         self._quiet: list[tuple[ClaimedSource, SourceUpdate]] = []
         self._quiet_lock = threading.Lock()
+        # Ingests (parse, store, stories) run here, not in asyncio's default executor: a few
+        # workers keep a core busy, while every extra thread holding a parsed feed and its
+        # allocator arena costs memory (a 500-feed catch-up peaked 35 MiB higher at six).
+        self._ingest: ThreadPoolExecutor | None = None
 
     async def poll_due(
         self,
@@ -179,9 +186,10 @@ class Poller:
 
             ctx = self.context()
             # From here on the result is ours to keep: finish storing even while shutting down.
-            store = asyncio.ensure_future(
-                asyncio.to_thread(poll_fetched, ctx, claim, fetched, utcnow())
+            call = functools.partial(
+                contextvars.copy_context().run, poll_fetched, ctx, claim, fetched, utcnow()
             )
+            store = asyncio.get_running_loop().run_in_executor(self._ingest_pool(), call)
             self._storing.add(store)
             store.add_done_callback(self._storing.discard)
             report = await asyncio.shield(store)
@@ -190,6 +198,19 @@ class Poller:
         if self.on_report is not None:
             self.on_report(report)
         return report
+
+    def _ingest_pool(self) -> ThreadPoolExecutor:
+        if self._ingest is None:
+            self._ingest = ThreadPoolExecutor(
+                max_workers=self.settings.ingest_workers, thread_name_prefix="ingest"
+            )
+        return self._ingest
+
+    def close(self) -> None:
+        """Stop the ingest workers (after `drain`, or once a one-shot poll is done)."""
+        if self._ingest is not None:
+            self._ingest.shutdown(wait=True)
+            self._ingest = None
 
     def _batch_if_quiet(
         self, claim: ClaimedSource, fetched: FetchResult | FetchError

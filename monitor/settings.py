@@ -73,6 +73,13 @@ class Settings(BaseSettings):
         description="Feed parser: auto (lxml for clean RSS/Atom documents, feedparser for the "
         "rest; the same entries, several times faster) or feedparser (always).",
     )
+    ingest_workers: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Fetched feeds parsed and stored at once (threads). SQLite has one writer, "
+        "so more do not go faster there and each holds memory; on PostgreSQL more can help.",
+    )
     write_chunk_entries: int = Field(
         200,
         ge=1,

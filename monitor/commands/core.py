@@ -89,8 +89,10 @@ CANNOT_START = 2  # the service cannot start as configured (the message says wha
 
 
 def cmd_run(args: argparse.Namespace, app: App) -> int:
+    from monitor.allocator import limit_arenas
     from monitor.service import Service, StartupError
 
+    limit_arenas()  # before any thread: see monitor.allocator
     _settings(app)
     service = Service(app, dry_run=args.dry_run)
     try:
@@ -105,11 +107,13 @@ def cmd_run(args: argparse.Namespace, app: App) -> int:
 
 def cmd_poll(args: argparse.Namespace, app: App) -> int:
     from monitor import progress
+    from monitor.allocator import limit_arenas
     from monitor.model import PollStatus
     from monitor.redact import redact_text
     from monitor.render import console_safe
     from monitor.service import Service, StartupError
 
+    limit_arenas()  # before any thread: see monitor.allocator
     _settings(app, logs_to_stderr=True)
     app.lazy_models = True  # trained by the first poll that judges; a catch-up never does
     # one-shot: the watchlists load with the first poll that has entries to match

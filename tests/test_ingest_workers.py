@@ -1,0 +1,123 @@
+"""A poll's ingests run on `MONITOR_INGEST_WORKERS` threads of the poller's own, and the
+long-running commands cap glibc's malloc arenas (the memory of a 500-feed catch-up)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor import pipeline
+from monitor.app import App
+from monitor.service import Service
+from monitor.settings import Settings
+from monitor.store import db
+from tests.support.feedserver import FeedServer, rss
+
+
+def _service(tmp: Path, server: FeedServer, feeds: int, workers: int) -> Service:
+    folder = tmp / "watchlists"
+    folder.mkdir()
+    lines = ["sources:"]
+    for i in range(feeds):
+        server.add(
+            f"/f{i}.xml", rss([(f"Item {i} {j}", f"http://127.0.0.1/a/{i}/{j}") for j in range(3)])
+        )
+        lines += [f"  - id: s{i}", f"    name: S{i}", f"    url: {server.url(f'/f{i}.xml')}"]
+    (folder / "sources.yaml").write_text("\n".join(lines) + "\n")
+    url = f"sqlite:///{tmp / 'm.db'}"
+    db.upgrade(url)
+    settings = Settings(
+        database_url=url,  # type: ignore[arg-type]
+        watchlists_dir=folder,
+        allow_private_hosts=["127.0.0.1"],
+        http_port=-1,
+        ingest_workers=workers,
+        fetch_concurrency=feeds,
+        fetch_per_host=feeds,
+    )
+    service = Service(App(settings))
+    service.prepare(exclusive=False)
+    return service
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_ingests_run_on_the_configured_number_of_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    busy: set[int] = set()
+    most = 0
+    names: set[str] = set()
+    lock = threading.Lock()
+    real_parse = pipeline.parse
+
+    def counted_parse(*args: Any, **kwargs: Any) -> Any:  # the real parse, counted
+        nonlocal most
+        with lock:
+            busy.add(threading.get_ident())
+            most = max(most, len(busy))
+            names.add(threading.current_thread().name)
+        try:
+            time.sleep(0.05)  # long enough for every fetched feed to be waiting for a worker
+            return real_parse(*args, **kwargs)
+        finally:
+            with lock:
+                busy.discard(threading.get_ident())
+
+    monkeypatch.setattr(pipeline, "parse", counted_parse)
+    with FeedServer() as server:
+        service = _service(tmp_path, server, feeds=8, workers=workers)
+
+        async def go() -> list[Any]:
+            try:
+                return await service.poller.poll_all_due(force=True)
+            finally:
+                await service.aclose()
+
+        reports = asyncio.run(go())
+    assert sorted(r.source_id for r in reports) == sorted(f"s{i}" for i in range(8))
+    assert sum(r.new for r in reports) == 24  # every ingest stored its feed
+    assert most == workers
+    assert names and all(n.startswith("ingest") for n in names)
+    assert service.poller._ingest is None  # closed with the service: no thread left behind
+
+
+_ARENAS = """
+import sys, threading, ctypes
+from monitor.allocator import limit_arenas
+print(limit_arenas(), flush=True)
+start = threading.Barrier(4)
+def work():
+    start.wait()
+    keep = [bytearray(60000) for _ in range(200)]
+    start2.wait()
+start2 = threading.Barrier(4)
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+ctypes.CDLL(None).malloc_stats()
+"""
+
+
+def _arenas(env: dict[str, str]) -> tuple[str, int]:
+    done = subprocess.run(
+        [sys.executable, "-c", _ARENAS], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip(), sum(ln.startswith("Arena ") for ln in done.stderr.splitlines())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc arenas")
+def test_one_arena_for_all_threads_unless_the_operator_chose() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    assert _arenas(env) == ("True", 1)
+    said, arenas = _arenas({**env, "MALLOC_ARENA_MAX": "3"})
+    assert said == "False"  # glibc read the operator's value itself
+    assert arenas > 1  # four threads allocating at once get arenas of their own
