@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property, lru_cache
+from typing import cast
 
 import numpy as np
 
@@ -260,6 +261,64 @@ def band_keys(fp: Fingerprint) -> tuple[int, ...]:
     if len(fp.words) >= 4:
         keys += _band_values(mixed[:, split:].min(axis=0), TEXT_ROWS, _SALT_TEXT)
     return tuple(dict.fromkeys(keys))
+
+
+def band_keys_many(fps: Sequence[Fingerprint]) -> list[tuple[int, ...]]:
+    """`band_keys` of many articles (one poll's) in a few numpy calls, not a few per article:
+    the per-call overhead of small arrays was most of the cost. The same keys, in the same
+    order, as `band_keys` of each (`tests/test_dedup.py` compares them on the corpus)."""
+    out: list[tuple[int, ...]] = [()] * len(fps)
+    lists: list[list[str]] = []
+    titled: list[int] = []  # title tokens first, then the other words, per article
+    todo: list[int] = []
+    for i, fp in enumerate(fps):
+        title = list(fp.title)
+        tokens = title + [t for t in fp.words if t not in fp.title]
+        if len(tokens) >= 2:
+            todo.append(i)
+            lists.append(tokens)
+            titled.append(len(title))
+    if not todo:
+        return out
+    lengths = np.fromiter((len(t) for t in lists), dtype=np.intp, count=len(lists))
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.intp)
+    hv = _token_hashes(t for tokens in lists for t in tokens)
+    split = TITLE_BANDS * TITLE_ROWS
+    with np.errstate(over="ignore"):
+        mixed = (hv[:, None] * _A[None, :] + _B[None, :]) >> _SHIFT_32
+    text_sig = np.minimum.reduceat(mixed[:, split:], starts, axis=0)
+    # Minimum over each article's first `titled` rows: reduce over [start, start + titled) by
+    # interleaving those bounds (a trailing pad row keeps the last bound inside the array).
+    title_len = np.asarray(titled, dtype=np.intp)
+    bounds = np.empty(2 * len(todo), dtype=np.intp)
+    bounds[0::2] = starts
+    bounds[1::2] = starts + title_len
+    padded = np.vstack((mixed[:, :split], np.zeros((1, split), dtype=mixed.dtype)))
+    title_sig = np.minimum.reduceat(padded, bounds, axis=0)[0::2]
+    title_keys = _band_matrix(title_sig, TITLE_ROWS, _SALT_TITLE)
+    text_keys = _band_matrix(text_sig, TEXT_ROWS, _SALT_TEXT)
+    for j, i in enumerate(todo):
+        keys: list[int] = []
+        if titled[j] >= 2:
+            keys += title_keys[j]
+        if len(fps[i].words) >= 4:
+            keys += text_keys[j]
+        out[i] = tuple(dict.fromkeys(keys))
+    return out
+
+
+def _band_matrix(sigs: np.ndarray, rows: int, salt: np.ndarray) -> list[list[int]]:
+    """`_band_values` of each row of `sigs` (one signature per article)."""
+    n, width = sigs.shape
+    with np.errstate(over="ignore"):
+        mixed = sigs.reshape(n, width // rows, rows) * _ROW_MIX[:rows]
+        v = np.bitwise_xor.reduce(mixed, axis=2) ^ salt[None, :]
+        v ^= v >> np.uint64(30)
+        v *= np.uint64(0xBF58476D1CE4E5B9)
+        v ^= v >> np.uint64(27)
+        v *= np.uint64(0x94D049BB133111EB)
+        v ^= v >> np.uint64(31)
+    return cast(list[list[int]], v.view(np.int64).tolist())
 
 
 # --- the decision --------------------------------------------------------------------------------

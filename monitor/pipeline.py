@@ -96,7 +96,8 @@ def poll_fetched(
     catchup = not claim.first_poll_done  # a new source's first poll stores and alerts nobody
     judged = judge_articles(ctx, fresh, catchup)  # gate, then the watchlists' models
     embedded = story_embeddings(ctx, fresh, judged, catchup)  # the vector signal of stories
-    prepared = [prepare(ctx, a, now, judged, embedded) for a in fresh]  # matches, story keys
+    keys = stories.story_keys_many(fresh, now, _story_model(ctx), embedded)  # pure
+    prepared = [prepare(a, judged, k) for a, k in zip(fresh, keys, strict=True)]
     notes = _notes(claim, feed, len(kept), skipped, fetched.url)
     update = replace(
         success_update(ctx.settings, claim, fetched, now, feed, PollStatus.OK),
@@ -197,22 +198,18 @@ class Judged:
     used: Mapping[str, Vector] = field(default_factory=dict)  # entry key: the vector judged
 
 
-def prepare(
-    ctx: PollContext,
-    article: Article,
-    now: datetime,
-    judged: Judged,
-    embedded: Mapping[str, Embedding] | None = None,
-) -> PreparedEntry:
-    """The watchlist matches and story keys of one normalized entry (pure)."""
-    embedding = (embedded or {}).get(article.entry_key)
-    model = ctx.story_embedder.name if ctx.story_embedder is not None else None
+def prepare(article: Article, judged: Judged, keys: stories.StoryKeys) -> PreparedEntry:
+    """One normalized entry with its watchlist matches and its story keys (pure)."""
     return PreparedEntry(
         article,
         judged.matches.get(article.entry_key, ()),
-        stories.story_keys(article, now, model, embedding),
+        keys,
         judged.vectors.get(article.entry_key, {}),
     )
+
+
+def _story_model(ctx: PollContext) -> str | None:
+    return ctx.story_embedder.name if ctx.story_embedder is not None else None
 
 
 def story_embeddings(
@@ -372,11 +369,19 @@ def _write_chunk(
     embedder = ctx.relevance.embedder if made else None
     if embedder is not None:
         vectors.save(session, embedder.name, made)
+    window = timedelta(hours=ctx.settings.story_window_hours)
+    fresh = [
+        (e.article_id, by_key[e.article.entry_key].story)
+        for e in stored
+        if e.sighting is Sighting.NEW
+    ]
+    index = stories.BandIndex.prefetch(session, fresh, window)
     items = [
         item
         for e in stored
-        if (item := _judge(ctx, session, e, by_key[e.article.entry_key], now, catchup))
+        if (item := _judge(ctx, session, e, by_key[e.article.entry_key], now, catchup, index))
     ]
+    index.flush(session.connection())
     done.alerts += alerting.enqueue_for_poll(  # outbox rows, before any network call
         session,
         source_id=claim.id,
@@ -399,6 +404,7 @@ def _judge(
     prepared: PreparedEntry,
     now: datetime,
     catchup: bool,
+    index: stories.BandIndex | None = None,
 ) -> IngestedItem | None:
     """The alerting view of one stored entry: its prepared matches, and its story (a copy
     joins its original's; a new article is placed with its prepared keys: look-ups only)."""
@@ -408,7 +414,7 @@ def _judge(
     if entry.sighting is Sighting.NEW:
         window = ctx.settings.story_window_hours
         story = stories.assign_story(
-            session, entry.article_id, article, now, window, keys=prepared.story
+            session, entry.article_id, article, now, window, keys=prepared.story, index=index
         )
     else:
         found = stories.story_of_article(session, entry.article_id)

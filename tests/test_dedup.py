@@ -384,3 +384,24 @@ def test_a_translation_does_not_open_a_story_that_has_my_language() -> None:
         dedup.Embedding(loose, "en"),
     )
     assert other.is_new
+
+
+def test_batched_band_keys_equal_each_articles_own() -> None:
+    """The poll makes a feed's band keys in one batch; stored keys must not depend on it."""
+    items = read_articles(CORPUS / "articles.jsonl")
+    fps = [dedup.fingerprint(i.article.title, i.article.text, None) for i in items]
+    fps += [  # no keys, title keys only, text keys only, one token of title
+        dedup.fingerprint("", "", None),
+        dedup.fingerprint("Launch", "", None),
+        dedup.fingerprint("Missile launch", "", None),
+        dedup.fingerprint("Launch", "Pyongyang fired two missiles on Tuesday", None),
+    ]
+    one = [dedup.band_keys(fp) for fp in fps]
+    assert sum(map(bool, one)) > len(items) // 2
+    assert dedup.band_keys_many(fps) == one
+    for size in (1, 2, 7, 30):  # batch boundaries, the last article ending the array
+        batched = [
+            k for i in range(0, len(fps), size) for k in dedup.band_keys_many(fps[i : i + size])
+        ]
+        assert batched == one
+    assert dedup.band_keys_many([]) == []

@@ -436,3 +436,110 @@ def test_explain_command_on_stored_articles(
     assert code == 0, out
     assert "decision: NOT ONE STORY (not alike)" in out
     assert "stored: different stories" in out and "vector: no vector" in out
+
+
+def _store_chunk(session: Session, batch: list[Article], now: datetime) -> list[StoryAssignment]:
+    """As a poll's write chunk does: insert, one `BandIndex` look-up, assign, flush."""
+    window = timedelta(hours=72.0)
+    ids = [articles.insert_article(session, a, now=now, catchup=False) for a in batch]
+    keys = stories.story_keys_many(batch, now)
+    fresh = [(i, k) for i, k in zip(ids, keys, strict=True) if i is not None]
+    index = stories.BandIndex.prefetch(session, fresh, window)
+    out = [
+        stories.assign_story(session, i, a, now, 72.0, keys=k, index=index)
+        for i, a, k in zip(ids, batch, keys, strict=True)
+        if i is not None
+    ]
+    index.flush(session.connection())
+    return out
+
+
+@pytest.mark.parametrize("size", [1, 7, 200])
+def test_chunked_look_ups_group_like_one_query_per_article(
+    engine: Engine, corpus: list[CorpusItem], size: int
+) -> None:
+    """Copies inside one chunk find each other; stored band rows are those of the slow path."""
+    from monitor.evaluation import group
+
+    day = [
+        a
+        for a in corpus
+        if a.published is not None
+        and datetime(2023, 11, 15, tzinfo=UTC) <= a.published < datetime(2023, 12, 5, tzinfo=UTC)
+    ]
+    day.sort(key=lambda a: (a.published or T0, a.line))
+    expected = group(day, 72.0)
+    now = datetime(2023, 12, 5, tzinfo=UTC)
+    arts = [Article(a.source, a.id, "", a.title, a.text, a.published, a.id) for a in day]
+    for start in range(0, len(arts), size):
+        with Session(engine) as session, session.begin():
+            _store_chunk(session, arts[start : start + size], now)
+    with Session(engine) as session:
+        got = {
+            str(k): v
+            for k, v in session.execute(
+                select(col(ArticleRow.entry_key), col(ArticleRow.story_id))
+            ).all()
+        }
+        bands = session.execute(
+            select(col(StoryBand.article_id), col(StoryBand.story_id), col(StoryBand.band))
+        ).all()
+        by_id = dict(session.execute(select(col(ArticleRow.id), col(ArticleRow.story_id))).all())
+    pairs = [(x, y) for x in got for y in got if x < y]
+    assert sum(expected[x] == expected[y] for x, y in pairs) >= 3
+    for x, y in pairs:
+        assert (expected[x] == expected[y]) == (got[x] == got[y]), (x, y)
+    want = sum(len(k) for k in stories.story_keys_many(arts, now) for k in [k.bands])
+    assert len(bands) == want  # every held row was written, once
+    assert all(by_id[a] == s for a, s, _b in bands)  # under its article's story
+
+
+def test_a_merge_inside_a_chunk_moves_the_rows_held_for_it(pg_engine: Engine) -> None:
+    """Concurrently started stories merge mid-chunk; a later copy of the chunk joins the kept
+    story, and its band rows (held, then written) name the kept story too."""
+    now = T0 + timedelta(hours=3)
+    with Session(pg_engine) as one, Session(pg_engine) as two:
+        one.begin()
+        two.begin()
+        _, a = _store(one, ABC, now)
+        _, b = _store(two, NBC, now)
+        one.commit()
+        two.commit()
+    assert a.story_id != b.story_id
+    third = _article("wapo", NBC.title, NBC.text + " Japan said.", T0 + timedelta(hours=4))
+    fourth = _article("cbs", NBC.title, NBC.text + " Seoul said.", T0 + timedelta(hours=5))
+    with Session(pg_engine) as session, session.begin():
+        c, d = _store_chunk(session, [third, fourth], now)
+    assert c.story_id == a.story_id and d.story_id == a.story_id
+    with Session(pg_engine) as session:
+        stored = set(session.execute(select(col(StoryBand.story_id))).scalars())
+        assert stored == {a.story_id}
+        kept = session.get(Story, a.story_id)
+        assert kept is not None and kept.article_count == 4
+
+
+def test_the_chunk_index_follows_merged_stories(engine: Engine) -> None:
+    """Rows read or held before a merge answer, and are written, under the kept story."""
+    now = T0 + timedelta(hours=3)
+    abc_id, a = _ingest(engine, ABC, now)
+    third = _article("wapo", NBC.title, NBC.text + " Japan said.", T0 + timedelta(hours=4))
+    held, later = stories.story_keys(NBC, now), stories.story_keys(third, now)
+    with Session(engine) as session, session.begin():
+        nbc_id = articles.insert_article(session, NBC, now=now, catchup=False)
+        third_id = articles.insert_article(session, third, now=now, catchup=False)
+        assert nbc_id is not None and third_id is not None
+        window = timedelta(hours=72)
+        index = stories.BandIndex.prefetch(session, [(nbc_id, held), (third_id, later)], window)
+        conn = session.connection()
+        index.add(conn, held.bands, nbc_id, 999_999, held.when)  # under a story about to merge
+        index.merged(a.story_id, [999_999])
+        found = index.find(conn, third_id, later.bands, later.when)
+        assert {(art, story) for art, story, _n in found} == {
+            (abc_id, a.story_id),
+            (nbc_id, a.story_id),
+        }
+        index.flush(conn)
+        written = session.execute(
+            select(col(StoryBand.story_id)).where(col(StoryBand.article_id) == nbc_id)
+        ).scalars()
+        assert set(written) == {a.story_id}

@@ -15,8 +15,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import cast
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Engine, Table, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlmodel import col
@@ -48,25 +49,36 @@ class KnownEntry:
     revision: int
 
 
+_ARTICLE = cast(Table, ArticleRow.__table__)  # type: ignore[attr-defined]
+_COPY = cast(Table, ArticleCopyRow.__table__)  # type: ignore[attr-defined]
+# Built once and run on the session's Core connection: building a select and the ORM's
+# execution path cost more per poll than the indexed look-ups themselves.
+_KNOWN = select(
+    _ARTICLE.c.id, _ARTICLE.c.entry_key, _ARTICLE.c.content_hash, _ARTICLE.c.revision
+).where(
+    _ARTICLE.c.source_id == bindparam("source"),
+    _ARTICLE.c.entry_key.in_(bindparam("keys", expanding=True)),
+)
+_KNOWN_COPIES = select(_COPY.c.article_id, _COPY.c.entry_key).where(
+    _COPY.c.source_id == bindparam("source"),
+    _COPY.c.entry_key.in_(bindparam("keys", expanding=True)),
+)
+_BY_HASH = (
+    select(func.min(_ARTICLE.c.id), _ARTICLE.c.content_hash)
+    .where(_ARTICLE.c.content_hash.in_(bindparam("hashes", expanding=True)))
+    .group_by(_ARTICLE.c.content_hash)
+)
+
+
 def known_entries(session: Session, source_id: str, keys: Sequence[str]) -> dict[str, KnownEntry]:
     """Entries of this source already stored (as articles) or linked (as copies)."""
     found: dict[str, KnownEntry] = {}
+    conn = session.connection()
     for chunk in _chunks(keys, 500):
-        for row_id, key, digest, revision in session.execute(
-            select(
-                col(ArticleRow.id),
-                col(ArticleRow.entry_key),
-                col(ArticleRow.content_hash),
-                col(ArticleRow.revision),
-            ).where(col(ArticleRow.source_id) == source_id, col(ArticleRow.entry_key).in_(chunk))
-        ):
+        params = {"source": source_id, "keys": chunk}
+        for row_id, key, digest, revision in conn.execute(_KNOWN, params):
             found[key] = KnownEntry(int(row_id or 0), digest, revision)
-        for article_id, key in session.execute(
-            select(col(ArticleCopyRow.article_id), col(ArticleCopyRow.entry_key)).where(
-                col(ArticleCopyRow.source_id) == source_id,
-                col(ArticleCopyRow.entry_key).in_(chunk),
-            )
-        ):
+        for article_id, key in conn.execute(_KNOWN_COPIES, params):
             # A copy never produces updates of its own: its hash is the original's by definition.
             found.setdefault(key, KnownEntry(article_id, "", 0))
     return found
@@ -119,12 +131,9 @@ def entries_to_write(engine: Engine, source_id: str, articles: Sequence[Article]
 
 def articles_by_hash(session: Session, hashes: Sequence[str]) -> dict[str, int]:
     found: dict[str, int] = {}
+    conn = session.connection()
     for chunk in _chunks(hashes, 500):
-        for row_id, digest in session.execute(
-            select(func.min(col(ArticleRow.id)), col(ArticleRow.content_hash))
-            .where(col(ArticleRow.content_hash).in_(chunk))
-            .group_by(col(ArticleRow.content_hash))
-        ):
+        for row_id, digest in conn.execute(_BY_HASH, {"hashes": chunk}):
             found[digest] = int(row_id or 0)
     return found
 
