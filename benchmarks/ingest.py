@@ -127,14 +127,26 @@ def our_path(
     With `with_stories=False` the story stage is switched off (benchmark only), so the table can
     show the store path the ingest issue defines apart from near-duplicate grouping.
     """
-    original = stories.assign_story, stories.story_keys
-    if not with_stories:  # both halves: the keys made before the write, the placing inside it
+    original = stories.assign_story, stories.story_keys_many, stories.BandIndex
+    if not with_stories:  # every part: the keys made before the write, the look-ups inside it
         stories.assign_story = lambda *a, **k: None  # type: ignore[assignment]
-        stories.story_keys = lambda *a, **k: None  # type: ignore[assignment]
+        stories.story_keys_many = lambda articles, *a, **k: [None] * len(articles)  # type: ignore[assignment]
+        stories.BandIndex = _NoIndex  # type: ignore[assignment,misc]
     try:
         return _our_path(docs, repeat, parser)
     finally:
-        stories.assign_story, stories.story_keys = original
+        stories.assign_story, stories.story_keys_many, stories.BandIndex = original  # type: ignore[misc]
+
+
+class _NoIndex:
+    """`stories.BandIndex` with the story stage switched off."""
+
+    @classmethod
+    def prefetch(cls, *_args: object) -> _NoIndex:
+        return cls()
+
+    def flush(self, *_args: object) -> None:
+        return None
 
 
 def _our_path(
