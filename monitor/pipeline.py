@@ -34,6 +34,7 @@ from monitor.model import (
     ParsedFeed,
     PollStatus,
     SourceKind,
+    StoryAssignment,
     Watchlist,
 )
 from monitor.normalize import normalize_entry
@@ -416,8 +417,12 @@ def _judge(
         story = stories.assign_story(
             session, entry.article_id, article, now, window, keys=prepared.story, index=index
         )
-    else:
-        found = stories.story_of_article(session, entry.article_id)
+    else:  # a copy: of an article this chunk placed, or one stored before
+        placed = index.assigned.get(entry.article_id) if index is not None else None
+        if placed is not None:
+            found: StoryAssignment | None = replace(placed, is_new=False)
+        else:
+            found = stories.story_of_article(session, entry.article_id)
         if found is None:
             return None
         story = found

@@ -369,3 +369,40 @@ def test_a_5000_item_feed_leaves_the_write_lock_to_the_others(
     # each got the lock well inside its busy timeout (none failed, see above): the big poll's
     # chunks are short. Not a tight bound: a loaded CI machine stretches every wait.
     assert max(took for _, took in during) < busy * 0.8, during
+
+
+def test_copies_and_near_duplicates_in_one_document_are_one_story(
+    server: FeedServer, tmp_path: Path, sqlite_url: str
+) -> None:
+    """Within one write chunk a copy joins its original's story and a rewrite is found among
+    the chunk's own articles (their band rows not yet written): one alert, the rest threaded."""
+    url = server.add("/f.xml", feed(distinct_items(3, "old")))
+    desk = Desk(tmp_path, sqlite_url, {"f": url}, story_vectors="off")  # MinHash alone
+    try:
+        assert desk.poll("f").new == 3  # the first poll only stores
+        now = datetime.now(UTC)
+        title = "Missile launch reported by Japan as North Korea fires toward the sea"
+        text = (
+            "North Korea fired a ballistic missile toward the sea off its east coast on Sunday, "
+            "Japan's defence ministry said, the latest in a series of launches this year."
+        )
+        items = [
+            ("one", title, text, now),
+            ("two", title, text, now - timedelta(minutes=1)),  # the same text: a copy
+            ("three", title, text + " Seoul said it was analysing the flight.", now),
+            *distinct_items(4, "new", seed=11),
+        ]
+        server.add("/f.xml", feed(items))
+        report = desk.poll("f")
+        with Session(desk.engine) as session:
+            stories = {
+                str(url).rsplit("/", 1)[-1]: story
+                for url, story in session.execute(select(ArticleRow.url, ArticleRow.story_id))
+            }
+            kinds = [r.kind for r in session.scalars(select(AlertRow).order_by(AlertRow.id))]
+    finally:
+        desk.close()
+    assert report.new == 6  # "two" is stored as a copy of "one"
+    assert stories["one"] == stories["three"]
+    assert len(set(stories.values())) == 3 + 4 + 1
+    assert kinds == ["alert", "also", "also"]

@@ -3,8 +3,9 @@ near-duplicate logic of monitor.dedup decides which).
 
 The index is the `story_band` table: one row per LSH band key of each article, with the
 article's time (published, else first seen) in `created_at`. Finding candidates is one indexed
-`band IN (…)` query, so nothing is held in memory between calls and every replica sees the same
-index. Candidates are verified against their stored title and text (fingerprints of recently
+`band IN (…)` query (for a poll's write chunk, one grouped query for all its articles:
+`BandIndex`), so nothing is held in memory between transactions and every replica sees the
+same index. Candidates are verified against their stored title and text (fingerprints of recently
 seen articles are cached per process, keyed by id and checked against the text).
 
 Several replicas (PostgreSQL): two transactions that store copies of one story at the same
@@ -560,6 +561,8 @@ class BandIndex:
         self._held: dict[int, list[tuple[int, int, datetime]]] = {}  # band: chunk's own rows
         self._pending: list[tuple[int, int, int, Any]] = []  # (band, article, story, at)
         self._moved: dict[int, int] = {}  # merged story: the story it went into
+        self._placed: list[tuple[int, int]] = []  # (article, story) not yet written
+        self.assigned: dict[int, StoryAssignment] = {}  # article: its story, placed here
 
     @classmethod
     def prefetch(
@@ -639,13 +642,25 @@ class BandIndex:
             self._held.setdefault(band, []).append((article_id, story_id, when))
             self._pending.append((band, article_id, story_id, at))
 
+    def place(self, article_id: int, assignment: StoryAssignment) -> None:
+        """Hold `article.story_id` of an article just placed (written by `flush`)."""
+        self._placed.append((article_id, assignment.story_id))
+        self.assigned[article_id] = assignment
+
     def merged(self, keep: int, others: Sequence[int]) -> None:
-        for other in others:
-            if other != keep:
-                self._moved[other] = keep
+        gone = {o for o in others if o != keep}
+        for other in gone:
+            self._moved[other] = keep
+        # Articles of merged stories are answered from the database again (moved to `keep`).
+        self.assigned = {a: s for a, s in self.assigned.items() if s.story_id not in gone}
 
     def flush(self, conn: Connection) -> None:
-        """Write the held band rows (each under the story it is in now)."""
+        """Write the held story ids of articles and band rows (under the story each is in)."""
+        placed, self._placed = self._placed, []
+        if placed and conn.dialect.paramstyle == "qmark":
+            conn.exec_driver_sql(_SET_STORY_SQL, [(self.story(s), a) for a, s in placed])
+        elif placed:
+            conn.execute(_SET_STORY, [{"aid": a, "sid": self.story(s)} for a, s in placed])
         if not self._pending:
             return
         rows, self._pending = self._pending, []
@@ -673,7 +688,7 @@ def assign_story(
     """Put a just-inserted article into a story (joining a near-duplicate's, or a new one).
 
     Runs inside the caller's transaction; sets `article.story_id` and writes the band rows
-    (with `index`, the chunk's `BandIndex`, it looks up and holds them there: the caller
+    (with `index`, the chunk's `BandIndex`, it looks up and holds both there: the caller
     flushes it). `keys` are the article's `story_keys(article, now)`, made before the
     transaction; without them they are made here.
     """
@@ -713,11 +728,14 @@ def assign_story(
     if vec is not None:
         _add_vector(conn, vec, article_id, story_id, when)
     _cache.put(article_id, article.title, article.text, fp)
-    if conn.dialect.paramstyle == "qmark":
+    assignment = StoryAssignment(story_id, key, is_new, first)
+    if index is not None:
+        index.place(article_id, assignment)
+    elif conn.dialect.paramstyle == "qmark":
         conn.exec_driver_sql(_SET_STORY_SQL, (story_id, article_id))
     else:
         conn.execute(_SET_STORY, {"aid": article_id, "sid": story_id})
-    return StoryAssignment(story_id, key, is_new, first)
+    return assignment
 
 
 def _new_story(conn: Connection, values: dict[str, Any]) -> int:
