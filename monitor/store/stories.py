@@ -28,7 +28,6 @@ from typing import Any, cast
 import numpy as np
 from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
-from sqlmodel import col
 
 from monitor import dedup
 from monitor.clock import as_utc
@@ -760,13 +759,16 @@ def _new_story(conn: Connection, values: dict[str, Any]) -> int:
     return int(row[0])
 
 
+_STORY_OF = (
+    select(_STORY.c.id, _STORY.c.key, _STORY.c.first_article_id)
+    .join(_ARTICLE, _ARTICLE.c.story_id == _STORY.c.id)
+    .where(_ARTICLE.c.id == bindparam("aid"))
+)
+
+
 def story_of_article(session: Session, article_id: int) -> StoryAssignment | None:
     """The story a stored article belongs to, as a later member of it (`is_new` False)."""
-    row = session.execute(
-        select(col(Story.id), col(Story.key), col(Story.first_article_id))
-        .join(ArticleRow, col(ArticleRow.story_id) == col(Story.id))
-        .where(col(ArticleRow.id) == article_id)
-    ).first()
+    row = session.connection().execute(_STORY_OF, {"aid": article_id}).first()
     if row is None:
         return None
     return StoryAssignment(int(row[0] or 0), str(row[1]), False, int(row[2]))
