@@ -88,6 +88,11 @@ class Poller:
         # workers keep a core busy, while every extra thread holding a parsed feed and its
         # allocator arena costs memory (a 500-feed catch-up peaked 35 MiB higher at six).
         self._ingest: ThreadPoolExecutor | None = None
+        # Polls past the fetch hold their body until stored: with ingest the slower half, a
+        # catch-up of big feeds would otherwise hold every fetched body at once. This many
+        # polls run at a time: every fetch slot, and two bodies waiting per ingest worker.
+        self._slots_size = settings.fetch_concurrency + 2 * settings.ingest_workers
+        self._slots_of: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
     async def poll_due(
         self,
@@ -170,15 +175,37 @@ class Poller:
         )
 
     async def poll_source(self, claim: ClaimedSource) -> PollReport:
+        slots = self._slots()
+        try:
+            await slots.acquire()
+        except asyncio.CancelledError:
+            await self._give_back(claim)
+            raise
+        try:
+            return await self._poll_source(claim)
+        finally:
+            slots.release()
+
+    def _slots(self) -> asyncio.Semaphore:
+        """The slots of the running loop (a one-shot command or a test may run several)."""
+        loop = asyncio.get_running_loop()
+        if self._slots_of is None or self._slots_of[0] is not loop:
+            self._slots_of = (loop, asyncio.Semaphore(max(self._slots_size, 1)))
+        return self._slots_of[1]
+
+    async def _give_back(self, claim: ClaimedSource) -> None:
+        # While draining, `drain` gives back every lease in one statement afterwards: a
+        # transaction per cancelled claim (hundreds at scale) would outlast the grace period.
+        if not self.draining:
+            await asyncio.to_thread(sources.release, self.engine, self.owner, [claim.id])
+
+    async def _poll_source(self, claim: ClaimedSource) -> PollReport:
         started = time.monotonic()
         request = FetchRequest(claim.id, claim.url, claim.etag, claim.last_modified)
         try:
             fetched = await self.fetcher.fetch(request)
         except asyncio.CancelledError:
-            # While draining, `drain` gives back every lease in one statement afterwards: a
-            # transaction per cancelled claim (hundreds at scale) would outlast the grace period.
-            if not self.draining:
-                await asyncio.to_thread(sources.release, self.engine, self.owner, [claim.id])
+            await self._give_back(claim)
             raise
         report = self._batch_if_quiet(claim, fetched)
         if report is None:

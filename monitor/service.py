@@ -422,9 +422,7 @@ class Service:
         return listener
 
     async def aclose(self) -> None:
-        with contextlib.suppress(
-            Exception
-        ):  # a store still running finishes before the engine goes
+        with contextlib.suppress(Exception):  # a store still running ends before the engine
             await asyncio.to_thread(self.poller.close)
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self._forget_replica)

@@ -22,7 +22,9 @@ from monitor.store import db
 from tests.support.feedserver import FeedServer, rss
 
 
-def _service(tmp: Path, server: FeedServer, feeds: int, workers: int) -> Service:
+def _service(
+    tmp: Path, server: FeedServer, feeds: int, workers: int, fetches: int | None = None
+) -> Service:
     folder = tmp / "watchlists"
     folder.mkdir()
     lines = ["sources:"]
@@ -40,8 +42,8 @@ def _service(tmp: Path, server: FeedServer, feeds: int, workers: int) -> Service
         allow_private_hosts=["127.0.0.1"],
         http_port=-1,
         ingest_workers=workers,
-        fetch_concurrency=feeds,
-        fetch_per_host=feeds,
+        fetch_concurrency=fetches or feeds,
+        fetch_per_host=fetches or feeds,
     )
     service = Service(App(settings))
     service.prepare(exclusive=False)
@@ -87,6 +89,38 @@ def test_ingests_run_on_the_configured_number_of_threads(
     assert most == workers
     assert names and all(n.startswith("ingest") for n in names)
     assert service.poller._ingest is None  # closed with the service: no thread left behind
+
+
+def test_fetched_bodies_wait_in_a_bounded_queue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the ingest is stuck, fetching stops after its slots (fetches in flight plus two
+    waiting bodies per worker) instead of holding every feed's body in memory."""
+    release = threading.Event()
+    real_parse = pipeline.parse
+
+    def stuck_parse(*args: Any, **kwargs: Any) -> Any:  # the real parse, after the gate opens
+        release.wait(timeout=30)
+        return real_parse(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "parse", stuck_parse)
+    with FeedServer() as server:
+        service = _service(tmp_path, server, feeds=12, workers=1, fetches=2)
+        fetched_while_stuck: list[int] = []
+
+        async def go() -> list[Any]:
+            polls = asyncio.create_task(service.poller.poll_all_due(force=True))
+            await asyncio.sleep(1.5)  # every feed would be fetched by now without the bound
+            fetched_while_stuck.append(sum(server.hits.values()))
+            release.set()
+            try:
+                return await polls
+            finally:
+                await service.aclose()
+
+        reports = asyncio.run(go())
+    assert fetched_while_stuck == [4]  # 2 fetch slots + 2 bodies for the one worker
+    assert sum(r.new for r in reports) == 36  # nothing lost: every feed stored afterwards
 
 
 _ARENAS = """
