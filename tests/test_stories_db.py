@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -485,6 +486,7 @@ def test_chunked_look_ups_group_like_one_query_per_article(
             select(col(StoryBand.article_id), col(StoryBand.story_id), col(StoryBand.band))
         ).all()
         by_id = dict(session.execute(select(col(ArticleRow.id), col(ArticleRow.story_id))).all())
+        counted = dict(session.execute(select(col(Story.id), col(Story.article_count))).all())
     pairs = [(x, y) for x in got for y in got if x < y]
     assert sum(expected[x] == expected[y] for x, y in pairs) >= 3
     for x, y in pairs:
@@ -492,6 +494,8 @@ def test_chunked_look_ups_group_like_one_query_per_article(
     want = sum(len(k) for k in stories.story_keys_many(arts, now) for k in [k.bands])
     assert len(bands) == want  # every held row was written, once
     assert all(by_id[a] == s for a, s, _b in bands)  # under its article's story
+    members = Counter(by_id.values())
+    assert {sid: n for sid, n in counted.items() if n} == dict(members)  # joins counted once
 
 
 def test_a_merge_inside_a_chunk_moves_the_rows_held_for_it(pg_engine: Engine) -> None:

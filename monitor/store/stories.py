@@ -129,6 +129,14 @@ _JOIN_STORY = (
     .values(article_count=_STORY.c.article_count + 1, last_seen_at=bindparam("seen"))
     .returning(_STORY.c.key, _STORY.c.first_article_id)
 )
+_STORY_HEAD = select(_STORY.c.key, _STORY.c.first_article_id).where(_STORY.c.id == bindparam("sid"))
+# Joins of a chunk, applied at its end in story order: two ingests joining the same stories in
+# different orders deadlocked on PostgreSQL (4 concurrent catch-ups of copied feeds).
+_COUNT_JOINS = (
+    update(_STORY)
+    .where(_STORY.c.id == bindparam("sid"))
+    .values(article_count=_STORY.c.article_count + bindparam("n"), last_seen_at=bindparam("seen"))
+)
 _ADD_BANDS = insert(_BAND)
 _ADD_BANDS_SQL = (
     "INSERT INTO story_band (band, article_id, story_id, created_at) VALUES (?, ?, ?, ?)"
@@ -562,6 +570,7 @@ class BandIndex:
         self._moved: dict[int, int] = {}  # merged story: the story it went into
         self._placed: list[tuple[int, int]] = []  # (article, story) not yet written
         self.assigned: dict[int, StoryAssignment] = {}  # article: its story, placed here
+        self._joins: dict[int, tuple[int, datetime]] = {}  # story: (articles joined, when)
 
     @classmethod
     def prefetch(
@@ -646,6 +655,11 @@ class BandIndex:
         self._placed.append((article_id, assignment.story_id))
         self.assigned[article_id] = assignment
 
+    def joined(self, story_id: int, now: datetime) -> None:
+        """Count an article into a story (written by `flush`, in story order)."""
+        n, _when = self._joins.get(story_id, (0, now))
+        self._joins[story_id] = (n + 1, now)
+
     def merged(self, keep: int, others: Sequence[int]) -> None:
         gone = {o for o in others if o != keep}
         for other in gone:
@@ -656,6 +670,17 @@ class BandIndex:
     def flush(self, conn: Connection) -> None:
         """Write the held story ids of articles and band rows (under the story each is in)."""
         placed, self._placed = self._placed, []
+        joins, self._joins = self._joins, {}
+        counts: dict[int, tuple[int, datetime]] = {}
+        for story_id, (n, when) in joins.items():  # a merged story's joins count in its keeper
+            keep = self.story(story_id)
+            before, _at = counts.get(keep, (0, when))
+            counts[keep] = (before + n, when)
+        if counts:
+            conn.execute(
+                _COUNT_JOINS,
+                [{"sid": sid, "n": n, "seen": at} for sid, (n, at) in sorted(counts.items())],
+            )
         if placed and conn.dialect.paramstyle == "qmark":
             conn.exec_driver_sql(_SET_STORY_SQL, [(self.story(s), a) for a, s in placed])
         elif placed:
@@ -718,7 +743,11 @@ def assign_story(
             index.flush(conn)  # the merge moves band rows: all of them must be written
             index.merged(story_id, choice.merge)
         _merge(session, story_id, choice.merge, now)
-        row = conn.execute(_JOIN_STORY, {"sid": story_id, "seen": now}).one()
+        if index is not None:
+            row = conn.execute(_STORY_HEAD, {"sid": story_id}).one()
+            index.joined(story_id, now)
+        else:
+            row = conn.execute(_JOIN_STORY, {"sid": story_id, "seen": now}).one()
         key, first = str(row[0]), int(row[1])
     if index is not None:
         index.add(conn, bands, article_id, story_id, when)
