@@ -219,12 +219,30 @@ class Poller:
             store = asyncio.get_running_loop().run_in_executor(self._ingest_pool(), call)
             self._storing.add(store)
             store.add_done_callback(self._storing.discard)
-            report = await asyncio.shield(store)
+            try:
+                report = await asyncio.shield(store)
+            except Exception as exc:  # one source's failed ingest, not the whole tick's
+                report = await asyncio.to_thread(self._failed_ingest, claim, exc)
         report = replace(report, seconds=time.monotonic() - started)
         self._log_report(claim, report)
         if self.on_report is not None:
             self.on_report(report)
         return report
+
+    def _failed_ingest(self, claim: ClaimedSource, exc: Exception) -> PollReport:
+        """An ingest that raised (a database error such as SQLite's `database is locked`, or a
+        bug): its transaction rolled back, so nothing of the failed chunk is stored or alerted.
+        The lease is given back and the source, still due, is polled again by the next tick;
+        the chunks committed before are known entries then."""
+        from monitor.redact import redact_text
+
+        message = redact_text(f"ingest failed: {type(exc).__name__}: {exc}", claim.url)[:500]
+        log.error("ingest failed", source=claim.id, error=message)  # no traceback: SQL values
+        try:
+            sources.release(self.engine, self.owner, [claim.id])
+        except Exception as again:  # the lease then runs out by itself
+            log.warning("lease not given back", source=claim.id, error=str(again)[:200])
+        return PollReport(claim.id, PollStatus.ERROR, message=message)
 
     def _ingest_pool(self) -> ThreadPoolExecutor:
         if self._ingest is None:

@@ -123,6 +123,43 @@ def test_fetched_bodies_wait_in_a_bounded_queue(
     assert sum(r.new for r in reports) == 36  # nothing lost: every feed stored afterwards
 
 
+def test_a_failed_ingest_fails_its_source_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database error (or a bug) in one source's ingest is that poll's error: the others are
+    stored, the one-shot poll finishes, and the failed source's lease is given back."""
+    real_parse = pipeline.parse
+
+    def failing_parse(claim: Any, *args: Any, **kwargs: Any) -> Any:
+        if claim.id == "s1":
+            raise RuntimeError("database is locked")
+        return real_parse(claim, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "parse", failing_parse)
+    with FeedServer() as server:
+        service = _service(tmp_path, server, feeds=3, workers=2)
+
+        async def go() -> list[Any]:
+            try:
+                return await service.poller.poll_all_due(force=True)
+            finally:
+                await service.aclose()
+
+        reports = {r.source_id: r for r in asyncio.run(go())}
+        engine = db.make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+        try:
+            with engine.connect() as conn:
+                leased = conn.exec_driver_sql(
+                    "SELECT id FROM source WHERE lease_owner IS NOT NULL"
+                ).all()
+        finally:
+            engine.dispose()
+    assert reports["s1"].status == "error"
+    assert reports["s1"].message == "ingest failed: RuntimeError: database is locked"
+    assert [reports[s].new for s in ("s0", "s2")] == [3, 3]
+    assert leased == []  # given back: the next tick polls s1 again
+
+
 _ARENAS = """
 import sys, threading, ctypes
 from monitor.allocator import limit_arenas
