@@ -236,7 +236,9 @@ class Poller:
         the chunks committed before are known entries then."""
         from monitor.redact import redact_text
 
-        message = redact_text(f"ingest failed: {type(exc).__name__}: {exc}", claim.url)[:500]
+        cause = getattr(exc, "orig", None) or exc  # a database error: the driver's words alone,
+        # not SQLAlchemy's statement and parameters (article text)
+        message = redact_text(f"ingest failed: {type(exc).__name__}: {cause}", claim.url)[:500]
         log.error("ingest failed", source=claim.id, error=message)  # no traceback: SQL values
         try:
             sources.release(self.engine, self.owner, [claim.id])
