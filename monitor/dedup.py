@@ -227,46 +227,20 @@ _SALT_TEXT = _rng.integers(0, 2**63, size=TEXT_BANDS, dtype=np.uint64)
 _SHIFT_32 = np.uint64(32)
 
 
-def _band_values(sig: np.ndarray, rows: int, salt: np.ndarray) -> list[int]:
-    """One signed 64-bit key per band: its rows mixed, salted per band, then avalanched
-    (the splitmix64 finalizer) so keys spread over the whole index."""
-    with np.errstate(over="ignore"):
-        v = np.bitwise_xor.reduce(sig.reshape(-1, rows) * _ROW_MIX[:rows], axis=1) ^ salt
-        v ^= v >> np.uint64(30)
-        v *= np.uint64(0xBF58476D1CE4E5B9)
-        v ^= v >> np.uint64(27)
-        v *= np.uint64(0x94D049BB133111EB)
-        v ^= v >> np.uint64(31)
-    return [int(x) for x in v.view(np.int64)]
-
-
 def band_keys(fp: Fingerprint) -> tuple[int, ...]:
     """Signed 64-bit LSH keys: two articles sharing any key are candidates of one another.
 
     Headline bands (few rows) catch edited headlines and headline-only items; text bands
     catch copies whose bodies match; an article with no usable text has no keys. Both
-    MinHash signatures come from one multiply-shift pass over the token hashes.
+    MinHash signatures come from one multiply-shift pass over the token hashes. The keys are
+    stored in the database: `tests/test_dedup.py` pins them.
     """
-    title = list(fp.title)
-    tokens = title + [t for t in fp.words if t not in fp.title]
-    if len(tokens) < 2:
-        return ()
-    split = TITLE_BANDS * TITLE_ROWS
-    hv = _token_hashes(tokens)
-    with np.errstate(over="ignore"):
-        mixed = (hv[:, None] * _A[None, :] + _B[None, :]) >> _SHIFT_32
-    keys: list[int] = []
-    if len(title) >= 2:
-        keys += _band_values(mixed[: len(title), :split].min(axis=0), TITLE_ROWS, _SALT_TITLE)
-    if len(fp.words) >= 4:
-        keys += _band_values(mixed[:, split:].min(axis=0), TEXT_ROWS, _SALT_TEXT)
-    return tuple(dict.fromkeys(keys))
+    return band_keys_many([fp])[0]
 
 
 def band_keys_many(fps: Sequence[Fingerprint]) -> list[tuple[int, ...]]:
     """`band_keys` of many articles (one poll's) in a few numpy calls, not a few per article:
-    the per-call overhead of small arrays was most of the cost. The same keys, in the same
-    order, as `band_keys` of each (`tests/test_dedup.py` compares them on the corpus)."""
+    the per-call overhead of small arrays was most of the cost."""
     out: list[tuple[int, ...]] = [()] * len(fps)
     lists: list[list[str]] = []
     titled: list[int] = []  # title tokens first, then the other words, per article
@@ -308,7 +282,9 @@ def band_keys_many(fps: Sequence[Fingerprint]) -> list[tuple[int, ...]]:
 
 
 def _band_matrix(sigs: np.ndarray, rows: int, salt: np.ndarray) -> list[list[int]]:
-    """`_band_values` of each row of `sigs` (one signature per article)."""
+    """One signed 64-bit key per band of each row of `sigs` (one signature per article): its
+    rows mixed, salted per band, then avalanched (the splitmix64 finalizer) so keys spread
+    over the whole index."""
     n, width = sigs.shape
     with np.errstate(over="ignore"):
         mixed = sigs.reshape(n, width // rows, rows) * _ROW_MIX[:rows]
