@@ -186,7 +186,7 @@ def _find(
     reach = min(window, timedelta(hours=dedup.VECTOR_HOURS))
     vlo, vhi = when - reach, when + reach
     sqlite = conn.dialect.paramstyle == "qmark"
-    if sqlite and (vector is not None or prefound is not None):  # finds, then texts (+ vectors)
+    if sqlite:  # through the driver: finds, then texts (and vectors) in one query
         if prefound is not None:
             rows = prefound
         else:
@@ -199,11 +199,8 @@ def _find(
     if prefound is not None:
         rows = prefound
     elif keys:
-        if sqlite:
-            rows, texts = _sqlite_candidates(conn, keys, lo, hi, exclude)
-        else:
-            params = {"keys": list(keys), "lo": lo, "hi": hi, "self_id": exclude}
-            rows = [(int(a), int(s), int(c)) for a, s, c in conn.execute(_FIND, params)]
+        params = {"keys": list(keys), "lo": lo, "hi": hi, "self_id": exclude}
+        rows = [(int(a), int(s), int(c)) for a, s, c in conn.execute(_FIND, params)]
     if vector is not None and vector.bands:
         params = {"keys": list(vector.bands), "lo": vlo, "hi": vhi, "self_id": exclude}
         vrows = [(int(a), int(s), int(c)) for a, s, c in conn.execute(_VFIND, params)]
@@ -225,7 +222,7 @@ def _candidates(
     window: timedelta,
     exclude: int,
     vector: VectorKeys | None = None,
-    prefound: list[tuple[int, int, int]] | None = None,
+    prefound: _Rows | None = None,
 ) -> list[dedup.Candidate]:
     """Earlier articles sharing MinHash keys, and (with `vector`) SimHash keys, in the window;
     each with its fingerprint and, when it has one under the same model, its vector.
@@ -355,41 +352,6 @@ def _sqlite_texts_vectors(
             vec = np.frombuffer(raw, dtype="<f4").astype(np.float32)
             vectors[int(aid)] = dedup.Embedding(vec, str(lang))
     return texts, vectors
-
-
-def _sqlite_candidates(
-    conn: Connection, keys: Sequence[int], lo: datetime, hi: datetime, exclude: int
-) -> tuple[list[tuple[int, int, int]], _Texts]:
-    """`_FIND` and `_TEXTS` through the driver: on SQLite, SQLAlchemy's per-statement work
-    (expanding IN, parameter processing) cost more than the queries. Times go through the
-    columns' own type processors, so values are exactly those of the ORM path."""
-    dialect = conn.dialect
-    to_db = _BAND.c.created_at.type._cached_bind_processor(dialect)
-    marks = ",".join("?" * len(keys))
-    sql = (
-        "SELECT article_id, story_id, count(*) AS shared FROM story_band"
-        f" WHERE band IN ({marks}) AND created_at >= ? AND created_at <= ? AND article_id != ?"
-        " GROUP BY article_id, story_id HAVING count(*) >= ?"
-        " ORDER BY shared DESC, article_id LIMIT ?"
-    )
-    bounds = (to_db(lo), to_db(hi)) if to_db is not None else (lo, hi)
-    params = (*keys, *bounds, exclude, dedup.MIN_SHARED, dedup.MAX_CANDIDATES)
-    rows = [(int(a), int(s), int(c)) for a, s, c in conn.exec_driver_sql(sql, params)]
-    if not rows:
-        return rows, {}
-    from_pub = _ARTICLE.c.published.type._cached_result_processor(dialect, None)
-    from_seen = _ARTICLE.c.first_seen.type._cached_result_processor(dialect, None)
-    ids = tuple(r[0] for r in rows)
-    sql = (
-        "SELECT id, title, summary, published, first_seen FROM article"
-        f" WHERE id IN ({','.join('?' * len(ids))})"
-    )
-    texts: _Texts = {}
-    for aid, title, summary, published, seen in conn.exec_driver_sql(sql, ids):
-        pub: datetime | None = from_pub(published) if from_pub is not None else published
-        first = cast(datetime, from_seen(seen) if from_seen is not None else seen)
-        texts[int(aid)] = (str(title or ""), str(summary or ""), pub, first)
-    return rows, texts
 
 
 def _merge(session: Session, keep: int, others: Sequence[int], now: datetime) -> None:
@@ -552,19 +514,20 @@ class BandIndex:
     instead of two per article (they were a quarter of a catch-up's time).
 
     On SQLite, `prefetch` answers the look-up of every new article of the chunk in one
-    grouped query (the per-article query, `_FIND`, with the chunk's articles as a VALUES
-    table); elsewhere `find` runs `_FIND` per article. Either way `find` adds the chunk's
-    earlier articles, whose band rows are held here and written by `flush`, so the answer
-    is exactly that of the per-article query after per-article inserts. Stories merged
-    meanwhile are followed (`moved`), and a merge flushes first so its UPDATE sees every
-    row. Lives inside one transaction.
+    grouped query (the per-article query, `_FIND`, with the chunk's keys as a JSON array);
+    elsewhere `find` runs `_FIND` per article. Either way `find` adds the chunk's earlier
+    articles, whose band rows are held here, so the answer is exactly that of the per-article
+    query after per-article inserts. `flush` writes what is held: band rows, the articles'
+    story ids and the joins' counts (in story order, so concurrent ingests cannot deadlock on
+    story rows). Stories merged meanwhile are followed (`story`), and a merge flushes first so
+    its UPDATEs see every row. Lives inside one transaction.
     """
 
     _KEYS_PER_QUERY = 20_000  # one query's JSON array stays a few hundred KB
 
     def __init__(self, window: timedelta) -> None:
         self.window = window
-        self._found: dict[int, list[tuple[int, int, int]]] = {}  # new article: stored rows
+        self._found: dict[int, _Rows] = {}  # new article: its stored rows
         self._held: dict[int, list[tuple[int, int, datetime]]] = {}  # band: chunk's own rows
         self._pending: list[tuple[int, int, int, Any]] = []  # (band, article, story, at)
         self._moved: dict[int, int] = {}  # merged story: the story it went into
@@ -588,14 +551,13 @@ class BandIndex:
 
         batch: list[tuple[int, StoryKeys]] = []
         size = 0
-        for entry in [*entries, None]:
-            if entry is not None and size + len(entry[1].bands) <= cls._KEYS_PER_QUERY:
-                batch.append(entry)
-                size += len(entry[1].bands)
-                continue
-            if batch:
+        for entry in entries:
+            if batch and size + len(entry[1].bands) > cls._KEYS_PER_QUERY:
                 index._prefetch_sqlite(conn, batch, bound)
-            batch, size = ([entry], len(entry[1].bands)) if entry is not None else ([], 0)
+                batch, size = [], 0
+            batch.append(entry)
+            size += len(entry[1].bands)
+        index._prefetch_sqlite(conn, batch, bound)
         return index
 
     def _prefetch_sqlite(
@@ -619,7 +581,7 @@ class BandIndex:
 
     def find(
         self, conn: Connection, article_id: int, keys: Sequence[int], when: datetime
-    ) -> list[tuple[int, int, int]]:
+    ) -> _Rows:
         """`_FIND`'s answer for a new article: (article, story, keys shared) of articles in the
         window sharing at least MIN_SHARED keys, most shared first, then by article id, at
         most MAX_CANDIDATES."""
@@ -712,8 +674,8 @@ def assign_story(
     """Put a just-inserted article into a story (joining a near-duplicate's, or a new one).
 
     Runs inside the caller's transaction; sets `article.story_id` and writes the band rows
-    (with `index`, the chunk's `BandIndex`, it looks up and holds both there: the caller
-    flushes it). `keys` are the article's `story_keys(article, now)`, made before the
+    (with `index`, the chunk's `BandIndex`, it looks up there and holds its writes there: the
+    caller flushes it). `keys` are the article's `story_keys(article, now)`, made before the
     transaction; without them they are made here.
     """
     now = as_utc(now)
