@@ -15,39 +15,31 @@ from typing import Any
 import pytest
 
 from monitor import pipeline
-from monitor.app import App
 from monitor.service import Service
-from monitor.settings import Settings
 from monitor.store import db
+from tests.support.desk import Desk
 from tests.support.feedserver import FeedServer, rss
 
 
 def _service(
     tmp: Path, server: FeedServer, feeds: int, workers: int, fetches: int | None = None
 ) -> Service:
-    folder = tmp / "watchlists"
-    folder.mkdir()
-    lines = ["sources:"]
-    for i in range(feeds):
-        server.add(
+    """A prepared service over `feeds` local feeds of 3 items (sources s0, s1, …)."""
+    urls = {
+        f"s{i}": server.add(
             f"/f{i}.xml", rss([(f"Item {i} {j}", f"http://127.0.0.1/a/{i}/{j}") for j in range(3)])
         )
-        lines += [f"  - id: s{i}", f"    name: S{i}", f"    url: {server.url(f'/f{i}.xml')}"]
-    (folder / "sources.yaml").write_text("\n".join(lines) + "\n")
-    url = f"sqlite:///{tmp / 'm.db'}"
-    db.upgrade(url)
-    settings = Settings(
-        database_url=url,  # type: ignore[arg-type]
-        watchlists_dir=folder,
-        allow_private_hosts=["127.0.0.1"],
-        http_port=-1,
+        for i in range(feeds)
+    }
+    desk = Desk(
+        tmp,
+        f"sqlite:///{tmp / 'm.db'}",
+        urls,
         ingest_workers=workers,
         fetch_concurrency=fetches or feeds,
         fetch_per_host=fetches or feeds,
     )
-    service = Service(App(settings))
-    service.prepare(exclusive=False)
-    return service
+    return desk.service
 
 
 @pytest.mark.parametrize("workers", [1, 3])

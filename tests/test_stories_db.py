@@ -128,17 +128,22 @@ def test_the_index_survives_a_restart(engine: Engine, db_url: str) -> None:
     assert copy.story_id == first.story_id and not copy.is_new
 
 
-def test_corpus_day_groups_like_the_memory_index(engine: Engine, corpus: list[CorpusItem]) -> None:
-    """The database path and `stories test` run one algorithm: same groups on real items."""
-    from monitor.evaluation import group
-
+def _corpus_days(corpus: list[CorpusItem]) -> list[CorpusItem]:
+    """Three weeks of corpus items with wire copies among them, in publication order."""
     day = [
         a
         for a in corpus
         if a.published is not None
         and datetime(2023, 11, 15, tzinfo=UTC) <= a.published < datetime(2023, 12, 5, tzinfo=UTC)
     ]
-    day.sort(key=lambda a: (a.published or T0, a.line))
+    return sorted(day, key=lambda a: (a.published or T0, a.line))
+
+
+def test_corpus_day_groups_like_the_memory_index(engine: Engine, corpus: list[CorpusItem]) -> None:
+    """The database path and `stories test` run one algorithm: same groups on real items."""
+    from monitor.evaluation import group
+
+    day = _corpus_days(corpus)
     expected = group(day, 72.0)
     with Session(engine) as session, session.begin():
         for a in day:
@@ -462,13 +467,7 @@ def test_chunked_look_ups_group_like_one_query_per_article(
     """Copies inside one chunk find each other; stored band rows are those of the slow path."""
     from monitor.evaluation import group
 
-    day = [
-        a
-        for a in corpus
-        if a.published is not None
-        and datetime(2023, 11, 15, tzinfo=UTC) <= a.published < datetime(2023, 12, 5, tzinfo=UTC)
-    ]
-    day.sort(key=lambda a: (a.published or T0, a.line))
+    day = _corpus_days(corpus)
     expected = group(day, 72.0)
     now = datetime(2023, 12, 5, tzinfo=UTC)
     arts = [Article(a.source, a.id, "", a.title, a.text, a.published, a.id) for a in day]
