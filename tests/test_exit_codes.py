@@ -98,6 +98,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("exit-codes")
     url = f"sqlite:///{root / 'monitor.db'}"
     db.upgrade(url)
+    # The cases run two at a time: the failing poll has a database of its own, or the
+    # passing one, beside it, would sync and poll its source too.
+    down_url = f"sqlite:///{root / 'down.db'}"
+    db.upgrade(down_url)
     (root / "nothing").mkdir()
     empty = root / "empty.db"
     empty.touch()
@@ -118,6 +122,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             yield {
                 "root": root,
                 "url": url,
+                "down_url": down_url,
                 "empty": f"sqlite:///{empty}",
                 "empty_dir": root / "nothing",
                 "bad": bad,
@@ -145,7 +150,10 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
 def _cases(w: dict[str, Any]) -> list[Case]:
     db_env = {"MONITOR_DATABASE_URL": w["url"]}
     ok = {**db_env, "MONITOR_SOURCES_FILE": str(w["root"] / "sources-ok.yaml")}
-    down = {**db_env, "MONITOR_SOURCES_FILE": str(w["root"] / "sources-down.yaml")}
+    down = {
+        "MONITOR_DATABASE_URL": w["down_url"],
+        "MONITOR_SOURCES_FILE": str(w["root"] / "sources-down.yaml"),
+    }
     # A database file whose folder cannot exist (its parent is a file), even for root.
     unreadable = {"MONITOR_DATABASE_URL": f"sqlite:///{w['bad']}/monitor.db"}
     articles, labels = str(CLI / "articles.jsonl"), str(CLI / "labels.jsonl")
