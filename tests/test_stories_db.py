@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -546,3 +546,20 @@ def test_the_chunk_index_follows_merged_stories(engine: Engine) -> None:
             select(col(StoryBand.story_id)).where(col(StoryBand.article_id) == nbc_id)
         ).scalars()
         assert set(written) == {a.story_id}
+
+
+def test_the_driver_path_reads_stored_times_as_the_column_type_does(sq_engine: Engine) -> None:
+    """The story path reads candidates' times through sqlite3 itself: the same aware UTC times
+    as SQLAlchemy's column type gives, whatever the fraction or the offset written."""
+    column = stories._ARTICLE.c.published.type
+    write = column._cached_bind_processor(sq_engine.dialect)
+    read = column._cached_result_processor(sq_engine.dialect, None)
+    assert write is not None and read is not None
+    for at in (
+        datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
+        datetime(2026, 1, 2, tzinfo=UTC),
+        datetime(2026, 6, 1, 12, 30, tzinfo=timezone(timedelta(hours=9))),
+    ):
+        stored = write(at)
+        assert stories._sqlite_time(stored) == read(stored) == at
+        assert stories._sqlite_time(stored).tzinfo is UTC

@@ -167,6 +167,20 @@ _Texts = dict[int, tuple[str, str, datetime | None, datetime]]
 _Rows = list[tuple[int, int, int]]
 
 
+def _driver(conn: Connection) -> Any:
+    """SQLite's own connection (sqlite3) under `conn`, inside its transaction, for the
+    statements of the story path: SQLAlchemy's execution context cost about half of each
+    (30 of 65 µs for a candidate read)."""
+    return conn.connection.driver_connection
+
+
+def _sqlite_time(text: str) -> datetime:
+    """A time as SQLite holds it (UTC text without offset), as the column type reads it
+    (`UTCDateTime`): a tenth of the cost of going through the type."""
+    at = datetime.fromisoformat(text)
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
 def _find(
     conn: Connection,
     keys: Sequence[int],
@@ -318,7 +332,7 @@ def _sqlite_find(
     )
     bounds = (to_db(lo), to_db(hi)) if to_db is not None else (lo, hi)
     params = (*keys, *bounds, exclude, dedup.MIN_SHARED, dedup.MAX_CANDIDATES)
-    return [(int(a), int(s), int(c)) for a, s, c in conn.exec_driver_sql(sql, params)]
+    return _driver(conn).execute(sql, params).fetchall()  # type: ignore[no-any-return]
 
 
 def _sqlite_texts_vectors(
@@ -328,9 +342,6 @@ def _sqlite_texts_vectors(
     query."""
     if not ids:
         return {}, {}
-    dialect = conn.dialect
-    from_pub = _ARTICLE.c.published.type._cached_result_processor(dialect, None)
-    from_seen = _ARTICLE.c.first_seen.type._cached_result_processor(dialect, None)
     marks = ",".join("?" * len(ids))
     sql = (
         "SELECT a.id, a.title, a.summary, a.published, a.first_seen, v.model, v.language,"
@@ -342,15 +353,14 @@ def _sqlite_texts_vectors(
     )
     texts: _Texts = {}
     vectors: dict[int, dedup.Embedding] = {}
-    for aid, title, summary, published, seen, vmodel, lang, raw in conn.exec_driver_sql(
-        sql, tuple(ids)
+    for aid, title, summary, published, seen, vmodel, lang, raw in _driver(conn).execute(
+        sql, ids
     ):
-        pub: datetime | None = from_pub(published) if from_pub is not None else published
-        first = cast(datetime, from_seen(seen) if from_seen is not None else seen)
-        texts[int(aid)] = (str(title or ""), str(summary or ""), pub, first)
+        pub = _sqlite_time(published) if published is not None else None
+        texts[aid] = (title or "", summary or "", pub, _sqlite_time(seen))
         if raw is not None and vmodel == model:
             vec = np.frombuffer(raw, dtype="<f4").astype(np.float32)
-            vectors[int(aid)] = dedup.Embedding(vec, str(lang))
+            vectors[aid] = dedup.Embedding(vec, lang)
     return texts, vectors
 
 
@@ -397,7 +407,7 @@ def _add_bands(
     if conn.dialect.paramstyle == "qmark":
         proc = _BAND.c.created_at.type._cached_bind_processor(conn.dialect)
         at = proc(when) if proc is not None else when
-        conn.exec_driver_sql(_ADD_BANDS_SQL, [(k, article_id, story_id, at) for k in keys])
+        _driver(conn).executemany(_ADD_BANDS_SQL, [(k, article_id, story_id, at) for k in keys])
         return
     rows = [
         {"band": k, "article_id": article_id, "story_id": story_id, "created_at": when}
@@ -415,13 +425,14 @@ def _add_vector(
     if conn.dialect.paramstyle == "qmark":
         proc = _VBAND.c.created_at.type._cached_bind_processor(conn.dialect)
         at = proc(when) if proc is not None else when
-        conn.exec_driver_sql(
+        driver = _driver(conn)
+        driver.execute(
             "INSERT INTO story_vector (article_id, story_id, model, language, vector, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (article_id, story_id, vector.model, language, raw, at),
         )
         if vector.bands:
-            conn.exec_driver_sql(
+            driver.executemany(
                 _ADD_VBANDS_SQL, [(k, article_id, story_id, at) for k in vector.bands]
             )
         return
@@ -722,7 +733,7 @@ def assign_story(
     if index is not None:
         index.place(article_id, assignment)
     elif conn.dialect.paramstyle == "qmark":
-        conn.exec_driver_sql(_SET_STORY_SQL, (story_id, article_id))
+        _driver(conn).execute(_SET_STORY_SQL, (story_id, article_id))
     else:
         conn.execute(_SET_STORY, {"aid": article_id, "sid": story_id})
     return assignment
@@ -736,7 +747,7 @@ def _new_story(conn: Connection, values: dict[str, Any]) -> int:
     proc = _STORY.c.created_at.type._cached_bind_processor(conn.dialect)
     at = proc(values["created_at"]) if proc is not None else values["created_at"]
     seen = proc(values["last_seen_at"]) if proc is not None else values["last_seen_at"]
-    row = conn.exec_driver_sql(
+    rows = _driver(conn).execute(
         _NEW_STORY_SQL,
         (
             values["key"],
@@ -746,8 +757,8 @@ def _new_story(conn: Connection, values: dict[str, Any]) -> int:
             at,
             seen,
         ),
-    ).one()
-    return int(row[0])
+    ).fetchall()  # RETURNING: read to the end, so the statement is done before the next
+    return int(rows[0][0])
 
 
 _STORY_OF = (
