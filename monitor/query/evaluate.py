@@ -73,9 +73,10 @@ Need = tuple[frozenset[str], tuple[str, ...]] | None
 class Doc:
     """One article's words, shared by every watchlist evaluated on it.
 
-    Word positions of field f start at f * STRIDE. Nothing is indexed up front: a word's
-    positions are found (by a C-speed list scan, after a set lookup) the first time a query asks,
-    and character offsets (for highlights and regex positions) only when hits are reported.
+    Word positions of field f start at f * STRIDE. Nothing is indexed up front: the fast path
+    finds a term's positions by searching the words joined (`occurrences`), the reference path
+    from a word index built on first use, and character offsets (for highlights and regex
+    positions) are worked out only when hits are reported.
     """
 
     __slots__ = (
@@ -88,6 +89,7 @@ class Doc:
         "_positions",
         "_present",
         "_sorted",
+        "_split",
         "_tokens",
         "_vocab",
         "cache",
@@ -125,6 +127,7 @@ class Doc:
             self._folded_text[field] = text  # mapped to offsets only if hits are reported
         self._present = present
         self._hay = hay
+        self._split = -1
         self._ascii: bool | None = None
         self._both: dict[str, list[int]] | None = None
 
@@ -161,9 +164,37 @@ class Doc:
             )
         return self._hay
 
+    def occurrences(self, probe: str, inside: bool, fields: Fields) -> list[int]:
+        """Positions of the words where `probe` occurs in `hay` (" word ", " prefix"; a Hangul
+        word `inside` a word), in order: a search in C per occurrence, and the words before it
+        counted as the spaces before it."""
+        hay = self.hay()
+        split = self._split  # the space before the summary's first word
+        if split < 0:
+            split = self._split = hay.find("  ", 1) + 1
+        find, count = hay.find, hay.count
+        out: list[int] = []
+        for field, start, end in ((TITLE, 0, split), (SUMMARY, split, len(hay))):
+            if field not in fields:
+                continue
+            at = find(probe, start, end)
+            if at < 0:
+                continue
+            # A probe starting with a space is at the space before its word; one inside a
+            # word has that space before it too.
+            index = field * STRIDE - inside
+            last = start
+            while at >= 0:
+                index += count(" ", last, at)
+                last = at
+                if not (inside and out and out[-1] == index):  # twice in one word
+                    out.append(index)
+                at = find(probe, at + 1, end)
+        return out
+
     def both(self) -> dict[str, list[int]]:
-        """Every title and summary word's positions, in order, found in one pass (the fast
-        path asks for many words of the same article)."""
+        """Every title and summary word's positions, in order, found in one pass (for the
+        reference path, `positions`)."""
         found = self._both
         if found is None:
             found = {}
@@ -385,7 +416,10 @@ def _record(doc: Doc, label: str, spans: Spans, hits: list[Hit]) -> None:
 
 
 class CWords:
-    """A word, phrase, prefix or proximity phrase: the one leaf that reads the word index."""
+    """A word, phrase, prefix or proximity phrase: the one leaf that reads the article's words.
+
+    `positions` (the reference) reads them from the word index, `spans` (the fast path) by
+    searching the words joined, so the two are checked against each other."""
 
     def __init__(self, words: tuple[str, ...], prefix: bool, slop: int | None, label: str):
         self.words = words
@@ -411,6 +445,12 @@ class CWords:
         if slop is None and not any(self.unspaced):
             self._quick = 1 if len(words) == 1 and not prefix else 2
         self._probe = " " + " ".join(words) + ("" if prefix else " ")
+        # Each word as searched in the joined words: " word ", " prefix", or a Hangul word
+        # alone (found inside longer words of its script, hence `True`).
+        self._probes = tuple(
+            (w, True) if self.unspaced[i] else (f" {w}" if self.scan[i] else f" {w} ", False)
+            for i, w in enumerate(words)
+        )
 
     def _word_positions(self, doc: Doc, i: int, fields: Fields) -> list[int]:
         word = self.words[i]
@@ -466,6 +506,37 @@ class CWords:
         doc.cache[key] = spans
         return spans
 
+    def spans(self, doc: Doc, fields: Fields) -> Spans:
+        """`positions` from searches of the words joined (`Doc.occurrences`), without
+        indexing the article's words: most articles ask for a few terms only."""
+        key = (id(self), fields)
+        cached = doc.cache.get(key)
+        if cached is not None:
+            return cached
+        if not fields <= DEFAULT_FIELDS:  # `source:` and `url:` have their own words
+            spans = self._positions(doc, fields)
+        elif self._quick:  # the joined words occur where the phrase (or prefix) does
+            n = len(self.words) - 1
+            spans = [(p, p + n) for p in doc.occurrences(self._probe, False, fields)]
+        else:
+            spans = self._joined(doc, fields)
+        doc.cache[key] = spans
+        return spans
+
+    def _joined(self, doc: Doc, fields: Fields) -> Spans:
+        """`_positions` with each word's positions from `Doc.occurrences`."""
+        probes = self._probes
+        first = doc.occurrences(*probes[0], fields=fields)
+        n = len(probes)
+        if not first or n == 1:
+            return [(p, p) for p in first]
+        rest = [set(doc.occurrences(*probe, fields=fields)) for probe in probes[1:]]
+        if not all(rest):
+            return []
+        if self.slop is None:
+            return [(p, p + n - 1) for p in first if all(p + i in rest[i - 1] for i in range(1, n))]
+        return _window([first, *(sorted(s) for s in rest)], n - 1 + self.slop)
+
     def _positions(self, doc: Doc, fields: Fields) -> Spans:
         first = self._word_positions(doc, 0, fields)
         n = len(self.words)
@@ -485,8 +556,12 @@ class CWords:
             return True
         return False
 
-    spans = positions
-    collect = evaluate
+    def collect(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        spans = self.spans(doc, fields)
+        if spans:
+            _record(doc, self.label, spans, hits)
+            return True
+        return False
 
     def test(self, doc: Doc, fields: Fields) -> bool:
         quick = self._quick
@@ -494,7 +569,7 @@ class CWords:
             if quick == 1:
                 return self.words[0] in doc.vocab(TITLE)
             return self._probe in doc.hay()
-        return bool(self.positions(doc, fields))
+        return bool(self.spans(doc, fields))
 
     def clauses(self) -> Clauses:
         return [frozenset(self.keys())]
@@ -580,7 +655,7 @@ class CAlias:
         if cached is None:
             out: Spans = []
             for member in self._screen.live(doc, fields):
-                out.extend(member.positions(doc, fields))
+                out.extend(member.spans(doc, fields))
             cached = doc.cache[key] = sorted(out)
         return cached
 
