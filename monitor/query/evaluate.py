@@ -95,6 +95,7 @@ class Doc:
         "cache",
         "found",
         "lives",
+        "searched",
         "texts",
         "truth",
     )
@@ -106,9 +107,11 @@ class Doc:
         folded: Sequence[str] | None = None,
         present: set[str] | None = None,
         hay: str | None = None,
+        searched: tuple[frozenset[str], set[str]] | None = None,
     ) -> None:
         """`fields`, `folded`, `present` (words of title + summary) and `hay` (the same
-        joined by spaces) spare recomputing what the prefilter already has."""
+        joined by spaces) spare recomputing what the prefilter already has; `searched` is
+        the keys its automaton looked for in `hay` and those it found."""
         self.texts = (article.title, article.text, article.source_id, article.url)
         self.cache: dict[tuple[int, Fields], Spans] = {}
         self.truth: dict[tuple[int, Fields], bool] = {}  # `test` of shared nodes
@@ -129,6 +132,7 @@ class Doc:
         self._hay = hay
         self._split = -1
         self._ascii: bool | None = None
+        self.searched = searched
         self._both: dict[str, list[int]] | None = None
 
     def tokens(self, field: int) -> list[str]:
@@ -346,10 +350,21 @@ def union_need(needs: Sequence[Need]) -> Need:
 
 class Screen:
     """Which children of an OR (or members of an alias) can be true in an article: those whose
-    `need` meets the article's words (one set intersection) or words joined (a substring
-    search per prefix or Hangul key), in their order."""
+    `need` meets the article's words (one set intersection) or words joined (the prefix and
+    Hangul keys the matcher's automaton pass found, else a substring search per key), in their
+    order."""
 
-    __slots__ = ("_by_word", "_open", "_probes", "_probes_other", "_words", "children")
+    __slots__ = (
+        "_by_probe",
+        "_by_word",
+        "_open",
+        "_probes",
+        "_probes_other",
+        "_space",
+        "_words",
+        "children",
+        "probes",
+    )
 
     def __init__(self, children: Sequence[Any]) -> None:
         self.children = tuple(children)
@@ -368,6 +383,11 @@ class Screen:
         # Non-ASCII probes (Hangul, CJK) can only occur in non-ASCII text.
         self._probes = tuple(p for p in probes if p[0].isascii())
         self._probes_other = tuple(p for p in probes if not p[0].isascii())
+        self._by_probe: dict[str, list[int]] = {}
+        for probe, i in probes:
+            self._by_probe.setdefault(probe, []).append(i)
+        self.probes = frozenset(self._by_probe)
+        self._space: frozenset[str] | None = None  # last `Doc.searched` keys seen to cover them
 
     def live(self, doc: Doc, fields: Fields) -> Sequence[Any]:
         key = (id(self), fields)
@@ -388,17 +408,56 @@ class Screen:
             by_word = self._by_word
             for word in present:
                 chosen.update(by_word[word])
-        if self._probes or self._probes_other:
-            hay = doc.hay()
-            found = [i for probe, i in self._probes if probe in hay]
-            if self._probes_other and not doc.ascii():
-                found += [i for probe, i in self._probes_other if probe in hay]
-            if found:
-                chosen = set(chosen)
-                chosen.update(found)
+        if self.probes:
+            searched = doc.searched
+            if searched is not None and (
+                self._space is searched[0] or self._covered_by(searched[0])
+            ):
+                keys = self.probes.intersection(searched[1])
+                if keys:
+                    chosen = set(chosen)
+                    by_probe = self._by_probe
+                    for key in keys:
+                        chosen.update(by_probe[key])
+            else:
+                hay = doc.hay()
+                found = [i for probe, i in self._probes if probe in hay]
+                if self._probes_other and not doc.ascii():
+                    found += [i for probe, i in self._probes_other if probe in hay]
+                if found:
+                    chosen = set(chosen)
+                    chosen.update(found)
         if len(chosen) == len(children):
             return children
         return [children[i] for i in sorted(chosen)]
+
+
+    def _covered_by(self, space: frozenset[str]) -> bool:
+        """Whether the automaton that searched for `space` also searched for these probes."""
+        if self.probes <= space:
+            self._space = space
+            return True
+        return False
+
+
+def screen_probes(nodes: Sequence[Any]) -> set[str]:
+    """Every `Screen` probe (prefix and Hangul keys) under these compiled nodes, for the
+    matcher's automaton."""
+    out: set[str] = set()
+    seen: set[int] = set()
+    todo = list(nodes)
+    while todo:
+        node = todo.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        screen = getattr(node, "_screen", None)
+        if isinstance(screen, Screen):
+            out |= screen.probes
+        todo.extend(getattr(node, "children", ()))
+        todo.extend(getattr(node, "members", ()))
+        todo.extend(getattr(node, name, None) for name in ("child", "left", "right"))
+    return out
 
 
 _NONE: list[int] = []  # shared, never changed

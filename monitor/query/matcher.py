@@ -25,6 +25,7 @@ from monitor.query.evaluate import (
     Compiler,
     Doc,
     Hit,
+    screen_probes,
 )
 from monitor.query.explain import Explanation, found_terms, why_not
 from monitor.query.prefilter import Prefilter
@@ -211,7 +212,8 @@ class Matcher:
     def __init__(self, compiled: Iterable[CompiledWatchlist]):
         self.compiled = list(compiled)
         self.by_id = {c.watchlist.id: c for c in self.compiled}
-        self._prefilter = Prefilter([c.requires for c in self.compiled])
+        nodes = [n for c in self.compiled for n in (c.query, c.exclude) if n is not None]
+        self._prefilter = Prefilter([c.requires for c in self.compiled], screen_probes(nodes))
 
     def __len__(self) -> int:
         return len(self.compiled)
@@ -225,12 +227,13 @@ class Matcher:
         """Every watchlist that matches, best score first."""
         folded = (fold(article.title), fold(article.text))
         title, text = split_folded(folded[0]), split_folded(folded[1])
-        indices, present, hay = self._prefilter.candidates(
+        prefilter = self._prefilter
+        indices, present, hay, found = prefilter.candidates(
             title, text, (article.title, article.text)
         )
         if not indices:
             return []
-        doc = Doc(article, (title, text), folded, present, hay)
+        doc = Doc(article, (title, text), folded, present, hay, (prefilter.searched, found))
         out: list[Match] = []
         for index in indices:
             item = self.compiled[index]
