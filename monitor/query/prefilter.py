@@ -31,7 +31,7 @@ class Prefilter:
         self._always: list[int] = []
         # Whole-word keys are found by a set intersection on their rarest word, then confirmed
         # by substring search; prefix and Hangul keys go through the Aho-Corasick automaton.
-        self._by_word: dict[str, list[tuple[str | None, int]]] = {}  # key None: the word itself
+        by_word: dict[str, dict[str | None, list[int]]] = {}  # key None: the word itself
         self._by_ac: dict[str, list[int]] = {}
         self._rest: list[tuple[Clause | frozenset[str], ...]] = []
         self._checked: list[int] = []  # only regex literals required: every clause checked
@@ -50,9 +50,16 @@ class Prefilter:
                 if len(key) > 2 and key[0] == " " and key[-1] == " ":
                     word = max(key.split(), key=key_rarity)
                     single = key == f" {word} "
-                    self._by_word.setdefault(word, []).append((None if single else key, index))
+                    keys = by_word.setdefault(word, {})
+                    keys.setdefault(None if single else key, []).append(index)
                 else:
                     self._by_ac.setdefault(key, []).append(index)
+        # Per word: the watchlists it alone indexes, and each longer key containing it with
+        # the watchlists it indexes (one search per key, however many watchlists share it).
+        self._by_word: dict[str, tuple[list[int], tuple[tuple[str, list[int]], ...]]] = {
+            word: (keys.pop(None, []), tuple((k, v) for k, v in keys.items() if k is not None))
+            for word, keys in by_word.items()
+        }
         self._word_keys = frozenset(self._by_word)
         # The automata also find the other sets' substring keys (`Clause.loose`): one pass over
         # the text instead of a search per key. Keys with non-ASCII letters (Hangul) can only
@@ -85,18 +92,18 @@ class Prefilter:
         hits: list[int] = list(self._checked)
         by_word = self._by_word
         for word in self._word_keys.intersection(words):
-            for key, index in by_word[word]:
-                if key is None or key in hay:
-                    hits.append(index)
+            alone, longer = by_word[word]
+            hits.extend(alone)
+            for key, indices in longer:
+                if key in hay:
+                    hits.extend(indices)
         searched = self._searched(hay)
         by_ac = self._by_ac
         for key in searched:
-            indices = by_ac.get(key)
-            if indices is not None:
-                hits.extend(indices)
-        for index in hits:
-            if index in found:
-                continue
+            indexed = by_ac.get(key)
+            if indexed is not None:
+                hits.extend(indexed)
+        for index in set(hits):  # each once, whichever keys found it
             clauses = rest[index]
             if clauses:
                 if present is None:
