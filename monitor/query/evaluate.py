@@ -355,6 +355,7 @@ class Screen:
     order."""
 
     __slots__ = (
+        "_alone",
         "_by_probe",
         "_by_word",
         "_open",
@@ -380,6 +381,8 @@ class Screen:
                 self._by_word.setdefault(word, []).append(i)
             probes.extend((probe, i) for probe in need[1])
         self._words = frozenset(self._by_word)
+        # The children one word alone makes possible, in order.
+        self._alone = {w: tuple(self.children[i] for i in ix) for w, ix in self._by_word.items()}
         # Non-ASCII probes (Hangul, CJK) can only occur in non-ASCII text.
         self._probes = tuple(p for p in probes if p[0].isascii())
         self._probes_other = tuple(p for p in probes if not p[0].isascii())
@@ -401,36 +404,41 @@ class Screen:
         if vocab is None:
             return self.children
         present = self._words.intersection(vocab)
-        children = self.children
-        chosen: set[int] | list[int] = self._open
-        if present:
-            chosen = set(chosen)
-            by_word = self._by_word
-            for word in present:
-                chosen.update(by_word[word])
+        keys: frozenset[str] = frozenset()
         if self.probes:
             searched = doc.searched
-            if searched is not None and (
+            if searched is None or not (
                 self._space is searched[0] or self._covered_by(searched[0])
             ):
-                keys = self.probes.intersection(searched[1])
-                if keys:
-                    chosen = set(chosen)
-                    by_probe = self._by_probe
-                    for key in keys:
-                        chosen.update(by_probe[key])
-            else:
-                hay = doc.hay()
-                found = [i for probe, i in self._probes if probe in hay]
-                if self._probes_other and not doc.ascii():
-                    found += [i for probe, i in self._probes_other if probe in hay]
-                if found:
-                    chosen = set(chosen)
-                    chosen.update(found)
+                return self._searching(doc, present)
+            keys = self.probes.intersection(searched[1])
+        if not keys and not self._open and len(present) <= 1:  # the commonest cases
+            return self._alone[next(iter(present))] if present else ()
+        chosen = set(self._open)
+        by_word = self._by_word
+        for word in present:
+            chosen.update(by_word[word])
+        by_probe = self._by_probe
+        for key in keys:
+            chosen.update(by_probe[key])
+        children = self.children
         if len(chosen) == len(children):
             return children
         return [children[i] for i in sorted(chosen)]
 
+    def _searching(self, doc: Doc, present: frozenset[str]) -> Sequence[Any]:
+        """`_live` with a substring search per probe (a `Doc` the matcher did not make)."""
+        chosen = set(self._open)
+        for word in present:
+            chosen.update(self._by_word[word])
+        hay = doc.hay()
+        chosen.update(i for probe, i in self._probes if probe in hay)
+        if self._probes_other and not doc.ascii():
+            chosen.update(i for probe, i in self._probes_other if probe in hay)
+        children = self.children
+        if len(chosen) == len(children):
+            return children
+        return [children[i] for i in sorted(chosen)]
 
     def _covered_by(self, space: frozenset[str]) -> bool:
         """Whether the automaton that searched for `space` also searched for these probes."""
