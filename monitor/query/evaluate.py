@@ -348,6 +348,9 @@ def union_need(needs: Sequence[Need]) -> Need:
     return (frozenset(words), tuple(probes)) if needs else None
 
 
+_CHOSEN_KEPT = 4096  # combinations a `Screen` remembers (then it starts again)
+
+
 class Screen:
     """Which children of an OR (or members of an alias) can be true in an article: those whose
     `need` meets the article's words (one set intersection) or words joined (the prefix and
@@ -355,9 +358,9 @@ class Screen:
     order."""
 
     __slots__ = (
-        "_alone",
         "_by_probe",
         "_by_word",
+        "_chosen",
         "_open",
         "_probes",
         "_probes_other",
@@ -381,8 +384,7 @@ class Screen:
                 self._by_word.setdefault(word, []).append(i)
             probes.extend((probe, i) for probe in need[1])
         self._words = frozenset(self._by_word)
-        # The children one word alone makes possible, in order.
-        self._alone = {w: tuple(self.children[i] for i in ix) for w, ix in self._by_word.items()}
+        self._chosen: dict[frozenset[str], Sequence[Any]] = {}  # `_live`'s, remembered
         # Non-ASCII probes (Hangul, CJK) can only occur in non-ASCII text.
         self._probes = tuple(p for p in probes if p[0].isascii())
         self._probes_other = tuple(p for p in probes if not p[0].isascii())
@@ -412,8 +414,18 @@ class Screen:
             ):
                 return self._searching(doc, present)
             keys = self.probes.intersection(searched[1])
-        if not keys and not self._open and len(present) <= 1:  # the commonest cases
-            return self._alone[next(iter(present))] if present else ()
+        # The children depend only on which of the screen's words and probes occur (never the
+        # same strings: a probe is a prefix after a space or Hangul, a word neither), and the
+        # same few combinations recur from article to article.
+        combination = present | keys if keys else present
+        found = self._chosen.get(combination)
+        if found is None:
+            if len(self._chosen) >= _CHOSEN_KEPT:
+                self._chosen.clear()
+            found = self._chosen[combination] = self._choose(present, keys)
+        return found
+
+    def _choose(self, present: frozenset[str], keys: frozenset[str]) -> Sequence[Any]:
         chosen = set(self._open)
         by_word = self._by_word
         for word in present:
@@ -424,7 +436,7 @@ class Screen:
         children = self.children
         if len(chosen) == len(children):
             return children
-        return [children[i] for i in sorted(chosen)]
+        return tuple(children[i] for i in sorted(chosen))  # shared: kept as it is
 
     def _searching(self, doc: Doc, present: frozenset[str]) -> Sequence[Any]:
         """`_live` with a substring search per probe (a `Doc` the matcher did not make)."""
