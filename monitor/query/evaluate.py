@@ -176,24 +176,24 @@ class Doc:
         split = self._split  # the space before the summary's first word
         if split < 0:
             split = self._split = hay.find("  ", 1) + 1
+        # One search over both fields: no probe spans the two spaces between them.
+        end = len(hay) if SUMMARY in fields else split
+        at = hay.find(probe, 0 if TITLE in fields else split, end)
+        if at < 0:
+            return []
         find, count = hay.find, hay.count
         out: list[int] = []
-        for field, start, end in ((TITLE, 0, split), (SUMMARY, split, len(hay))):
-            if field not in fields:
-                continue
-            at = find(probe, start, end)
-            if at < 0:
-                continue
-            # A probe starting with a space is at the space before its word; one inside a
-            # word has that space before it too.
-            index = field * STRIDE - inside
-            last = start
-            while at >= 0:
-                index += count(" ", last, at)
-                last = at
-                if not (inside and out and out[-1] == index):  # twice in one word
-                    out.append(index)
-                at = find(probe, at + 1, end)
+        # A probe starting with a space is at the space before its word; one inside a word
+        # has that space before it too.
+        index, last = (-inside, 0) if at < split else (STRIDE - inside, split)
+        while at >= 0:
+            if last < split <= at:  # on into the summary
+                index, last = STRIDE - inside, split
+            index += count(" ", last, at)
+            last = at
+            if not (inside and out and out[-1] == index):  # twice in one word
+                out.append(index)
+            at = find(probe, at + 1, end)
         return out
 
     def both(self) -> dict[str, list[int]]:
