@@ -281,13 +281,18 @@ class Doc:
             else:
                 yield index, origin[start], origin[end - 1] + 1
 
+    def mapped(self, field: int) -> Folded:
+        """The field folded, with its offsets into the original when the fold moved them."""
+        folded = self._folded[field]
+        if folded is None:
+            folded = self._folded[field] = self._mapped(field)
+        return folded
+
     def bounds(self, field: int) -> list[tuple[int, int]]:
         """[start, end) of every word of the field in the original text (for regexes, titles)."""
         found = self._bounds[field]
         if found is None:
-            folded = self._folded[field]
-            if folded is None:
-                folded = self._folded[field] = self._mapped(field)
+            folded = self.mapped(field)
             origin = folded.origin
             spans = [m.span() for m in WORD_RE.finditer(folded.text)]
             if origin is not None:
@@ -794,7 +799,7 @@ class CRegex:
             texts = doc.texts
             search, may = self.regex.search, self._may
             if any(texts[f] and may(texts[f]) and search(texts[f]) for f in fields):
-                cached = self.positions(doc, fields)
+                cached = self._overlapped(doc, fields)
             else:
                 cached = []
             doc.cache[key] = cached
@@ -811,6 +816,31 @@ class CRegex:
         spans = self.spans(doc, fields)
         _record(doc, self.label, spans, hits)
         return bool(spans)
+
+    def _overlapped(self, doc: Doc, fields: Fields) -> Spans:
+        """`positions` with the words before a match counted by splitting the folded text
+        before it (in C), where the fold kept every offset and words are the runs between
+        spaces (no Hangul or CJK); elsewhere from the field's word bounds."""
+        out: Spans = []
+        for field in sorted(fields):
+            text = doc.texts[field]
+            if not text:
+                continue
+            folded = doc.mapped(field)
+            plain = folded.text
+            if folded.origin is not None or (not plain.isascii() and UNSPACED_RE.search(plain)):
+                out.extend(self.positions(doc, frozenset({field})))
+                continue
+            base = field * STRIDE
+            for found in self.regex.finditer(text):
+                start, end = found.span()
+                first = len(plain[:start].split())
+                if 0 < start < len(plain) and plain[start - 1] != " " != plain[start]:
+                    first -= 1  # the match starts inside a word: it overlaps that one
+                last = len(plain[:end].split()) - 1
+                if first <= last:
+                    out.append((base + first, base + last))
+        return out
 
     def positions(self, doc: Doc, fields: Fields) -> Spans:
         """Word positions the pattern's matches overlap, so a regex can take part in NEAR."""
