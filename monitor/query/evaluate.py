@@ -152,13 +152,6 @@ class Doc:
             found = self._vocab[field] = set(self.tokens(field))
         return found
 
-    def screen(self, fields: Fields) -> set[str] | None:
-        """The words a node's `need` is checked against, or None where no check applies
-        (`source:` and `url:` have their own words)."""
-        if fields <= DEFAULT_FIELDS:
-            return self.vocab(TITLE)
-        return None
-
     def hay(self) -> str:
         """Title and summary words, each after a space (two between the fields), as the
         prefilter searches them: a prefix occurs as " word", a Hangul word anywhere."""
@@ -407,10 +400,9 @@ class Screen:
         return found
 
     def _live(self, doc: Doc, fields: Fields) -> Sequence[Any]:
-        vocab = doc.screen(fields)
-        if vocab is None:
-            return self.children
-        present = self._words.intersection(vocab)
+        if fields is not DEFAULT_FIELDS and not fields <= DEFAULT_FIELDS:
+            return self.children  # `source:` and `url:` have their own words
+        present = self._words.intersection(doc.vocab(TITLE))
         keys: frozenset[str] = frozenset()
         if self.probes:
             searched = doc.searched
@@ -748,7 +740,12 @@ class CAlias:
         known = doc.truth.get(key)
         if known is None:
             live = self._screen.live(doc, fields)
-            known = doc.truth[key] = any(m.test(doc, fields) for m in live)
+            known = False
+            for member in live:  # a loop, not any(): no generator per article
+                if member.test(doc, fields):
+                    known = True
+                    break
+            doc.truth[key] = known
         return known
 
     def collect(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
@@ -882,7 +879,10 @@ class CAnd:
         return True
 
     def test(self, doc: Doc, fields: Fields) -> bool:
-        return all(child.test(doc, fields) for child in self.children)
+        for child in self.children:  # noqa: SIM110 (a loop, not all(): no generator per call)
+            if not child.test(doc, fields):
+                return False
+        return True
 
     def collect(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
         mark = len(hits)
