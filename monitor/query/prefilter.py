@@ -76,22 +76,22 @@ class Prefilter:
 
     def candidates(
         self, title: list[str], text: list[str], raw: tuple[str, str] | None = None
-    ) -> tuple[list[int], set[str] | None, str, set[str]]:
-        """Indices whose every required literal occurs, the article's word set if it was
-        built on the way, the words joined as searched and the automata's keys found in them
-        (the evaluator reuses all three).
+    ) -> tuple[list[int], set[str], str, set[str]]:
+        """Indices whose every required literal occurs, the article's word set, the words
+        joined as searched and the automata's keys found in them (the evaluator reuses all
+        three).
 
         `raw` is the title and summary as written, where regexes' literals are looked for;
         without it those count as present."""
         found: set[int] = set(self._always)
         # Two spaces between the fields: a phrase key never spans title and summary.
         hay = " " + " ".join(title) + "  " + " ".join(text) + " "
-        words = title + text
-        present: set[str] | None = None
+        present = set(title)  # the word set first: intersecting it beats scanning the words
+        present.update(text)
         rest = self._rest
         hits: list[int] = list(self._checked)
         by_word = self._by_word
-        for word in self._word_keys.intersection(words):
+        for word in self._word_keys.intersection(present):
             alone, longer = by_word[word]
             hits.extend(alone)
             for key, indices in longer:
@@ -106,8 +106,6 @@ class Prefilter:
         for index in set(hits):  # each once, whichever keys found it
             clauses = rest[index]
             if clauses:
-                if present is None:
-                    present = set(words)
                 for clause in clauses:
                     if isinstance(clause, frozenset):  # single words only (`_clause`)
                         if clause.isdisjoint(present):
