@@ -73,9 +73,10 @@ Need = tuple[frozenset[str], tuple[str, ...]] | None
 class Doc:
     """One article's words, shared by every watchlist evaluated on it.
 
-    Word positions of field f start at f * STRIDE. Nothing is indexed up front: a word's
-    positions are found (by a C-speed list scan, after a set lookup) the first time a query asks,
-    and character offsets (for highlights and regex positions) only when hits are reported.
+    Word positions of field f start at f * STRIDE. Nothing is indexed up front: the fast path
+    finds a term's positions by searching the words joined (`occurrences`), the reference path
+    from a word index built on first use, and character offsets (for highlights and regex
+    positions) are worked out only when hits are reported.
     """
 
     __slots__ = (
@@ -88,11 +89,13 @@ class Doc:
         "_positions",
         "_present",
         "_sorted",
+        "_split",
         "_tokens",
         "_vocab",
         "cache",
         "found",
         "lives",
+        "searched",
         "texts",
         "truth",
     )
@@ -104,9 +107,11 @@ class Doc:
         folded: Sequence[str] | None = None,
         present: set[str] | None = None,
         hay: str | None = None,
+        searched: tuple[frozenset[str], set[str]] | None = None,
     ) -> None:
         """`fields`, `folded`, `present` (words of title + summary) and `hay` (the same
-        joined by spaces) spare recomputing what the prefilter already has."""
+        joined by spaces) spare recomputing what the prefilter already has; `searched` is
+        the keys its automaton looked for in `hay` and those it found."""
         self.texts = (article.title, article.text, article.source_id, article.url)
         self.cache: dict[tuple[int, Fields], Spans] = {}
         self.truth: dict[tuple[int, Fields], bool] = {}  # `test` of shared nodes
@@ -125,7 +130,9 @@ class Doc:
             self._folded_text[field] = text  # mapped to offsets only if hits are reported
         self._present = present
         self._hay = hay
+        self._split = -1
         self._ascii: bool | None = None
+        self.searched = searched
         self._both: dict[str, list[int]] | None = None
 
     def tokens(self, field: int) -> list[str]:
@@ -145,13 +152,6 @@ class Doc:
             found = self._vocab[field] = set(self.tokens(field))
         return found
 
-    def screen(self, fields: Fields) -> set[str] | None:
-        """The words a node's `need` is checked against, or None where no check applies
-        (`source:` and `url:` have their own words)."""
-        if fields <= DEFAULT_FIELDS:
-            return self.vocab(TITLE)
-        return None
-
     def hay(self) -> str:
         """Title and summary words, each after a space (two between the fields), as the
         prefilter searches them: a prefix occurs as " word", a Hangul word anywhere."""
@@ -161,9 +161,37 @@ class Doc:
             )
         return self._hay
 
+    def occurrences(self, probe: str, inside: bool, fields: Fields) -> list[int]:
+        """Positions of the words where `probe` occurs in `hay` (" word ", " prefix"; a Hangul
+        word `inside` a word), in order: a search in C per occurrence, and the words before it
+        counted as the spaces before it."""
+        hay = self.hay()
+        split = self._split  # the space before the summary's first word
+        if split < 0:
+            split = self._split = hay.find("  ", 1) + 1
+        # One search over both fields: no probe spans the two spaces between them.
+        end = len(hay) if SUMMARY in fields else split
+        at = hay.find(probe, 0 if TITLE in fields else split, end)
+        if at < 0:
+            return []
+        find, count = hay.find, hay.count
+        out: list[int] = []
+        # A probe starting with a space is at the space before its word; one inside a word
+        # has that space before it too.
+        index, last = (-inside, 0) if at < split else (STRIDE - inside, split)
+        while at >= 0:
+            if last < split <= at:  # on into the summary
+                index, last = STRIDE - inside, split
+            index += count(" ", last, at)
+            last = at
+            if not (inside and out and out[-1] == index):  # twice in one word
+                out.append(index)
+            at = find(probe, at + 1, end)
+        return out
+
     def both(self) -> dict[str, list[int]]:
-        """Every title and summary word's positions, in order, found in one pass (the fast
-        path asks for many words of the same article)."""
+        """Every title and summary word's positions, in order, found in one pass (for the
+        reference path, `positions`)."""
         found = self._both
         if found is None:
             found = {}
@@ -246,13 +274,18 @@ class Doc:
             else:
                 yield index, origin[start], origin[end - 1] + 1
 
+    def mapped(self, field: int) -> Folded:
+        """The field folded, with its offsets into the original when the fold moved them."""
+        folded = self._folded[field]
+        if folded is None:
+            folded = self._folded[field] = self._mapped(field)
+        return folded
+
     def bounds(self, field: int) -> list[tuple[int, int]]:
         """[start, end) of every word of the field in the original text (for regexes, titles)."""
         found = self._bounds[field]
         if found is None:
-            folded = self._folded[field]
-            if folded is None:
-                folded = self._folded[field] = self._mapped(field)
+            folded = self.mapped(field)
             origin = folded.origin
             spans = [m.span() for m in WORD_RE.finditer(folded.text)]
             if origin is not None:
@@ -313,12 +346,27 @@ def union_need(needs: Sequence[Need]) -> Need:
     return (frozenset(words), tuple(probes)) if needs else None
 
 
+_CHOSEN_KEPT = 4096  # combinations a `Screen` remembers (then it starts again)
+
+
 class Screen:
     """Which children of an OR (or members of an alias) can be true in an article: those whose
-    `need` meets the article's words (one set intersection) or words joined (a substring
-    search per prefix or Hangul key), in their order."""
+    `need` meets the article's words (one set intersection) or words joined (the prefix and
+    Hangul keys the matcher's automaton pass found, else a substring search per key), in their
+    order."""
 
-    __slots__ = ("_by_word", "_open", "_probes", "_probes_other", "_words", "children")
+    __slots__ = (
+        "_by_probe",
+        "_by_word",
+        "_chosen",
+        "_open",
+        "_probes",
+        "_probes_other",
+        "_space",
+        "_words",
+        "children",
+        "probes",
+    )
 
     def __init__(self, children: Sequence[Any]) -> None:
         self.children = tuple(children)
@@ -334,9 +382,15 @@ class Screen:
                 self._by_word.setdefault(word, []).append(i)
             probes.extend((probe, i) for probe in need[1])
         self._words = frozenset(self._by_word)
+        self._chosen: dict[frozenset[str], Sequence[Any]] = {}  # `_live`'s, remembered
         # Non-ASCII probes (Hangul, CJK) can only occur in non-ASCII text.
         self._probes = tuple(p for p in probes if p[0].isascii())
         self._probes_other = tuple(p for p in probes if not p[0].isascii())
+        self._by_probe: dict[str, list[int]] = {}
+        for probe, i in probes:
+            self._by_probe.setdefault(probe, []).append(i)
+        self.probes = frozenset(self._by_probe)
+        self._space: frozenset[str] | None = None  # last `Doc.searched` keys seen to cover them
 
     def live(self, doc: Doc, fields: Fields) -> Sequence[Any]:
         key = (id(self), fields)
@@ -346,28 +400,81 @@ class Screen:
         return found
 
     def _live(self, doc: Doc, fields: Fields) -> Sequence[Any]:
-        vocab = doc.screen(fields)
-        if vocab is None:
-            return self.children
-        present = self._words.intersection(vocab)
+        if fields is not DEFAULT_FIELDS and not fields <= DEFAULT_FIELDS:
+            return self.children  # `source:` and `url:` have their own words
+        present = self._words.intersection(doc.vocab(TITLE))
+        keys: frozenset[str] = frozenset()
+        if self.probes:
+            searched = doc.searched
+            if searched is None or not (
+                self._space is searched[0] or self._covered_by(searched[0])
+            ):
+                return self._searching(doc, present)
+            keys = self.probes.intersection(searched[1])
+        # The children depend only on which of the screen's words and probes occur (never the
+        # same strings: a probe is a prefix after a space or Hangul, a word neither), and the
+        # same few combinations recur from article to article.
+        combination = present | keys if keys else present
+        found = self._chosen.get(combination)
+        if found is None:
+            if len(self._chosen) >= _CHOSEN_KEPT:
+                self._chosen.clear()
+            found = self._chosen[combination] = self._choose(present, keys)
+        return found
+
+    def _choose(self, present: frozenset[str], keys: frozenset[str]) -> Sequence[Any]:
+        chosen = set(self._open)
+        by_word = self._by_word
+        for word in present:
+            chosen.update(by_word[word])
+        by_probe = self._by_probe
+        for key in keys:
+            chosen.update(by_probe[key])
         children = self.children
-        chosen: set[int] | list[int] = self._open
-        if present:
-            chosen = set(chosen)
-            by_word = self._by_word
-            for word in present:
-                chosen.update(by_word[word])
-        if self._probes or self._probes_other:
-            hay = doc.hay()
-            found = [i for probe, i in self._probes if probe in hay]
-            if self._probes_other and not doc.ascii():
-                found += [i for probe, i in self._probes_other if probe in hay]
-            if found:
-                chosen = set(chosen)
-                chosen.update(found)
+        if len(chosen) == len(children):
+            return children
+        return tuple(children[i] for i in sorted(chosen))  # shared: kept as it is
+
+    def _searching(self, doc: Doc, present: frozenset[str]) -> Sequence[Any]:
+        """`_live` with a substring search per probe (a `Doc` the matcher did not make)."""
+        chosen = set(self._open)
+        for word in present:
+            chosen.update(self._by_word[word])
+        hay = doc.hay()
+        chosen.update(i for probe, i in self._probes if probe in hay)
+        if self._probes_other and not doc.ascii():
+            chosen.update(i for probe, i in self._probes_other if probe in hay)
+        children = self.children
         if len(chosen) == len(children):
             return children
         return [children[i] for i in sorted(chosen)]
+
+    def _covered_by(self, space: frozenset[str]) -> bool:
+        """Whether the automaton that searched for `space` also searched for these probes."""
+        if self.probes <= space:
+            self._space = space
+            return True
+        return False
+
+
+def screen_probes(nodes: Sequence[Any]) -> set[str]:
+    """Every `Screen` probe (prefix and Hangul keys) under these compiled nodes, for the
+    matcher's automaton."""
+    out: set[str] = set()
+    seen: set[int] = set()
+    todo = list(nodes)
+    while todo:
+        node = todo.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        screen = getattr(node, "_screen", None)
+        if isinstance(screen, Screen):
+            out |= screen.probes
+        todo.extend(getattr(node, "children", ()))
+        todo.extend(getattr(node, "members", ()))
+        todo.extend(getattr(node, name, None) for name in ("child", "left", "right"))
+    return out
 
 
 _NONE: list[int] = []  # shared, never changed
@@ -385,7 +492,10 @@ def _record(doc: Doc, label: str, spans: Spans, hits: list[Hit]) -> None:
 
 
 class CWords:
-    """A word, phrase, prefix or proximity phrase: the one leaf that reads the word index."""
+    """A word, phrase, prefix or proximity phrase: the one leaf that reads the article's words.
+
+    `positions` (the reference) reads them from the word index, `spans` (the fast path) by
+    searching the words joined, so the two are checked against each other."""
 
     def __init__(self, words: tuple[str, ...], prefix: bool, slop: int | None, label: str):
         self.words = words
@@ -411,6 +521,12 @@ class CWords:
         if slop is None and not any(self.unspaced):
             self._quick = 1 if len(words) == 1 and not prefix else 2
         self._probe = " " + " ".join(words) + ("" if prefix else " ")
+        # Each word as searched in the joined words: " word ", " prefix", or a Hangul word
+        # alone (found inside longer words of its script, hence `True`).
+        self._probes = tuple(
+            (w, True) if self.unspaced[i] else (f" {w}" if self.scan[i] else f" {w} ", False)
+            for i, w in enumerate(words)
+        )
 
     def _word_positions(self, doc: Doc, i: int, fields: Fields) -> list[int]:
         word = self.words[i]
@@ -466,6 +582,37 @@ class CWords:
         doc.cache[key] = spans
         return spans
 
+    def spans(self, doc: Doc, fields: Fields) -> Spans:
+        """`positions` from searches of the words joined (`Doc.occurrences`), without
+        indexing the article's words: most articles ask for a few terms only."""
+        key = (id(self), fields)
+        cached = doc.cache.get(key)
+        if cached is not None:
+            return cached
+        if not fields <= DEFAULT_FIELDS:  # `source:` and `url:` have their own words
+            spans = self._positions(doc, fields)
+        elif self._quick:  # the joined words occur where the phrase (or prefix) does
+            n = len(self.words) - 1
+            spans = [(p, p + n) for p in doc.occurrences(self._probe, False, fields)]
+        else:
+            spans = self._joined(doc, fields)
+        doc.cache[key] = spans
+        return spans
+
+    def _joined(self, doc: Doc, fields: Fields) -> Spans:
+        """`_positions` with each word's positions from `Doc.occurrences`."""
+        probes = self._probes
+        first = doc.occurrences(*probes[0], fields=fields)
+        n = len(probes)
+        if not first or n == 1:
+            return [(p, p) for p in first]
+        rest = [set(doc.occurrences(*probe, fields=fields)) for probe in probes[1:]]
+        if not all(rest):
+            return []
+        if self.slop is None:
+            return [(p, p + n - 1) for p in first if all(p + i in rest[i - 1] for i in range(1, n))]
+        return _window([first, *(sorted(s) for s in rest)], n - 1 + self.slop)
+
     def _positions(self, doc: Doc, fields: Fields) -> Spans:
         first = self._word_positions(doc, 0, fields)
         n = len(self.words)
@@ -485,8 +632,12 @@ class CWords:
             return True
         return False
 
-    spans = positions
-    collect = evaluate
+    def collect(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
+        spans = self.spans(doc, fields)
+        if spans:
+            _record(doc, self.label, spans, hits)
+            return True
+        return False
 
     def test(self, doc: Doc, fields: Fields) -> bool:
         quick = self._quick
@@ -494,7 +645,7 @@ class CWords:
             if quick == 1:
                 return self.words[0] in doc.vocab(TITLE)
             return self._probe in doc.hay()
-        return bool(self.positions(doc, fields))
+        return bool(self.spans(doc, fields))
 
     def clauses(self) -> Clauses:
         return [frozenset(self.keys())]
@@ -580,7 +731,7 @@ class CAlias:
         if cached is None:
             out: Spans = []
             for member in self._screen.live(doc, fields):
-                out.extend(member.positions(doc, fields))
+                out.extend(member.spans(doc, fields))
             cached = doc.cache[key] = sorted(out)
         return cached
 
@@ -589,7 +740,12 @@ class CAlias:
         known = doc.truth.get(key)
         if known is None:
             live = self._screen.live(doc, fields)
-            known = doc.truth[key] = any(m.test(doc, fields) for m in live)
+            known = False
+            for member in live:  # a loop, not any(): no generator per article
+                if member.test(doc, fields):
+                    known = True
+                    break
+            doc.truth[key] = known
         return known
 
     def collect(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
@@ -640,7 +796,7 @@ class CRegex:
             texts = doc.texts
             search, may = self.regex.search, self._may
             if any(texts[f] and may(texts[f]) and search(texts[f]) for f in fields):
-                cached = self.positions(doc, fields)
+                cached = self._overlapped(doc, fields)
             else:
                 cached = []
             doc.cache[key] = cached
@@ -657,6 +813,31 @@ class CRegex:
         spans = self.spans(doc, fields)
         _record(doc, self.label, spans, hits)
         return bool(spans)
+
+    def _overlapped(self, doc: Doc, fields: Fields) -> Spans:
+        """`positions` with the words before a match counted by splitting the folded text
+        before it (in C), where the fold kept every offset and words are the runs between
+        spaces (no Hangul or CJK); elsewhere from the field's word bounds."""
+        out: Spans = []
+        for field in sorted(fields):
+            text = doc.texts[field]
+            if not text:
+                continue
+            folded = doc.mapped(field)
+            plain = folded.text
+            if folded.origin is not None or (not plain.isascii() and UNSPACED_RE.search(plain)):
+                out.extend(self.positions(doc, frozenset({field})))
+                continue
+            base = field * STRIDE
+            for found in self.regex.finditer(text):
+                start, end = found.span()
+                first = len(plain[:start].split())
+                if 0 < start < len(plain) and plain[start - 1] != " " != plain[start]:
+                    first -= 1  # the match starts inside a word: it overlaps that one
+                last = len(plain[:end].split()) - 1
+                if first <= last:
+                    out.append((base + first, base + last))
+        return out
 
     def positions(self, doc: Doc, fields: Fields) -> Spans:
         """Word positions the pattern's matches overlap, so a regex can take part in NEAR."""
@@ -698,7 +879,10 @@ class CAnd:
         return True
 
     def test(self, doc: Doc, fields: Fields) -> bool:
-        return all(child.test(doc, fields) for child in self.children)
+        for child in self.children:  # noqa: SIM110 (a loop, not all(): no generator per call)
+            if not child.test(doc, fields):
+                return False
+        return True
 
     def collect(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
         mark = len(hits)

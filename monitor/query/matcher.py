@@ -25,6 +25,7 @@ from monitor.query.evaluate import (
     Compiler,
     Doc,
     Hit,
+    screen_probes,
 )
 from monitor.query.explain import Explanation, found_terms, why_not
 from monitor.query.prefilter import Prefilter
@@ -77,30 +78,41 @@ def _score(hits: list[Hit]) -> tuple[float, tuple[str, ...]]:
     is left out of the terms.
     """
     by_label: dict[str, list[Hit]] = {}
+    wide = False  # a hit over several words
     for hit in hits:
         found = by_label.get(hit[0])
         if found is None:
             by_label[hit[0]] = [hit]
         else:
             found.append(hit)
+        if hit[3] != hit[2]:
+            wide = True
     if len(by_label) <= 1:  # nothing credited before the one term: all of it counts
         if not hits:
             return 0, ()
         return round(max(FIELD_WEIGHT[h[1]] for h in hits), 3), (hits[0][0],)
-    order = sorted(by_label, key=lambda label: -max(h[3] - h[2] for h in by_label[label]))
+    # One word each: all equally long, so in their order (as the stable sort would leave them).
+    order: Iterable[str] = by_label
+    if wide:
+        order = sorted(by_label, key=lambda label: -max(h[3] - h[2] for h in by_label[label]))
     # Per field, each credited word: the furthest end of a credited range over it. A hit lies
-    # inside a credited range exactly when the one over its first word reaches its last.
+    # inside a credited range exactly when the one over its first word reaches its last. A
+    # term's hits are credited as they come: one inside an earlier one of the same term lies
+    # in the same field, so it would add no weight and no reach.
     reach: tuple[dict[int, int], ...] = ({}, {}, {}, {})
     kept: dict[str, float] = {}
     for label in order:
-        fresh = [h for h in by_label[label] if reach[h[1]].get(h[2], -1) < h[3]]
-        if fresh:
-            kept[label] = max(FIELD_WEIGHT[h[1]] for h in fresh)
-            for _, field, first, last in fresh:
-                marks = reach[field]
+        weight = -1.0
+        for _, field, first, last in by_label[label]:
+            marks = reach[field]
+            if marks.get(first, -1) < last:
+                if FIELD_WEIGHT[field] > weight:
+                    weight = FIELD_WEIGHT[field]
                 for word in range(first, last + 1):
                     if marks.get(word, -1) < last:
                         marks[word] = last
+        if weight >= 0:
+            kept[label] = weight
     terms = tuple(label for label in by_label if label in kept)
     return round(sum(kept.values()), 3), terms
 
@@ -211,7 +223,8 @@ class Matcher:
     def __init__(self, compiled: Iterable[CompiledWatchlist]):
         self.compiled = list(compiled)
         self.by_id = {c.watchlist.id: c for c in self.compiled}
-        self._prefilter = Prefilter([c.requires for c in self.compiled])
+        nodes = [n for c in self.compiled for n in (c.query, c.exclude) if n is not None]
+        self._prefilter = Prefilter([c.requires for c in self.compiled], screen_probes(nodes))
 
     def __len__(self) -> int:
         return len(self.compiled)
@@ -225,12 +238,13 @@ class Matcher:
         """Every watchlist that matches, best score first."""
         folded = (fold(article.title), fold(article.text))
         title, text = split_folded(folded[0]), split_folded(folded[1])
-        indices, present, hay = self._prefilter.candidates(
+        prefilter = self._prefilter
+        indices, present, hay, found = prefilter.candidates(
             title, text, (article.title, article.text)
         )
         if not indices:
             return []
-        doc = Doc(article, (title, text), folded, present, hay)
+        doc = Doc(article, (title, text), folded, present, hay, (prefilter.searched, found))
         out: list[Match] = []
         for index in indices:
             item = self.compiled[index]
