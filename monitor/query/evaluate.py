@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import Any, Protocol
 
@@ -481,7 +481,8 @@ _NONE: list[int] = []  # shared, never changed
 MAX_SPANS_PER_FIELD = 8  # enough to score and highlight; later repeats only cost time
 
 
-def _record(doc: Doc, label: str, spans: Spans, hits: list[Hit]) -> None:
+def _record(doc: Doc, label: str, spans: Spans, hits: list[Hit]) -> bool:
+    """Add a leaf's spans to `hits` (at most MAX_SPANS_PER_FIELD per field); did it match?"""
     counts = [0, 0, 0, 0]
     for first, last in spans:
         field = first // STRIDE
@@ -489,6 +490,7 @@ def _record(doc: Doc, label: str, spans: Spans, hits: list[Hit]) -> None:
             counts[field] += 1
             base = field * STRIDE
             hits.append((label, field, first - base, last - base))
+    return bool(spans)
 
 
 class CWords:
@@ -602,23 +604,20 @@ class CWords:
     def _joined(self, doc: Doc, fields: Fields) -> Spans:
         """`_positions` with each word's positions from `Doc.occurrences`."""
         probes = self._probes
-        first = doc.occurrences(*probes[0], fields=fields)
-        n = len(probes)
-        if not first or n == 1:
-            return [(p, p) for p in first]
-        rest = [set(doc.occurrences(*probe, fields=fields)) for probe in probes[1:]]
-        if not all(rest):
-            return []
-        if self.slop is None:
-            return [(p, p + n - 1) for p in first if all(p + i in rest[i - 1] for i in range(1, n))]
-        return _window([first, *(sorted(s) for s in rest)], n - 1 + self.slop)
+        return self._phrase(lambda i: doc.occurrences(*probes[i], fields=fields))
 
     def _positions(self, doc: Doc, fields: Fields) -> Spans:
-        first = self._word_positions(doc, 0, fields)
+        return self._phrase(lambda i: self._word_positions(doc, i, fields))
+
+    def _phrase(self, word_at: Callable[[int], list[int]]) -> Spans:
+        """The spans where the words follow each other (or come within the slop), from
+        `word_at(i)`, the positions of word `i`; the others are not looked up when the first
+        is absent."""
+        first = word_at(0)
         n = len(self.words)
         if not first or n == 1:
             return [(p, p) for p in first]
-        rest = [set(self._word_positions(doc, i, fields)) for i in range(1, n)]
+        rest = [set(word_at(i)) for i in range(1, n)]
         if not all(rest):
             return []
         if self.slop is None:
@@ -626,18 +625,10 @@ class CWords:
         return _window([first, *(sorted(s) for s in rest)], n - 1 + self.slop)
 
     def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
-        spans = self.positions(doc, fields)
-        if spans:
-            _record(doc, self.label, spans, hits)
-            return True
-        return False
+        return _record(doc, self.label, self.positions(doc, fields), hits)
 
     def collect(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
-        spans = self.spans(doc, fields)
-        if spans:
-            _record(doc, self.label, spans, hits)
-            return True
-        return False
+        return _record(doc, self.label, self.spans(doc, fields), hits)
 
     def test(self, doc: Doc, fields: Fields) -> bool:
         quick = self._quick
@@ -784,9 +775,7 @@ class CRegex:
 
     def evaluate(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
         """A match counts when it overlaps a word (so it can be scored and highlighted)."""
-        spans = self.positions(doc, fields)
-        _record(doc, self.label, spans, hits)
-        return bool(spans)
+        return _record(doc, self.label, self.positions(doc, fields), hits)
 
     def spans(self, doc: Doc, fields: Fields) -> Spans:
         key = (id(self), fields)
@@ -810,9 +799,7 @@ class CRegex:
         return bool(self.spans(doc, fields))
 
     def collect(self, doc: Doc, fields: Fields, hits: list[Hit]) -> bool:
-        spans = self.spans(doc, fields)
-        _record(doc, self.label, spans, hits)
-        return bool(spans)
+        return _record(doc, self.label, self.spans(doc, fields), hits)
 
     def _overlapped(self, doc: Doc, fields: Fields) -> Spans:
         """`positions` with the words before a match counted by splitting the folded text
